@@ -1,0 +1,254 @@
+"""The model contract: one ``fit``, vectors out, and one shared ``recommend`` for every model.
+
+Every model scores a (user, item) pair as the inner product of a user vector and an item vector,
+so recommending, batch scoring and the FAISS index share one code path. Models implement only
+``fit`` and ``fold_in`` (and extra state in ``_extra_arrays`` when they have some).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+
+from recsys.errors import ArtifactError, ConfigError, NotFittedError
+from recsys.index.exact import ExactIndex
+
+MODEL_FILE = "model.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's hyper-parameters: typed, validated, documented defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 42
+    """Random seed; every value (0 included) is a fixed seed."""
+
+
+@dataclass
+class WarmStart:
+    """Vectors of a previous version, aligned to the new id maps.
+
+    Rows of ``user_factors`` / ``item_factors`` whose ``known_*`` flag is false belong to ids the
+    previous version did not have; the model initialises them fresh.
+    """
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    known_users: np.ndarray  # bool, one per user of the new data
+    known_items: np.ndarray  # bool, one per item of the new data
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # for example biases
+
+
+@dataclass
+class FitOptions:
+    """How to run a fit (as opposed to what to learn, which is the model's config)."""
+
+    validation: sp.csr_matrix | None = None
+    """Held-out interactions (same shape as the training matrix) for early stopping."""
+    epochs: int | None = None
+    """Train exactly this many epochs/iterations without early stopping (the refit on all data)."""
+    log_dir: Path | None = None
+    """TensorBoard log folder (loss and validation metric per epoch)."""
+    checkpoint_dir: Path | None = None
+    """Where to checkpoint each epoch so that a killed fit can resume."""
+    resume: bool = False
+    """Continue from the newest checkpoint in ``checkpoint_dir``."""
+    warm_start: WarmStart | None = None
+    progress: bool = False
+    """Show a progress bar."""
+    features: dict[str, Any] | None = None
+    """Side information (item titles and genres, user attributes) for models that use it."""
+
+
+class Recommender(ABC):
+    """Base class of every model; subclasses set ``name`` and ``Config``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ConfigError("pass either a config object or keyword parameters, not both")
+        try:
+            self.config = config if config is not None else self.Config(**params)
+        except Exception as exc:  # pydantic's ValidationError names the field and the value
+            raise ConfigError(f"invalid {self.name} parameters: {exc}") from exc
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+        self.history: list[dict[str, float]] = []
+        """One entry per epoch: loss and validation metrics, as logged."""
+        self._index: ExactIndex | None = None
+
+    # --- what each model implements -------------------------------------------------------
+
+    @abstractmethod
+    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
+        """Learn from a users x items CSR matrix (values are ratings or interaction strengths)."""
+
+    @abstractmethod
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """User vectors for the rows of ``user_items`` (histories over the known items)."""
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Additional state to save next to the vectors."""
+        return {}
+
+    def _restore_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027
+        """Inverse of ``_extra_arrays``; models without extra state keep this no-op."""
+
+    @property
+    def similarity_factors(self) -> np.ndarray:
+        """Item vectors used for item-to-item similarity (models with bias columns drop them)."""
+        return self._require_items()
+
+    # --- shared behaviour -------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.item_factors is not None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config.model_dump()
+
+    def _require_items(self) -> np.ndarray:
+        if self.item_factors is None:
+            raise NotFittedError(f"the {self.name} model is not fitted; call fit() or load()")
+        return self.item_factors
+
+    @property
+    def index(self) -> ExactIndex:
+        """The exact index over the item vectors; recommend, scoring and evaluation share it."""
+        items = self._require_items()
+        if self._index is None or self._index.item_vectors.shape != items.shape:
+            self._index = ExactIndex(items)
+        return self._index
+
+    def user_vectors(self, userids: np.ndarray, rows: sp.csr_matrix | None = None) -> np.ndarray:
+        """Vectors of the given users; users beyond the trained ones are folded in from ``rows``.
+
+        ``rows`` holds one interaction row per entry of ``userids``.
+        """
+        userids = np.atleast_1d(np.asarray(userids, dtype=np.int64))
+        if self.user_factors is None:
+            raise NotFittedError(f"the {self.name} model has no user vectors; fit() it first")
+        known = userids < len(self.user_factors)
+        vectors = np.empty((len(userids), self.user_factors.shape[1]), dtype=np.float32)
+        vectors[known] = self.user_factors[userids[known]]
+        if not known.all():
+            if rows is None:
+                raise NotFittedError(
+                    f"user index {int(userids[~known][0])} is beyond the "
+                    f"{len(self.user_factors)} trained users; pass their rows to fold them in"
+                )
+            vectors[~known] = self.fold_in(rows[np.flatnonzero(~known)])
+        return vectors
+
+    def recommend(
+        self,
+        userid: int | np.ndarray,
+        user_items: sp.csr_matrix,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items: np.ndarray | None = None,
+        recalculate_user: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``N`` item indices and scores for one user (1-d result) or many (2-d result).
+
+        ``user_items`` holds the rows of the given users: either the full users x items matrix
+        or exactly one row per requested user. Seen items are excluded by default; slots that
+        cannot be filled hold ``-1`` and ``-inf``.
+        """
+        single = np.ndim(userid) == 0
+        userids = np.atleast_1d(np.asarray(userid, dtype=np.int64))
+        rows = user_items if user_items.shape[0] == len(userids) else user_items[userids]
+        rows = sp.csr_matrix(rows)
+        n_items = len(self._require_items())
+        if rows.shape[1] != n_items:
+            raise ValueError(f"user_items must have {n_items} columns, got {rows.shape[1]}")
+        queries = self.fold_in(rows) if recalculate_user else self.user_vectors(userids, rows)
+        exclude = _exclusions(
+            rows if filter_already_liked_items else None, filter_items, len(userids), n_items
+        )
+        ids, scores = self.index.search(queries, N, exclude)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def similar_items(self, itemid: int | np.ndarray, N: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``N`` items with the most similar vectors (cosine), the item itself excluded."""
+        single = np.ndim(itemid) == 0
+        itemids = np.atleast_1d(np.asarray(itemid, dtype=np.int64))
+        vectors = self.similarity_factors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalised = vectors / np.maximum(norms, 1e-12)
+        own = sp.csr_matrix(
+            (np.ones(len(itemids)), (np.arange(len(itemids)), itemids)),
+            shape=(len(itemids), len(vectors)),
+        )
+        ids, scores = ExactIndex(normalised).search(normalised[itemids], N, own)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write the model into folder ``path`` (config as JSON, vectors as numpy)."""
+        if not self.is_fitted:
+            raise NotFittedError(f"cannot save an unfitted {self.name} model")
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {"item_factors": self._require_items(), **self._extra_arrays()}
+        if self.user_factors is not None:
+            arrays["user_factors"] = self.user_factors
+        np.savez(path / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
+        meta = {"model": self.name, "config": self.params, "history": self.history}
+        (path / MODEL_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a model written by :meth:`save`."""
+        meta = read_model_meta(path)
+        if meta["model"] != cls.name:
+            raise ArtifactError(f"{path} holds a {meta['model']!r} model, not {cls.name!r}")
+        model = cls(**meta["config"])
+        with np.load(path / ARRAYS_FILE) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        model.item_factors = arrays.pop("item_factors")
+        model.user_factors = arrays.pop("user_factors", None)
+        model.history = meta.get("history", [])
+        model._restore_extra_arrays(arrays)
+        return model
+
+
+def read_model_meta(path: Path) -> dict[str, Any]:
+    meta_file = path / MODEL_FILE
+    if not meta_file.is_file() or not (path / ARRAYS_FILE).is_file():
+        raise ArtifactError(f"{path} is not a saved model (missing {MODEL_FILE} or {ARRAYS_FILE})")
+    meta: dict[str, Any] = json.loads(meta_file.read_text())
+    return meta
+
+
+def _exclusions(
+    seen: sp.csr_matrix | None, filter_items: np.ndarray | None, n_rows: int, n_items: int
+) -> sp.csr_matrix | None:
+    """One CSR row of excluded items per query: seen items plus the explicit filter list."""
+    exclude = None if seen is None else sp.csr_matrix(seen, dtype=np.float32, copy=True)
+    if exclude is not None:
+        exclude.data[:] = 1.0
+    if filter_items is not None and len(filter_items):
+        cols = np.asarray(filter_items, dtype=np.int64)
+        block = sp.csr_matrix(
+            (
+                np.ones(n_rows * len(cols), np.float32),
+                (np.repeat(np.arange(n_rows), len(cols)), np.tile(cols, n_rows)),
+            ),
+            shape=(n_rows, n_items),
+        )
+        exclude = block if exclude is None else exclude + block
+    return exclude

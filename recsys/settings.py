@@ -1,0 +1,84 @@
+"""The one settings object: every configurable value, read from ``RECSYS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".recsys"
+
+
+class Settings(BaseSettings):
+    """Platform settings. Each field is read from ``RECSYS_<FIELD NAME>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder for the default SQLite database, downloads and artifacts.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means sqlite:///<data_dir>/recsys.db.",
+    )
+    artifact_dir: Path | None = Field(
+        default=None, description="Model registry folder; default <data_dir>/artifacts."
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="Download cache for public datasets; default <data_dir>/cache."
+    )
+    ingest_batch_size: int = Field(
+        default=50_000, ge=1, description="Rows per committed batch when ingesting."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Key required in X-API-Key by write and admin endpoints."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `recsys serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `recsys serve` binds.")
+    workers: int = Field(default=1, ge=1, description="Worker processes of `recsys serve`.")
+    reload_poll_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the service checks for a newly promoted version (0 disables).",
+    )
+    exact_index_max_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Catalogues up to this size use an exact FAISS index; larger ones use HNSW.",
+    )
+    min_index_recall: float = Field(
+        default=0.95, gt=0, le=1, description="Recall@10 an approximate index must reach."
+    )
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    @model_validator(mode="after")
+    def _fill_derived_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'recsys.db'}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = self.data_dir / "cache"
+        return self
+
+    @property
+    def artifacts(self) -> Path:
+        assert self.artifact_dir is not None  # filled by the validator
+        return self.artifact_dir
+
+    @property
+    def downloads(self) -> Path:
+        assert self.cache_dir is not None  # filled by the validator
+        return self.cache_dir
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
