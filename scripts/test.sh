@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --upgrade pip >/dev/null
-python3 -m pip install -e ".[postgres,dev,bench]"
+python3 -m pip install -e ".[train,postgres,dev,bench]"
 ruff check recsys service pipelines tests benchmarks
 mypy
 python3 -m pytest -n 2 --timeout 600 "$@"
