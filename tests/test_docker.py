@@ -1,0 +1,97 @@
+"""What can be checked of the Docker set-up without a Docker engine: files, commands, lint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.main import get_command
+
+from recsys.cli import app
+
+DOCKER = Path(__file__).resolve().parents[1] / "docker"
+DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
+
+
+def _cli_paths() -> set[tuple[str, ...]]:
+    """Every command path the `recsys` CLI offers, such as ('pipeline', 'run')."""
+    paths: set[tuple[str, ...]] = set()
+
+    def walk(command: typer.core.TyperGroup | object, prefix: tuple[str, ...]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            paths.add(prefix)
+            return
+        for name, sub in subcommands.items():
+            walk(sub, (*prefix, name))
+
+    walk(get_command(app), ())
+    return paths
+
+
+def _recsys_invocations(command: list[str] | str) -> list[list[str]]:
+    """The `recsys ...` calls in a CMD/command (list form or a shell string with &&)."""
+    text = command if isinstance(command, str) else " ".join(command)
+    return [part.split() for part in re.findall(r"recsys [a-z\- ]+", text)]
+
+
+def _assert_known(call: list[str], paths: set[tuple[str, ...]]) -> None:
+    words = tuple(w for w in call[1:] if not w.startswith("-"))
+    assert any(words[: len(p)] == p for p in paths), f"`{' '.join(call)}` is not a recsys command"
+
+
+def test_compose_file_parses_and_references_existing_files() -> None:
+    compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "load", "train", "api"} <= set(services)
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            context = (DOCKER / build["context"]).resolve()
+            assert (context / build["dockerfile"]).is_file(), f"{name}: missing {build['dockerfile']}"
+        assert "healthcheck" in service or name in {"load", "train"}, f"{name} has no health check"
+    assert "artifacts" in compose["volumes"]
+
+
+def test_container_commands_are_recsys_commands() -> None:
+    paths = _cli_paths()
+    compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    calls = [
+        call
+        for service in compose["services"].values()
+        if "command" in service
+        for call in _recsys_invocations(service["command"])
+    ]
+    for dockerfile in DOCKERFILES:
+        for match in re.findall(r"^CMD (\[.*\])", dockerfile.read_text(), flags=re.MULTILINE):
+            calls += _recsys_invocations(yaml.safe_load(match))
+    assert len(calls) >= 4
+    for call in calls:
+        _assert_known(call, paths)
+
+
+def test_console_script_is_the_cli_main() -> None:
+    (script,) = entry_points(group="console_scripts", name="recsys")
+    assert script.value == "recsys.cli:main"
+
+
+def test_images_run_as_non_root_with_health_check() -> None:
+    api = (DOCKER / "Dockerfile.api").read_text()
+    assert "HEALTHCHECK" in api and "/ready" in api
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        final_stage = text.rsplit("FROM ", 1)[1]
+        assert re.search(r"^USER (?!root)", final_stage, flags=re.MULTILINE), dockerfile.name
+        assert "build-essential" not in final_stage and "gcc" not in final_stage
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (dev extra)")
+def test_dockerfiles_pass_hadolint() -> None:
+    result = subprocess.run(["hadolint", *map(str, DOCKERFILES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
