@@ -15,17 +15,26 @@ def hit_matrix(top_ids: np.ndarray, test: sp.csr_matrix) -> np.ndarray:
     n_users, k = top_ids.shape
     if test.shape[0] != n_users:
         raise ValueError(f"test must have one row per ranked user ({n_users}), got {test.shape[0]}")
+    # A stored entry is a test item whatever its value (Protocol K ignores values, and a value
+    # of 0 must still count), so look up the sparsity structure, not the values.
+    relevant = sp.csr_matrix((np.ones(test.nnz, dtype=np.int8), test.indices, test.indptr), shape=test.shape)
     valid = top_ids >= 0
     rows = np.repeat(np.arange(n_users), k)
     cols = np.where(valid, top_ids, 0).ravel()
-    looked_up = np.asarray(test[rows, cols]).ravel().reshape(n_users, k)
+    looked_up = np.asarray(relevant[rows, cols]).ravel().reshape(n_users, k)
     return (looked_up != 0) & valid
 
 
 def ranking_metrics(top_ids: np.ndarray, test: sp.csr_matrix, n_items: int | None = None) -> dict[str, float]:
     """Precision, recall, nDCG, MAP and HR at k = ``top_ids.shape[1]``, averaged over users
     with at least one test item; coverage when ``n_items`` is given."""
-    test = sp.csr_matrix(test)
+    top_ids = np.asarray(top_ids)
+    if top_ids.ndim != 2 or top_ids.shape[1] == 0:
+        raise ValueError(f"top_ids must be (users, k) with k >= 1, got shape {top_ids.shape}")
+    test = sp.csr_matrix(test, copy=True)
+    if test.shape[0] != top_ids.shape[0]:
+        raise ValueError(f"test must have one row per ranked user ({top_ids.shape[0]}), got {test.shape[0]}")
+    test.sum_duplicates()  # a repeated (user, item) pair is one test item, not two
     n_test = np.diff(test.indptr)
     evaluated = n_test > 0
     top_ids, test, n_test = top_ids[evaluated], test[evaluated], n_test[evaluated]
@@ -59,8 +68,22 @@ def coverage(top_ids: np.ndarray, n_items: int) -> float:
 
 
 def rmse(predictions: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(predictions) - np.asarray(truth)) ** 2)))
+    """Root mean squared error of rating predictions."""
+    errors = _errors(predictions, truth)
+    return float(np.sqrt(np.mean(errors**2)))
 
 
 def mae(predictions: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(predictions) - np.asarray(truth))))
+    """Mean absolute error of rating predictions."""
+    return float(np.mean(np.abs(_errors(predictions, truth))))
+
+
+def _errors(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    # Without the shape check, (n, 1) against (n,) would broadcast to an (n, n) error matrix.
+    predicted = np.asarray(predictions, dtype=np.float64)
+    true = np.asarray(truth, dtype=np.float64)
+    if predicted.shape != true.shape:
+        raise ValueError(f"predictions and truth shapes differ: {predicted.shape} vs {true.shape}")
+    if predicted.size == 0:
+        raise ValueError("no ratings to compare: predictions and truth are empty")
+    return predicted - true
