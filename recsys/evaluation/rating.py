@@ -43,8 +43,8 @@ def evaluate_rating(
     """
     if train.shape != test.shape:
         raise ValueError(f"train and test shapes differ: {train.shape} vs {test.shape}")
-    test = sp.coo_matrix(test)
-    if test.nnz == 0:
+    pairs = sp.coo_matrix(test)
+    if pairs.nnz == 0:
         raise ValueError("the test matrix holds no rating: nothing to evaluate")
     if clip is None:
         train_values = sp.csr_matrix(train).data
@@ -54,5 +54,9 @@ def evaluate_rating(
     low, high = clip
     if low > high:
         raise ValueError(f"clip must be (low, high) with low <= high, got {clip}")
-    predicted = np.clip(predict_ratings(model, train, test.row, test.col), low, high)
-    return {"rmse": rmse(predicted, test.data), "mae": mae(predicted, test.data), "ratings": float(test.nnz)}
+    predicted = np.clip(predict_ratings(model, train, pairs.row, pairs.col), low, high)
+    return {
+        "rmse": rmse(predicted, pairs.data),
+        "mae": mae(predicted, pairs.data),
+        "ratings": float(pairs.nnz),
+    }
