@@ -1,10 +1,48 @@
-"""`recsys score` commands (filled in by the issue that owns them)."""
+"""`recsys score`: every user's top k for a model version, into the database or a Parquet file."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Annotated
+
 import typer
+
+from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, print_json
+
+
+def score_command(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Model version (default: the production one).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Items per user.")] = 10,
+    out: Annotated[
+        str, typer.Option("--out", help="'database' (recommendations table) or PATH.parquet.")
+    ] = "database",
+    block_size: Annotated[
+        int, typer.Option("--block-size", min=1, help="Users scored per block (bounds memory).")
+    ] = 4096,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every user (seen items excluded); an interrupted Parquet run resumes where it stopped."""
+    from pipelines.score import score_version
+
+    report = score_version(
+        load_settings(database_url),
+        version=version,
+        k=k,
+        out=out,
+        block_size=block_size,
+        progress=not as_json,
+    )
+    if as_json:
+        print_json(asdict(report))
+        return
+    console.print(
+        f"scored {report.users} users with {report.version}: {report.rows} rows to {report.target} "
+        f"(load {report.load_seconds:.2f}s, scoring {report.score_seconds:.2f}s)"
+    )
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
-    del root
+    root.command("score")(score_command)

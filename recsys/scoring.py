@@ -1,0 +1,214 @@
+"""Batch offline scoring: every user's top k, in blocks of users, to Parquet or the database.
+
+Scoring runs through the same index search the service uses (exclusion of seen items included),
+one block of users at a time, so memory is bounded by ``block_size x n_items`` scores at most.
+Parquet output is written per block into a hidden parts folder that a re-run resumes from;
+database output replaces the version's rows in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import Engine, delete, insert
+
+from recsys.data.interactions import IdMap, Interactions
+from recsys.db.engine import session_scope
+from recsys.db.models import Recommendation
+from recsys.errors import ConfigError
+from recsys.index.base import PAD_ID, ItemIndex
+from recsys.models.base import Recommender
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+PARQUET_COLUMNS = ("user_id", "rank", "item_id", "score")
+#: Rows per INSERT statement when writing to the database.
+INSERT_CHUNK_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class ScoredBlock:
+    """Top-k lists of one block of users: internal user indices, item indices and scores."""
+
+    number: int
+    users: np.ndarray  # (n,) int64 user indices
+    item_ids: np.ndarray  # (n, k) int64 item indices, PAD_ID where a list is short
+    scores: np.ndarray  # (n, k) float32, -inf where padded
+
+
+def align_to_model(data: Interactions, users: IdMap, items: IdMap) -> tuple[IdMap, sp.csr_matrix]:
+    """The interaction matrix in a model's index space.
+
+    Rows: the model's users in its order, then users the database has and the model does not
+    (folded in when scored). Columns: the model's items; interactions with items the model does
+    not know are dropped, since they can neither be recommended nor folded in.
+    """
+    db_users = data.users.to_list()
+    new_users = [user for user in db_users if user not in users]
+    all_users = IdMap(np.asarray(users.to_list() + new_users, dtype=object)) if new_users else users
+    user_of = all_users.indices(db_users)[data.user_index]
+    item_of = items.indices(data.items.to_list())[data.item_index]
+    known = item_of >= 0
+    matrix = sp.csr_matrix(
+        (data.values[known].astype(np.float32), (user_of[known], item_of[known])),
+        shape=(len(all_users), len(items)),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    return all_users, matrix
+
+
+def score_all_users(
+    model: Recommender,
+    user_items: sp.csr_matrix,
+    k: int,
+    block_size: int = 4096,
+    exclude_seen: bool = True,
+    progress: bool = False,
+    *,
+    index: ItemIndex | None = None,
+    skip_blocks: Container[int] = (),
+) -> Iterator[ScoredBlock]:
+    """Top ``k`` items of every row of ``user_items``, one block of ``block_size`` users at a time.
+
+    Rows beyond the model's trained users are folded in from their interactions. ``index``
+    defaults to an exact FAISS index over the model's item vectors; blocks whose number is in
+    ``skip_blocks`` (already written by an interrupted run) are not computed.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if block_size < 1:
+        raise ConfigError(f"block_size must be at least 1, got {block_size}")
+    user_items = sp.csr_matrix(user_items)
+    if index is None:
+        from recsys.index.faiss_index import FaissIndex
+
+        index = FaissIndex.flat(model._require_items())
+    if user_items.shape[1] != index.n_items:
+        raise ConfigError(f"user_items has {user_items.shape[1]} columns, the index {index.n_items} items")
+    n_users = user_items.shape[0]
+    numbered: Iterable[tuple[int, int]] = list(enumerate(range(0, n_users, block_size)))
+    if progress:
+        from rich.progress import track
+
+        numbered = track(numbered, description="scoring users")
+    for number, start in numbered:
+        if number in skip_blocks:
+            continue
+        users = np.arange(start, min(start + block_size, n_users), dtype=np.int64)
+        rows = user_items[users]
+        queries = model.user_vectors(users, rows)
+        item_ids, scores = index.search(queries, k, rows if exclude_seen else None)
+        yield ScoredBlock(number, users, item_ids, scores)
+
+
+def block_table(block: ScoredBlock, users: IdMap, items: IdMap) -> pa.Table:
+    """A block as an Arrow table of ``user_id, rank, item_id, score`` (external ids, rank from 1)."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32())]
+    )
+    filled = block.item_ids != PAD_ID
+    row, column = np.nonzero(filled)
+    return pa.table(
+        {
+            "user_id": pa.array(users.external_ids[block.users[row]].astype(str)),
+            "rank": pa.array((column + 1).astype(np.int32)),
+            "item_id": pa.array(items.external_ids[block.item_ids[row, column]].astype(str)),
+            "score": pa.array(block.scores[row, column].astype(np.float32)),
+        },
+        schema=schema,
+    )
+
+
+def write_parquet(
+    model: Recommender,
+    user_items: sp.csr_matrix,
+    users: IdMap,
+    items: IdMap,
+    path: Path,
+    *,
+    k: int,
+    version: str,
+    block_size: int = 4096,
+    index: ItemIndex | None = None,
+    progress: bool = False,
+) -> int:
+    """Score every user into ``path`` (Parquet); returns the number of rows written.
+
+    Blocks go to ``.<name>.parts/`` first, each renamed into place when complete; a re-run with
+    the same version, k and block size skips the finished blocks. The parts are then combined
+    into a temporary file that replaces ``path`` in one rename.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = path.parent / f".{path.name}.parts"
+    manifest = {"version": version, "k": k, "block_size": block_size, "n_users": int(user_items.shape[0])}
+    manifest_file = parts / "manifest.json"
+    if parts.exists() and (not manifest_file.is_file() or json.loads(manifest_file.read_text()) != manifest):
+        shutil.rmtree(parts)  # left by a run with other parameters: its blocks do not fit
+    parts.mkdir(exist_ok=True)
+    manifest_file.write_text(json.dumps(manifest))
+    done = {int(part.stem.split("-")[1]) for part in parts.glob("part-*.parquet")}
+    for block in score_all_users(
+        model, user_items, k, block_size, progress=progress, index=index, skip_blocks=done
+    ):
+        part = parts / f"part-{block.number:06d}.parquet"
+        pq.write_table(block_table(block, users, items), part.with_suffix(".tmp"))
+        os.replace(part.with_suffix(".tmp"), part)
+    temp = path.with_name(f".{path.name}.tmp")
+    written = 0
+    empty = ScoredBlock(-1, np.zeros(0, np.int64), np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    schema = block_table(empty, users, items).schema
+    with pq.ParquetWriter(temp, schema) as writer:
+        for part in sorted(parts.glob("part-*.parquet")):
+            table = pq.read_table(part)
+            writer.write_table(table)
+            written += table.num_rows
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    shutil.rmtree(parts)
+    return written
+
+
+def write_database(
+    engine: Engine,
+    model: Recommender,
+    user_items: sp.csr_matrix,
+    users: IdMap,
+    items: IdMap,
+    *,
+    k: int,
+    version: str,
+    block_size: int = 4096,
+    index: ItemIndex | None = None,
+    progress: bool = False,
+) -> int:
+    """Replace ``version``'s rows of the ``recommendations`` table with every user's top k.
+
+    Delete and inserts run in one transaction: readers see the old lists or the new ones, and an
+    interrupted run changes nothing (re-running it recomputes everything, which is fast).
+    """
+    written = 0
+    with session_scope(engine) as session:
+        session.execute(delete(Recommendation).where(Recommendation.version == version))
+        for block in score_all_users(model, user_items, k, block_size, progress=progress, index=index):
+            rows = block_table(block, users, items).to_pylist()
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                session.execute(insert(Recommendation), [{"version": version, **row} for row in chunk])
+            written += len(rows)
+    return written
