@@ -1,10 +1,120 @@
-"""`recsys data` commands (filled in by the issue that owns them)."""
+"""`recsys export-matrix` and `recsys generate-synthetic`: matrices out of the database, data into files."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+from recsys.errors import ConfigError
+
+
+def parse_weights(pairs: list[str]) -> dict[str, float]:
+    """``["view=0.5", "click=2"]`` -> ``{"view": 0.5, "click": 2.0}``."""
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        kind, sep, weight = pair.partition("=")
+        try:
+            if not sep or not kind.strip():
+                raise ValueError
+            weights[kind.strip()] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--weight takes kind=weight, for example view=0.5; got {pair!r}") from None
+    return weights
+
+
+def parse_kinds(values: list[str] | None) -> list[str] | None:
+    """Kinds given as repeated options and/or comma-separated lists."""
+    if not values:
+        return None
+    return [kind.strip() for value in values for kind in value.split(",") if kind.strip()]
+
+
+def parse_timestamp(value: str | None) -> int | None:
+    """Epoch seconds or an ISO 8601 date/time (UTC unless it names an offset) -> epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise ConfigError(
+            f"--until must be epoch seconds or ISO 8601 (2024-01-31T12:00:00), got {value!r}"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.timestamp())
+
+
+def export_matrix(
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="The .npz file; the id maps go next to it as <name>.users/items.txt."),
+    ],
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kinds", help="Only these interaction kinds (repeat or comma-separate; default all)."),
+    ] = None,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight", help="Weight of a kind as kind=weight, e.g. --weight view=0.2 (repeatable)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Only events up to this time (epoch seconds or ISO 8601).")
+    ] = None,
+    combine: Annotated[
+        str, typer.Option("--combine", help="Repeated (user, item) events: last, sum or max.")
+    ] = "last",
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the user x item matrix (scipy CSR, save_npz) and its id maps, built from the database.
+
+    Row r of the matrix is the user on line r of <name>.users.txt, column c the item on line c of
+    <name>.items.txt. Load it with recsys.data.matrix.load_matrix or scipy.sparse.load_npz.
+    """
+    from recsys.data.matrix import build_interactions, data_fingerprint, save_matrix, watermark
+
+    engine = open_database(load_settings(database_url))
+    started = time.perf_counter()
+    data = build_interactions(
+        engine,
+        kinds=parse_kinds(kinds),
+        weights=parse_weights(weight or []),
+        until=parse_timestamp(until),
+        combine=combine,
+    )
+    paths = save_matrix(data, out)
+    summary = {
+        "users": data.shape[0],
+        "items": data.shape[1],
+        "interactions": len(data),
+        "watermark": watermark(data),
+        "data_fingerprint": data_fingerprint(data),
+        "files": [str(path) for path in paths],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"{summary['interactions']:,} interactions, {summary['users']:,} users x {summary['items']:,} items "
+        f"(watermark {summary['watermark']}) in {summary['seconds']} s"
+    )
+    for path in paths:
+        console.print(f"  wrote {path}")
 
 
 def register(root: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-    del root
+    root.command("export-matrix")(export_matrix)

@@ -1,0 +1,301 @@
+"""Build user x item interaction matrices from the database, and save them to disk.
+
+The read is chunked and vectorised: rows come from the DBAPI cursor in blocks (a server-side
+cursor on PostgreSQL, so memory holds one block of raw tuples at a time) and each block
+becomes numpy arrays in one call; combining repeated pairs is a sort and a ``reduceat``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import ClauseElement, Connection, Engine, case, literal, select
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from recsys.data.interactions import IdMap, Interactions
+from recsys.db.models import Interaction, Item, User
+from recsys.errors import ConfigError, DataError
+
+CombineRule = Literal["last", "sum", "max"]
+COMBINE_RULES: tuple[str, ...] = get_args(CombineRule)
+
+_EVENT_DTYPE = np.dtype(
+    [("id", np.int64), ("user_id", np.int64), ("item_id", np.int64), ("value", np.float64), ("ts", np.int64)]
+)
+_ID_DTYPE = np.dtype([("id", np.int64), ("external_id", object)])
+
+
+def build_interactions(
+    engine: Engine,
+    *,
+    kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    until: int | None = None,
+    combine: CombineRule | str = "last",
+    chunk_size: int = 1_000_000,
+) -> Interactions:
+    """The interaction log of the database as one entry per (user, item) pair.
+
+    Parameters
+    ----------
+    kinds
+        Only events of these kinds (default: every kind).
+    weights
+        Multiplier per kind: an event contributes ``value * weights[kind]`` (default 1.0).
+    until
+        Only events with ``ts <= until`` (epoch seconds), the training watermark.
+    combine
+        How repeated events of one (user, item) pair become one value: ``"last"`` (the value of
+        the newest event; ties on the timestamp go to the event stored last), ``"sum"`` or
+        ``"max"``. The pair's timestamp is always that of its newest event.
+    chunk_size
+        Rows fetched from the database per block.
+
+    The id maps hold every user and item of the database ordered by database id (also those
+    without events in the selection), so indices are stable: new ids append.
+    The entries come sorted by (user index, item index).
+    """
+    if combine not in COMBINE_RULES:
+        raise ConfigError(f"unknown combine rule {combine!r}; valid rules are {', '.join(COMBINE_RULES)}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
+    with engine.connect() as connection:
+        if kinds is not None or weights:
+            _check_kinds(connection, kinds, weights)
+        query = _event_query(kinds, weights, until)
+        events = _concat(_read(connection, query, _EVENT_DTYPE, chunk_size), _EVENT_DTYPE)
+        # Ids are read after the events: ingestion adds a user or item before its events, so
+        # every id an event refers to is already there, even while an ingest is running.
+        user_query = select(User.id, User.external_id).order_by(User.id)
+        item_query = select(Item.id, Item.external_id).order_by(Item.id)
+        users = _concat(_read(connection, user_query, _ID_DTYPE, chunk_size), _ID_DTYPE)
+        items = _concat(_read(connection, item_query, _ID_DTYPE, chunk_size), _ID_DTYPE)
+    user_index = _dense_index(users["id"], events["user_id"], "user")
+    item_index = _dense_index(items["id"], events["item_id"], "item")
+    return _combine(
+        IdMap(users["external_id"]),
+        IdMap(items["external_id"]),
+        user_index,
+        item_index,
+        events["value"],
+        events["ts"],
+        events["id"],
+        combine,
+    )
+
+
+def data_fingerprint(interactions: Interactions) -> str:
+    """A sha256 over the id maps and the entries, independent of the order of the entries.
+
+    Two builds of the same data give the same fingerprint; any change of an id, value or
+    timestamp changes it. The model registry stores it with each version.
+    """
+    user_index, item_index = interactions.user_index, interactions.item_index
+    values, timestamps = interactions.values, interactions.timestamps
+    order = np.lexsort((values, timestamps, item_index, user_index))
+    digest = hashlib.sha256()
+    for ids in (interactions.users.external_ids, interactions.items.external_ids):
+        digest.update(len(ids).to_bytes(8, "little"))
+        digest.update("\n".join(str(e) for e in ids).encode("utf-8"))
+    digest.update(len(interactions).to_bytes(8, "little"))
+    for array, dtype in (
+        (user_index, "<i8"),
+        (item_index, "<i8"),
+        (values, "<f4"),
+        (timestamps, "<i8"),
+    ):
+        digest.update(np.ascontiguousarray(array[order], dtype=dtype).tobytes())
+    return digest.hexdigest()
+
+
+def watermark(interactions: Interactions) -> int | None:
+    """The newest timestamp in the log (epoch seconds), or None when it is empty."""
+    return int(interactions.timestamps.max()) if len(interactions) else None
+
+
+def matrix_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """The files ``save_matrix`` writes for ``path``: the matrix and the user and item id lists."""
+    matrix = Path(path)
+    if matrix.suffix != ".npz":
+        raise ConfigError(f"the matrix file must end in .npz, got {str(matrix)!r}")
+    stem = matrix.with_suffix("")
+    return matrix, Path(f"{stem}.users.txt"), Path(f"{stem}.items.txt")
+
+
+def save_matrix(interactions: Interactions, path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """Write the CSR matrix (``scipy.sparse.save_npz``) and the id maps next to it.
+
+    ``m.npz`` gets ``m.users.txt`` and ``m.items.txt``: one external id per line, line ``r``
+    naming row (column) ``r``. Every file is written to a temporary file and renamed into place.
+    """
+    matrix_path, users_path, items_path = matrix_paths(path)
+    for ids, what in ((interactions.users, "user"), (interactions.items, "item")):
+        bad = [e for e in ids.to_list() if "\n" in e or "\r" in e]
+        if bad:
+            raise DataError(f"{what} id {bad[0]!r} contains a line break and cannot be written one per line")
+    matrix_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(users_path, _lines(interactions.users).encode("utf-8"))
+    _write_atomic(items_path, _lines(interactions.items).encode("utf-8"))
+    buffer = io.BytesIO()
+    sp.save_npz(buffer, interactions.to_csr(), compressed=True)
+    _write_atomic(matrix_path, buffer.getvalue())
+    return matrix_path, users_path, items_path
+
+
+def load_matrix(path: str | os.PathLike[str]) -> tuple[sp.csr_matrix, IdMap, IdMap]:
+    """Read what :func:`save_matrix` wrote: (matrix, users, items)."""
+    matrix_path, users_path, items_path = matrix_paths(path)
+    matrix = sp.csr_matrix(sp.load_npz(matrix_path))
+    users = IdMap(np.array(users_path.read_text("utf-8").splitlines(), dtype=object))
+    items = IdMap(np.array(items_path.read_text("utf-8").splitlines(), dtype=object))
+    if matrix.shape != (len(users), len(items)):
+        raise DataError(
+            f"{matrix_path} has shape {matrix.shape} but the id files name "
+            f"{len(users)} users and {len(items)} items; re-export the matrix"
+        )
+    return matrix, users, items
+
+
+def _check_kinds(
+    connection: Connection, kinds: Sequence[str] | None, weights: Mapping[str, float] | None
+) -> None:
+    """Reject kind names the database does not hold: a typo would silently select nothing."""
+    known = sorted(connection.execute(select(Interaction.kind).distinct()).scalars())
+    if kinds is not None and len(kinds) == 0:
+        raise ConfigError(f"kinds is empty; pass None for every kind or some of {known}")
+    asked = set(kinds or ()) | set(weights or {})
+    unknown = sorted(asked - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown interaction kind(s) {', '.join(map(repr, unknown))}; "
+            f"the database holds the kinds {', '.join(map(repr, known)) or '(none: no interactions yet)'}"
+        )
+    for kind, weight in (weights or {}).items():
+        if not np.isfinite(weight):
+            raise ConfigError(f"the weight of kind {kind!r} must be a finite number, got {weight}")
+
+
+def _event_query(
+    kinds: Sequence[str] | None, weights: Mapping[str, float] | None, until: int | None
+) -> ClauseElement:
+    value: Any = Interaction.value
+    if weights:
+        # Weighting in SQL keeps the kind strings in the database: only numbers cross the wire.
+        factor = case(
+            {kind: literal(float(w)) for kind, w in weights.items()},
+            value=Interaction.kind,
+            else_=literal(1.0),
+        )
+        value = Interaction.value * factor
+    query = select(Interaction.id, Interaction.user_id, Interaction.item_id, value, Interaction.ts)
+    if kinds is not None:
+        query = query.where(Interaction.kind.in_(list(kinds)))
+    if until is not None:
+        query = query.where(Interaction.ts <= int(until))
+    return query
+
+
+def _read(
+    connection: Connection, query: ClauseElement, dtype: np.dtype, chunk_size: int
+) -> Iterator[np.ndarray]:
+    """Run ``query`` and yield its rows as structured arrays of ``dtype``, ``chunk_size`` at a time.
+
+    The rows are fetched from the DBAPI cursor directly: SQLAlchemy ``Row`` objects cost a
+    Python object per row, the driver's plain tuples convert to numpy in one call.
+    """
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)  # a SELECT always compiles to an SQLCompiler
+    params: Any = (
+        tuple(compiled.params[name] for name in compiled.positiontup or ())
+        if compiled.positional
+        else compiled.params
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None  # an open Connection always has its DBAPI connection
+    # A named cursor is server-side on psycopg: PostgreSQL streams the rows instead of the
+    # client buffering the whole result.
+    cursor = driver.cursor(name="recsys_read") if connection.dialect.name == "postgresql" else driver.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        while rows := cursor.fetchmany(chunk_size):
+            yield np.array(rows, dtype=dtype)
+    finally:
+        cursor.close()
+
+
+def _concat(chunks: Iterator[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    parts = list(chunks)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def _dense_index(db_ids: np.ndarray, refs: np.ndarray, what: str) -> np.ndarray:
+    """Positions of ``refs`` in the sorted database ids (the dense index of each referenced row)."""
+    positions = np.searchsorted(db_ids, refs)
+    found = positions < len(db_ids)
+    found[found] = db_ids[positions[found]] == refs[found]
+    if not found.all():
+        missing = refs[~found][:5].tolist()
+        raise DataError(f"interactions refer to {what} ids {missing} that are not in the {what}s table")
+    return positions.astype(np.int32)
+
+
+def _combine(
+    users: IdMap,
+    items: IdMap,
+    user_index: np.ndarray,
+    item_index: np.ndarray,
+    values: np.ndarray,
+    timestamps: np.ndarray,
+    event_ids: np.ndarray,
+    combine: str,
+) -> Interactions:
+    """One entry per (user, item): sort by pair, then newest last, and reduce each run."""
+    pair = user_index.astype(np.int64) * max(len(items), 1) + item_index
+    order = np.lexsort((event_ids, timestamps, pair))
+    pair, values, timestamps = pair[order], values[order], timestamps[order]
+    if len(pair):
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        ends = np.r_[starts[1:], len(pair)] - 1
+    else:
+        starts = ends = np.empty(0, dtype=np.int64)
+    if combine == "last":
+        combined = values[ends]
+    elif combine == "sum":
+        combined = np.add.reduceat(values, starts) if len(starts) else values[:0]
+    else:
+        combined = np.maximum.reduceat(values, starts) if len(starts) else values[:0]
+    n_items = max(len(items), 1)
+    return Interactions(
+        users=users,
+        items=items,
+        user_index=(pair[ends] // n_items).astype(np.int32),
+        item_index=(pair[ends] % n_items).astype(np.int32),
+        values=combined.astype(np.float32),
+        timestamps=timestamps[ends].astype(np.int64),
+    )
+
+
+def _lines(ids: IdMap) -> str:
+    return "".join(f"{e}\n" for e in ids.to_list())
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    """Write ``content`` into a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
