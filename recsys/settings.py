@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default=0.95, gt=0, le=1, description="Recall@10 an approximate index must reach."
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    lock_stale_seconds: float = Field(
+        default=12 * 3600,
+        gt=0,
+        description="A named database lock held this long is stale and may be taken over "
+        "(a lock whose process is gone on this host is taken over at once).",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -1,0 +1,247 @@
+"""Model registry: atomic writes, checksums, statuses, promotion guard, rollback (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sqlalchemy import Engine, func, select
+
+from recsys.data.interactions import IdMap
+from recsys.db.engine import session_scope
+from recsys.db.models import ModelVersion
+from recsys.errors import ArtifactError, RegistryError
+from recsys.models.popularity import Popularity
+from recsys.training import registry as registry_module
+from recsys.training.registry import CHECKSUMS_FILE, ModelRegistry
+
+N_USERS, N_ITEMS = 12, 8
+
+
+def fitted_popularity(seed: int = 0) -> Popularity:
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(N_USERS, N_ITEMS, density=0.4, random_state=rng, format="csr", dtype=np.float32)
+    return Popularity().fit(matrix)
+
+
+def id_maps() -> tuple[IdMap, IdMap]:
+    return IdMap(np.array([f"user-{u}" for u in range(N_USERS)])), IdMap(
+        np.array([f"é-{i}" for i in range(N_ITEMS)])
+    )
+
+
+def register(registry: ModelRegistry, ndcg: float | None = 0.3, baseline: float = 0.2, seed: int = 0) -> str:
+    users, items = id_maps()
+    metrics = {} if ndcg is None else {"ndcg@10": ndcg, "baseline_ndcg@10": baseline}
+    info = registry.register(
+        fitted_popularity(seed), users, items, metrics=metrics, watermark=1234, data_fingerprint="f" * 64
+    )
+    return info.version
+
+
+def visible_entries(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
+
+
+@pytest.fixture
+def registry(engine: Engine, tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(engine, tmp_path / "artifacts")
+
+
+def test_register_writes_a_complete_version_and_load_round_trips(registry: ModelRegistry) -> None:
+    model = fitted_popularity()
+    users, items = id_maps()
+    info = registry.register(
+        model, users, items, metrics={"ndcg@10": 0.5}, watermark=99, data_fingerprint="a" * 64
+    )
+
+    assert re.fullmatch(r"popularity-\d{14}-[0-9a-f]{6}", info.version)
+    assert info.status == "production"  # the first version becomes production
+    assert info.promoted_at is not None
+    assert info.path == registry.artifact_dir / info.version
+    manifest = json.loads((info.path / "version.json").read_text())
+    assert manifest["watermark"] == 99
+    assert manifest["data_fingerprint"] == "a" * 64
+    assert manifest["metrics"] == {"ndcg@10": 0.5}
+    assert manifest["libraries"]["numpy"] == np.__version__
+    listed = {line.split("  ", 1)[1] for line in (info.path / CHECKSUMS_FILE).read_text().splitlines()}
+    assert {"version.json", "id_maps.npz", "model/model.json", "model/arrays.npz"} <= listed
+
+    loaded = registry.load()  # production
+    assert loaded.info.version == info.version
+    assert loaded.users.to_list() == users.to_list()
+    assert loaded.items.to_list() == items.to_list()  # non-ASCII ids survive without pickle
+    matrix = sp.csr_matrix(np.eye(N_USERS, N_ITEMS, dtype=np.float32))
+    expected = model.recommend(np.arange(N_USERS), matrix, N=5)
+    actual = loaded.model.recommend(np.arange(N_USERS), matrix, N=5)
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_allclose(actual[1], expected[1])
+
+
+def test_a_crash_while_writing_leaves_no_visible_version(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed while writing checksums")
+
+    monkeypatch.setattr(registry_module, "_write_checksums", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        register(registry)
+    assert visible_entries(registry.artifact_dir) == []
+    assert registry.list() == []
+
+
+def test_a_failed_database_insert_removes_the_published_folder(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(registry_module, "_production_row", crash)
+    with pytest.raises(RuntimeError, match="went away"):
+        register(registry)
+    assert visible_entries(registry.artifact_dir) == []
+    with session_scope(registry.engine) as session:
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+
+
+def test_a_flipped_byte_refuses_to_load_naming_the_file(registry: ModelRegistry) -> None:
+    version = register(registry)
+    target = registry.get(version).path / "model" / "arrays.npz"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model/arrays\.npz does not match its checksum"):
+        registry.load(version)
+
+
+@pytest.mark.parametrize("removed", ["id_maps.npz", "model/model.json", CHECKSUMS_FILE])
+def test_an_incomplete_version_is_refused(registry: ModelRegistry, removed: str) -> None:
+    version = register(registry)
+    (registry.get(version).path / removed).unlink()
+    with pytest.raises(ArtifactError, match=re.escape(removed)):
+        registry.load(version)
+
+
+def test_promotion_is_refused_below_the_baseline_unless_forced(registry: ModelRegistry) -> None:
+    first = register(registry, ndcg=0.30, baseline=0.20)
+    weak = register(registry, ndcg=0.1234, baseline=0.2140)
+    assert registry.get(weak).status == "candidate"
+
+    with pytest.raises(RegistryError, match=r"0\.1234.*0\.2140") as refused:
+        registry.promote(weak)
+    assert "--force" in str(refused.value)
+    assert registry.production().version == first  # type: ignore[union-attr]
+
+    assert registry.promote(weak, force=True).status == "production"
+    assert registry.get(first).status == "candidate"
+
+
+def test_promotion_without_validation_metrics_needs_force(registry: ModelRegistry) -> None:
+    register(registry)
+    bare = register(registry, ndcg=None)
+    with pytest.raises(RegistryError, match="no validation ndcg@10"):
+        registry.promote(bare)
+    assert registry.promote(bare, force=True).status == "production"
+
+
+def production_versions(registry: ModelRegistry) -> list[str]:
+    return [info.version for info in registry.list(status="production")]
+
+
+def test_rollback_walks_back_through_promotions(registry: ModelRegistry) -> None:
+    v1 = register(registry)
+    v2 = register(registry)
+    v3 = register(registry)
+    registry.promote(v2)
+    registry.promote(v3)
+    assert production_versions(registry) == [v3]
+
+    assert registry.rollback().version == v2
+    assert registry.get(v3).status == "archived"
+    assert registry.rollback().version == v1
+    assert registry.get(v2).status == "archived"
+    assert production_versions(registry) == [v1]
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        registry.rollback()
+
+    v4 = register(registry)
+    registry.promote(v4)
+    assert registry.rollback().version == v1  # archived versions are never restored
+    assert production_versions(registry) == [v1]
+
+
+def test_rollback_without_production_is_refused(registry: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match="no production version"):
+        registry.rollback()
+
+
+def test_archive_refuses_production_and_hides_a_version_from_rollback(registry: ModelRegistry) -> None:
+    v1 = register(registry)
+    v2 = register(registry)
+    with pytest.raises(RegistryError, match="is the production version"):
+        registry.archive(v1)
+    registry.promote(v2)
+    assert registry.archive(v1).status == "archived"
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        registry.rollback()
+    assert [info.version for info in registry.list(status="archived")] == [v1]
+
+
+def test_list_get_and_unknown_versions(registry: ModelRegistry) -> None:
+    older = register(registry)
+    newer = register(registry)
+    assert [info.version for info in registry.list()] == [newer, older]
+    assert registry.list(model="ials") == []
+    with pytest.raises(RegistryError, match="no model version 'nope'"):
+        registry.get("nope")
+    with pytest.raises(RegistryError, match="unknown status"):
+        registry.list(status="retired")
+
+
+def test_load_without_production_says_how_to_get_one(registry: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match="recsys train"):
+        registry.load()
+
+
+def test_attach_adds_a_checksummed_folder_and_replaces_it(registry: ModelRegistry) -> None:
+    version = register(registry)
+    path = registry.attach(version, "index", lambda folder: (folder / "vectors.bin").write_bytes(b"first"))
+    assert (path / "vectors.bin").read_bytes() == b"first"
+    checksums = (registry.get(version).path / CHECKSUMS_FILE).read_text()
+    assert "  index/vectors.bin\n" in checksums
+    registry.load(version)
+
+    registry.attach(version, "index", lambda folder: (folder / "other.bin").write_bytes(b"second"))
+    assert sorted(p.name for p in path.iterdir()) == ["other.bin"]
+    checksums = (registry.get(version).path / CHECKSUMS_FILE).read_text()
+    assert "index/vectors.bin" not in checksums and "  index/other.bin\n" in checksums
+    assert visible_entries(registry.get(version).path) == sorted(
+        ["checksums.sha256", "id_maps.npz", "index", "model", "version.json"]
+    )
+
+    (path / "other.bin").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match=r"index/other\.bin"):
+        registry.load(version)
+
+
+def test_attach_that_fails_changes_nothing(registry: ModelRegistry) -> None:
+    version = register(registry)
+    before = (registry.get(version).path / CHECKSUMS_FILE).read_text()
+
+    def failing(folder: Path) -> None:
+        (folder / "half.bin").write_bytes(b"x")
+        raise RuntimeError("index build failed")
+
+    with pytest.raises(RuntimeError):
+        registry.attach(version, "index", failing)
+    root = registry.get(version).path
+    assert not (root / "index").exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".tmp")] == []
+    assert (root / CHECKSUMS_FILE).read_text() == before
+    with pytest.raises(RegistryError, match="plain folder name"):
+        registry.attach(version, "../escape", failing)
