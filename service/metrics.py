@@ -1,0 +1,86 @@
+"""Prometheus metrics: request counts and latency per endpoint, the loaded version, fallbacks.
+
+With several uvicorn workers, ``recsys serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` so that every
+worker writes its samples there and ``/metrics`` aggregates all workers; without it the figures
+are those of the worker that answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter("recsys_http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"])
+LATENCY = Histogram(
+    "recsys_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["endpoint"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+MODEL_LOADED = Gauge(
+    "recsys_model_loaded",
+    "1 for the model version this process serves.",
+    ["version", "model"],
+    multiprocess_mode="liveall",
+)
+FALLBACKS = Counter("recsys_fallbacks_total", "Requests answered with popular items.", ["reason"])
+RELOADS = Counter("recsys_model_reloads_total", "Model versions loaded after start-up.")
+
+
+def set_loaded_version(version: str, model: str, previous: tuple[str, str] | None) -> None:
+    if previous is not None:
+        MODEL_LOADED.labels(*previous).set(0)
+    MODEL_LOADED.labels(version, model).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: aggregated over workers in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template (``/users/{user_id}/recommendations``).
+
+    A plain ASGI middleware: Starlette's BaseHTTPMiddleware would add a task per request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            REQUESTS.labels(endpoint, scope["method"], str(status[0])).inc()
+            LATENCY.labels(endpoint).observe(time.perf_counter() - started)

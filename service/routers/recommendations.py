@@ -1,0 +1,84 @@
+"""Recommendations for a known user and for an anonymous history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from recsys.errors import UnknownIdError
+from service import metrics
+from service.deps import StateDep
+from service.schemas import MAX_K, HistoryRequest, Recommendations, RecommendedItem, error_responses
+from service.state import Ranked, ServingState, UnknownGenreError
+
+router = APIRouter(tags=["recommendations"])
+
+KQuery = Annotated[int, Query(ge=1, le=MAX_K, description="Number of items.")]
+GenresQuery = Annotated[list[str], Query(description="Repeat the parameter for several genres.")]
+
+
+def as_items(state: ServingState, ranked: Ranked) -> list[RecommendedItem]:
+    titles = state.catalogue.titles
+    genres = state.catalogue.genres
+    external = state.items.external_ids
+    return [
+        RecommendedItem(item_id=str(external[i]), title=titles[i], genres=genres[i], score=float(score))
+        for i, score in zip(ranked.item_ids.tolist(), ranked.scores.tolist(), strict=True)
+    ]
+
+
+def unprocessable(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    operation_id="get_user_recommendations",
+    response_model=Recommendations,
+    responses=error_responses(503),
+)
+async def user_recommendations(
+    state: StateDep,
+    user_id: Annotated[str, Path(min_length=1, max_length=255)],
+    k: KQuery = 10,
+    exclude_seen: Annotated[bool, Query(description="Leave out items the user interacted with.")] = True,
+    include_genres: GenresQuery = [],  # noqa: B006 - FastAPI copies query defaults
+    exclude_genres: GenresQuery = [],  # noqa: B006
+) -> Recommendations:
+    """Top k items for a user. Users without interactions get popular items (strategy "popular")."""
+    try:
+        ranked = state.recommend_user(user_id, k, exclude_seen, include_genres, exclude_genres)
+    except UnknownGenreError as exc:
+        raise unprocessable(exc) from None
+    if ranked.strategy == "popular":
+        metrics.FALLBACKS.labels("unknown_user").inc()
+    return Recommendations(
+        user_id=user_id, items=as_items(state, ranked), model_version=state.version, strategy=ranked.strategy
+    )
+
+
+@router.post(
+    "/recommendations",
+    operation_id="recommend_for_history",
+    response_model=Recommendations,
+    responses=error_responses(404, 503),
+)
+async def history_recommendations(state: StateDep, request: HistoryRequest) -> Recommendations:
+    """Top k items for an anonymous user, folded in from the items of their history."""
+    try:
+        ranked = state.recommend_history(
+            request.items,
+            request.values,
+            request.k,
+            request.exclude_seen,
+            request.include_genres,
+            request.exclude_genres,
+        )
+    except UnknownIdError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except UnknownGenreError as exc:
+        raise unprocessable(exc) from None
+    return Recommendations(
+        user_id=None, items=as_items(state, ranked), model_version=state.version, strategy=ranked.strategy
+    )

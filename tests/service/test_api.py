@@ -1,0 +1,147 @@
+"""Read endpoints: recommendations, filters, fallback, similar items, fold-in, health, OpenAPI."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from recsys.training.registry import VersionInfo
+from tests.service.conftest import N_ITEMS, item_genres, popularity_counts, seen_items
+
+
+def ranking_without(excluded: set[int]) -> list[str]:
+    counts = popularity_counts()
+    order = np.argsort(-counts, kind="stable")
+    return [f"i{i}" for i in order if i not in excluded]
+
+
+def test_known_user_gets_unseen_popular_items(client: TestClient, version: VersionInfo) -> None:
+    response = client.get("/users/u3/recommendations", params={"k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["strategy"] == "personalized" and body["model_version"] == version.version
+    ids = [item["item_id"] for item in body["items"]]
+    assert ids == ranking_without(set(seen_items(3)))[:5]
+    first = body["items"][0]
+    index = int(first["item_id"][1:])
+    assert first["title"] == f"Movie {index}" and first["genres"] == item_genres(index)
+    assert first["score"] == popularity_counts()[index]
+
+
+def test_seen_items_can_be_included(client: TestClient) -> None:
+    body = client.get("/users/u0/recommendations", params={"k": 3, "exclude_seen": False}).json()
+    assert [item["item_id"] for item in body["items"]] == ranking_without(set())[:3]
+
+
+def test_genre_filters(client: TestClient) -> None:
+    body = client.get("/users/u1/recommendations", params={"k": 50, "include_genres": "Drama"}).json()
+    assert body["items"] and all("Drama" in item["genres"] for item in body["items"])
+    expected = [i for i in range(N_ITEMS) if "Drama" in item_genres(i) and i not in seen_items(1)]
+    assert len(body["items"]) == len(expected)
+    params = {"k": 50, "exclude_genres": ["Comedy", "Horror"]}
+    body = client.get("/users/u1/recommendations", params=params).json()
+    assert body["items"]
+    assert not any({"Comedy", "Horror"} & set(item["genres"]) for item in body["items"])
+    response = client.get("/users/u1/recommendations", params={"include_genres": "Western"})
+    assert response.status_code == 422 and "'Western'" in response.json()["detail"]
+
+
+def metric(client: TestClient, sample: str) -> float:
+    """The value of one sample line of /metrics (0 when absent); metrics are process-wide."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_unknown_user_gets_popular_items(client: TestClient) -> None:
+    fallbacks = metric(client, 'recsys_fallbacks_total{reason="unknown_user"}')
+    body = client.get("/users/nobody/recommendations", params={"k": 4}).json()
+    assert body["strategy"] == "popular"
+    assert [item["item_id"] for item in body["items"]] == ranking_without(set())[:4]
+    genre = client.get("/users/nobody/recommendations", params={"include_genres": "Horror"}).json()
+    assert all("Horror" in item["genres"] for item in genre["items"])
+    assert metric(client, 'recsys_fallbacks_total{reason="unknown_user"}') == fallbacks + 2
+
+
+def test_k_outside_bounds_names_the_field(client: TestClient) -> None:
+    for k in (0, 1001, "many"):
+        response = client.get("/users/u1/recommendations", params={"k": k})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "k"]
+    assert client.get("/items/i1/similar", params={"k": 0}).status_code == 422
+
+
+def test_similar_items(client: TestClient) -> None:
+    body = client.get("/items/i2/similar", params={"k": 5}).json()
+    ids = [item["item_id"] for item in body["items"]]
+    assert len(ids) == 5 and "i2" not in ids
+    response = client.get("/items/missing-item/similar")
+    assert response.status_code == 404 and "'missing-item'" in response.json()["detail"]
+
+
+def test_history_recommendations(client: TestClient) -> None:
+    response = client.post("/recommendations", json={"items": ["i0", "i5"], "k": 3})
+    body = response.json()
+    assert response.status_code == 200 and body["strategy"] == "folded-in" and body["user_id"] is None
+    assert [item["item_id"] for item in body["items"]] == ranking_without({0, 5})[:3]
+    response = client.post("/recommendations", json={"items": ["i0", "nope", "gone"]})
+    assert response.status_code == 404 and "'nope', 'gone'" in response.json()["detail"]
+
+
+def test_malformed_bodies_name_the_field(client: TestClient) -> None:
+    cases = [
+        ({"k": 3}, ["body", "items"]),
+        ({"items": ["i1"], "k": 5000}, ["body", "k"]),
+        ({"items": [], "k": 5}, ["body", "items"]),
+        ({"items": ["i1"], "colour": "red"}, ["body", "colour"]),
+    ]
+    for body, loc in cases:
+        response = client.post("/recommendations", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["detail"][0]["loc"] == loc
+    response = client.post("/recommendations", json={"items": ["i1", "i2"], "values": [1.0]})
+    assert response.status_code == 422 and "values has 1 entries" in response.text
+    response = client.post(
+        "/recommendations", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_health_ready_and_metrics(client: TestClient, version: VersionInfo) -> None:
+    assert client.get("/health").json() == {"status": "alive"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "model_version": version.version, "database": True, "detail": None}
+    served = (
+        'recsys_http_requests_total{endpoint="/users/{user_id}/recommendations",method="GET",status="200"}'
+    )
+    timed = 'recsys_http_request_duration_seconds_count{endpoint="/users/{user_id}/recommendations"}'
+    before = metric(client, served), metric(client, timed)
+    client.get("/users/u1/recommendations")
+    client.get("/users/u2/recommendations")
+    assert (metric(client, served), metric(client, timed)) == (before[0] + 2, before[1] + 2)
+    metrics = client.get("/metrics").text
+    assert f'recsys_model_loaded{{model="popularity",version="{version.version}"}} 1.0' in metrics
+
+
+def test_openapi_lists_operations_and_errors(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operations = {
+        (path, method): operation
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+    }
+    expected = {
+        ("/users/{user_id}/recommendations", "get"): ("get_user_recommendations", {"422", "503"}),
+        ("/recommendations", "post"): ("recommend_for_history", {"404", "422", "503"}),
+        ("/items/{item_id}/similar", "get"): ("get_similar_items", {"404", "422", "503"}),
+        ("/interactions", "post"): ("post_interactions", {"401", "422", "503"}),
+        ("/admin/reload", "post"): ("reload_model", {"401", "503"}),
+        ("/ready", "get"): ("ready", {"503"}),
+        ("/health", "get"): ("health", set()),
+        ("/metrics", "get"): ("metrics", set()),
+    }
+    for key, (operation_id, errors) in expected.items():
+        assert operations[key]["operationId"] == operation_id
+        assert errors <= set(operations[key]["responses"]), key
