@@ -53,15 +53,13 @@ def seed_planted(
                     for e in new_items
                 ],
             )
-        user_ids = dict(connection.execute(select(User.external_id, User.id)).tuples().all())
-        item_ids = dict(connection.execute(select(Item.external_id, Item.id)).tuples().all())
-        block = n_items // 3
+        user_ids = dict(connection.execute(select(User.external_id, User.id)).all())
+        item_ids = dict(connection.execute(select(Item.external_id, Item.id)).all())
+        block = (n_items - 1) // 3  # item 0, the popular one, belongs to no block
         rows = []
         for u in range(n_users):
-            group = u % 3
-            chosen = rng.choice(
-                np.arange(group * block, (group + 1) * block), size=per_user - 1, replace=False
-            )
+            first = 1 + (u % 3) * block
+            chosen = rng.choice(np.arange(first, first + block), size=per_user - 1, replace=False)
             for offset, i in enumerate([0, *chosen.tolist()]):  # item 0 is the popular one
                 rows.append(
                     {
