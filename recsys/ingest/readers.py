@@ -54,7 +54,9 @@ class Chunk:
             ]
         if len(positions) == 0:
             return []
-        text = self.frame.iloc[positions].to_json(orient="records", lines=True, force_ascii=False)
+        text = self.frame.iloc[positions].to_json(
+            orient="records", lines=True, force_ascii=False, date_format="iso"
+        )
         return text.rstrip("\n").split("\n")
 
 

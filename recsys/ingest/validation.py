@@ -16,7 +16,7 @@ from recsys.ingest.specs import MAX_ID_LENGTH, MAX_KIND_LENGTH, CsvSpec, EntityS
 
 # Epoch seconds beyond this (year 5138) are almost surely milliseconds or garbage.
 MAX_ABS_EPOCH_SECONDS = 10**11
-NANOSECONDS = 10**9
+EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class _Reasons:
         self.reasons = np.full(n, None, dtype=object)
 
     def add(self, mask: pd.Series | np.ndarray, reason: str | pd.Series) -> None:
+        if isinstance(mask, pd.Series):  # comparisons on missing strings give <NA>: not a violation
+            mask = mask.astype("boolean").fillna(False).to_numpy(dtype=bool)
         mask = np.asarray(mask, dtype=bool) & pd.isna(self.reasons)
         if not mask.any():
             return
@@ -93,14 +95,18 @@ def _check_value(reasons: _Reasons, frame: pd.DataFrame, spec: CsvSpec) -> np.nd
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _epoch_seconds(stamps: pd.Series) -> pd.Series:
+    """Whole seconds since the epoch (floored), NaN for NaT; independent of the datetime unit."""
+    return ((stamps - EPOCH) // pd.Timedelta(seconds=1)).astype("float64")
+
+
 def _check_timestamp(reasons: _Reasons, frame: pd.DataFrame, spec: CsvSpec) -> np.ndarray:
     if not spec.timestamp_col:
         return np.zeros(len(frame), dtype=np.int64)
     column = spec.timestamp_col
     raw = frame[column]
     if pd.api.types.is_datetime64_any_dtype(raw):
-        stamps = pd.to_datetime(raw, utc=True)
-        seconds = pd.Series(stamps.astype("int64") // NANOSECONDS, dtype="float64").where(stamps.notna())
+        seconds = _epoch_seconds(pd.to_datetime(raw, utc=True))
         text = raw.astype("string")
     else:
         seconds, text = _numbers(raw)
@@ -108,9 +114,8 @@ def _check_timestamp(reasons: _Reasons, frame: pd.DataFrame, spec: CsvSpec) -> n
         if needs_iso.any():
             # Naive ISO times are taken as UTC; "2024-01-01T10:00:00+02:00" keeps its offset.
             iso = pd.to_datetime(text[needs_iso], format="ISO8601", utc=True, errors="coerce")
-            iso_seconds = (iso.astype("int64") // NANOSECONDS).astype("float64").where(iso.notna())
             seconds = seconds.copy()
-            seconds[needs_iso] = iso_seconds
+            seconds[needs_iso] = _epoch_seconds(iso)
     reasons.add(text.isna() | (text == ""), f"missing timestamp (column {column!r})")
     reasons.add(
         seconds.isna(),
@@ -202,7 +207,7 @@ def _json_lines(attributes: pd.DataFrame) -> np.ndarray:
         if pd.api.types.is_string_dtype(attributes[column]) and not _holds_lists(attributes[column]):
             text = attributes[column].astype("string").str.strip()
             attributes[column] = text.where(text != "").astype(object)
-    payload = attributes.to_json(orient="records", lines=True, force_ascii=False)
+    payload = attributes.to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
     rows = payload.rstrip("\n").split("\n")
     return np.asarray(rows, dtype=object)
 

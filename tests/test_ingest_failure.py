@@ -1,0 +1,87 @@
+"""A load that dies mid-way keeps exactly its committed batches, and a re-run finishes the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from recsys.ingest import ingest_interactions, ingest_items
+from recsys.ingest import loader as loader_module
+from recsys.ingest.loader import run_status
+
+ROWS = 50
+BATCH = 10
+
+
+class DatabaseDown(RuntimeError):
+    pass
+
+
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, failing_call: int) -> None:
+    """Let the real batch writer run, but raise from inside its transaction on the n-th batch."""
+    real = loader_module.write_batch
+    calls = {"n": 0}
+
+    def flaky(connection, run_id, target, checked, cache):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        counts = real(connection, run_id, target, checked, cache)
+        if calls["n"] == failing_call:
+            raise DatabaseDown("connection lost")  # after the writes: they must roll back
+        return counts
+
+    monkeypatch.setattr(loader_module, "write_batch", flaky)
+
+
+def table_count(engine: Engine, table: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+
+
+def test_failure_on_third_batch_keeps_two_batches_and_rerun_completes(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log.csv"
+    # Every row has its own user, so users prove the atomicity of the id inserts too.
+    path.write_text(
+        "user_id,item_id,rating,timestamp\n" + "".join(f"u{n},i{n % 7},1,{n}\n" for n in range(ROWS))
+    )
+    fail_on_call(monkeypatch, 3)
+
+    with pytest.raises(DatabaseDown):
+        ingest_interactions(engine, path, batch_size=BATCH)
+    assert table_count(engine, "interactions") == 2 * BATCH
+    assert table_count(engine, "users") == 2 * BATCH
+    first_run = run_status(engine, 1)
+    assert first_run["status"] == "failed"
+    assert first_run["error"] == "DatabaseDown: connection lost"
+    # The counters were committed with the batches, so they describe exactly what is stored.
+    assert (first_run["rows_read"], first_run["rows_loaded"]) == (2 * BATCH, 2 * BATCH)
+
+    monkeypatch.undo()
+    report = ingest_interactions(engine, path, batch_size=BATCH)
+    assert (report.rows_read, report.rows_loaded, report.rows_duplicate) == (
+        ROWS,
+        ROWS - 2 * BATCH,
+        2 * BATCH,
+    )
+    assert run_status(engine, report.run_id)["status"] == "completed"
+    assert table_count(engine, "interactions") == ROWS
+    assert table_count(engine, "users") == ROWS
+    assert table_count(engine, "items") == 7
+
+
+def test_failed_items_batch_leaves_earlier_items(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title,genres\n" + "".join(f"i{n},Film {n},Drama\n" for n in range(25)))
+    fail_on_call(monkeypatch, 2)
+    with pytest.raises(DatabaseDown):
+        ingest_items(engine, path, batch_size=BATCH)
+    assert table_count(engine, "items") == BATCH
+    monkeypatch.undo()
+    report = ingest_items(engine, path, batch_size=BATCH)
+    assert (report.rows_loaded, report.rows_duplicate) == (25 - BATCH, BATCH)
+    assert table_count(engine, "items") == 25
