@@ -1,10 +1,128 @@
-"""`recsys models` commands (filled in by the issue that owns them)."""
+"""`recsys models`: list, inspect, promote, roll back and archive registered model versions."""
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich.table import Table
+
+from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+
+if TYPE_CHECKING:
+    from recsys.training.registry import ModelRegistry, VersionInfo
+
+app = typer.Typer(help="Registered model versions and their status.", no_args_is_help=True)
+
+VersionArgument = Annotated[str, typer.Argument(help="Version id, as printed by `recsys train`.")]
+
+
+def _registry(database_url: str | None) -> ModelRegistry:
+    from recsys.training.registry import ModelRegistry
+
+    settings = load_settings(database_url)
+    return ModelRegistry(open_database(settings), settings.artifacts)
+
+
+@app.command("list")
+def list_command(
+    model: Annotated[str | None, typer.Option("--model", help="Only versions of this model.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only versions with this status (candidate, production, archived)."),
+    ] = None,
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """List versions, newest first."""
+    versions = _registry(database_url).list(model=model, status=status)
+    if json_output:
+        print_json([info.to_dict() for info in versions])
+        return
+    table = Table(title=f"{len(versions)} model versions")
+    for column in ("version", "model", "status", "nDCG@10", "popularity", "created", "promoted"):
+        table.add_column(column)
+    for info in versions:
+        table.add_row(
+            info.version,
+            info.model,
+            info.status,
+            _metric(info, "ndcg@10"),
+            _metric(info, "baseline_ndcg@10"),
+            f"{info.created_at:%Y-%m-%d %H:%M}",
+            f"{info.promoted_at:%Y-%m-%d %H:%M}" if info.promoted_at else "",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_command(
+    version: VersionArgument, json_output: JsonOption = False, database_url: DatabaseUrlOption = None
+) -> None:
+    """Everything recorded about one version (its row and its version.json)."""
+    from recsys.training.registry import VERSION_FILE
+
+    info = _registry(database_url).get(version)
+    manifest_file = info.path / VERSION_FILE
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    payload = {
+        **info.to_dict(),
+        "libraries": manifest.get("libraries"),
+        "training": manifest.get("training"),
+        "n_users": manifest.get("n_users"),
+        "n_items": manifest.get("n_items"),
+    }
+    if json_output:
+        print_json(payload)
+        return
+    table = Table(title=version, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={_format(v)}" for k, v in value.items() if v is not None)
+        table.add_row(key, _format(value))
+    console.print(table)
+
+
+@app.command("promote")
+def promote_command(
+    version: VersionArgument,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even below the popularity baseline.")
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Make a version production (refused below the popularity baseline unless --force)."""
+    info = _registry(database_url).promote(version, force=force)
+    console.print(f"{info.version} is production")
+
+
+@app.command("rollback")
+def rollback_command(database_url: DatabaseUrlOption = None) -> None:
+    """Return production to the version promoted before the current one (which is archived)."""
+    info = _registry(database_url).rollback()
+    console.print(f"{info.version} is production again")
+
+
+@app.command("archive")
+def archive_command(version: VersionArgument, database_url: DatabaseUrlOption = None) -> None:
+    """Retire a version: kept on disk, never chosen by rollback."""
+    info = _registry(database_url).archive(version)
+    console.print(f"{info.version} is archived")
+
+
+def _metric(info: VersionInfo, key: str) -> str:
+    value = info.metrics.get(key)
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
-    del root
+    root.add_typer(app, name="models")

@@ -1,10 +1,200 @@
-"""`recsys train` commands (filled in by the issue that owns them)."""
+"""`recsys train` and `recsys tune`: database -> registered model version."""
 
 from __future__ import annotations
 
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from recsys.cli.common import (
+    DatabaseUrlOption,
+    JsonOption,
+    console,
+    err_console,
+    load_settings,
+    open_database,
+)
+from recsys.errors import ConfigError
+from recsys.models import MODEL_CLASSES
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"Model: {', '.join(sorted(MODEL_CLASSES))}.",
+        show_default=False,
+    ),
+]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="Model parameter as key=value (repeatable), checked by the model's config; "
+        "e.g. --param factors=64 --param regularization=20.",
+        show_default=False,
+    ),
+]
+KindsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kinds",
+        help="Interaction kinds to train on (repeatable or comma-separated; default: all).",
+        show_default=False,
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        help="Only interactions up to this time: epoch seconds or an ISO date/time (UTC if no zone).",
+        show_default=False,
+    ),
+]
+
+
+def train_command(
+    model: ModelOption,
+    param: ParamOption = None,
+    kinds: KindsOption = None,
+    until: UntilOption = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            "--warm-start", help="Start from this version's vectors (same model).", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed training from its checkpoints.")
+    ] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Make the new version production (if it beats popularity).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --promote: promote even below the popularity baseline.")
+    ] = False,
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Train a model on the database's interactions, register it and print its version id."""
+    from recsys.cli.common import print_json
+    from recsys.training.trainer import parse_param_options, train, version_summary
+
+    settings = load_settings(database_url)
+    engine = open_database(settings)
+    info = train(
+        engine,
+        settings,
+        model,
+        parse_param_options(param or []),
+        kinds=split_kinds(kinds),
+        until=parse_until(until),
+        warm_start=warm_start,
+        resume=resume,
+        promote=promote,
+        force=force,
+        progress=not json_output and sys.stderr.isatty(),
+    )
+    if json_output:
+        print_json(version_summary(info))
+        return
+    metrics = info.metrics
+    err_console.print(
+        f"{info.model} {info.status}: validation nDCG@10 {metrics.get('ndcg@10', float('nan')):.4f} "
+        f"(popularity {metrics.get('baseline_ndcg@10', float('nan')):.4f}), "
+        f"fit {metrics.get('fit_seconds', float('nan')):.1f} s"
+    )
+    print(info.version)
+
+
+def tune_command(
+    model: ModelOption,
+    trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Number of trials.")] = 20,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0, help="Stop starting trials after this many seconds.", show_default=False
+        ),
+    ] = None,
+    param: ParamOption = None,
+    kinds: KindsOption = None,
+    until: UntilOption = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 42,
+    register: Annotated[
+        bool, typer.Option("--register", help="Train the best parameters and register the model.")
+    ] = False,
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Search the model's hyper-parameters on the validation split (Optuna TPE)."""
+    from recsys.cli.common import print_json
+    from recsys.training.trainer import parse_param_options
+    from recsys.training.tuning import tune
+
+    settings = load_settings(database_url)
+    engine = open_database(settings)
+    result = tune(
+        engine,
+        settings,
+        model,
+        trials=trials,
+        timeout=timeout,
+        params=parse_param_options(param or []),
+        kinds=split_kinds(kinds),
+        until=parse_until(until),
+        seed=seed,
+        register=register,
+    )
+    if json_output:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"{model} trials ({result.metric}, {result.direction})")
+    for column in ("trial", result.metric, "seconds", "params"):
+        table.add_column(column, justify="left" if column == "params" else "right")
+    for trial in result.trials:
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        table.add_row(str(trial.number), value, f"{trial.seconds:.1f}", params or "-")
+    console.print(table)
+    best = ", ".join(f"{k}={_short(v)}" for k, v in result.best_params.items()) or "(defaults)"
+    console.print(f"best {result.metric} {result.best_value:.4f}: {best}")
+    if result.version is not None:
+        console.print(f"registered {result.version.version} ({result.version.status})")
+
+
+def split_kinds(kinds: list[str] | None) -> list[str] | None:
+    """``--kinds view --kinds buy,like`` -> ``["view", "buy", "like"]``."""
+    if not kinds:
+        return None
+    return [kind.strip() for option in kinds for kind in option.split(",") if kind.strip()]
+
+
+def parse_until(until: str | None) -> int | None:
+    """Epoch seconds from ``--until`` (epoch seconds or ISO 8601; naive times are UTC)."""
+    if until is None:
+        return None
+    if until.strip().lstrip("-").isdigit():
+        return int(until)
+    try:
+        moment = datetime.fromisoformat(until.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--until {until!r} is neither epoch seconds nor an ISO date/time such as 2024-05-01T12:00:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
-    del root
+    """Attach `recsys train` and `recsys tune` to the root app."""
+    root.command("train")(train_command)
+    root.command("tune")(tune_command)

@@ -1,0 +1,140 @@
+"""`recsys train`, `recsys tune` and `recsys models` through the CLI (CliRunner, SQLite)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.cli.train import parse_until, split_kinds
+from recsys.errors import ConfigError, RegistryError
+
+Seeder = Callable[..., None]
+runner = CliRunner()
+
+
+@pytest.fixture
+def seeded(sqlite_engine: Engine, sqlite_url: str, settings_env: Path, seeder: Seeder) -> str:
+    seeder(sqlite_engine)
+    return sqlite_url
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_train_json_summary(seeded: str, settings_env: Path) -> None:
+    summary = json.loads(invoke("train", "--model", "popularity", "--json", "--database-url", seeded))
+    assert {"version", "model", "params", "metrics", "fit_seconds", "status"} <= summary.keys()
+    assert summary["model"] == "popularity"
+    assert summary["params"] == {"seed": 42, "window_seconds": None}
+    assert summary["status"] == "production"
+    assert summary["fit_seconds"] == summary["metrics"]["fit_seconds"] >= 0
+    assert 0 < summary["metrics"]["ndcg@10"] == pytest.approx(summary["metrics"]["baseline_ndcg@10"])
+    assert Path(summary["path"]).parent == settings_env / "artifacts"
+
+
+def test_train_prints_the_version_and_models_commands_manage_it(seeded: str) -> None:
+    first = invoke("train", "-m", "popularity", "--database-url", seeded).strip().splitlines()[-1]
+    second = invoke(
+        "train",
+        "-m",
+        "popularity",
+        "--param",
+        "window_seconds=2000",
+        "--kinds",
+        "rating",
+        "--database-url",
+        seeded,
+    ).strip()
+    assert first.startswith("popularity-") and second.startswith("popularity-") and first != second
+
+    listed = json.loads(invoke("models", "list", "--json", "--database-url", seeded))
+    assert [(v["version"], v["status"]) for v in listed] == [(second, "candidate"), (first, "production")]
+
+    shown = json.loads(invoke("models", "show", second, "--json", "--database-url", seeded))
+    assert shown["params"]["window_seconds"] == 2000
+    assert shown["training"]["kinds"] == ["rating"]
+    assert shown["libraries"]["numpy"]
+    assert second in invoke("models", "show", second, "--database-url", seeded)
+
+    assert f"{second} is production" in invoke("models", "promote", second, "--database-url", seeded)
+    assert f"{first} is production again" in invoke("models", "rollback", "--database-url", seeded)
+    statuses = {
+        v["version"]: v["status"]
+        for v in json.loads(invoke("models", "list", "--json", "--database-url", seeded))
+    }
+    assert statuses == {first: "production", second: "archived"}
+
+    result = runner.invoke(app, ["models", "archive", first, "--database-url", seeded])
+    assert isinstance(result.exception, RegistryError) and "production version" in str(result.exception)
+
+
+def test_bad_param_is_named(seeded: str) -> None:
+    result = runner.invoke(
+        app, ["train", "-m", "popularity", "--param", "window_seconds=soon", "--database-url", seeded]
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "window_seconds='soon'" in str(result.exception)
+    result = runner.invoke(app, ["train", "-m", "popularity", "-p", "factors=8", "--database-url", seeded])
+    assert "unknown parameter 'factors'" in str(result.exception)
+    result = runner.invoke(app, ["train", "-m", "svd", "--database-url", seeded])
+    assert "unknown model 'svd'" in str(result.exception)
+
+
+def test_promote_flag_through_the_cli(seeded: str) -> None:
+    invoke("train", "-m", "popularity", "--database-url", seeded)
+    summary = json.loads(invoke("train", "-m", "popularity", "--promote", "--json", "--database-url", seeded))
+    assert summary["status"] == "production"  # equal to its own baseline: not below it
+
+
+def test_tune_popularity_runs_one_trial(seeded: str) -> None:
+    result = json.loads(
+        invoke("tune", "-m", "popularity", "--trials", "5", "--json", "--database-url", seeded)
+    )
+    assert result["metric"] == "ndcg@10" and result["direction"] == "maximize"
+    assert len(result["trials"]) == 1  # nothing to search
+    assert result["best_params"] == {}
+    assert result["best_value"] == pytest.approx(result["trials"][0]["metrics"]["baseline_ndcg@10"])
+    table = invoke("tune", "-m", "popularity", "--trials", "1", "--register", "--database-url", seeded)
+    assert "best ndcg@10" in table and "registered popularity-" in table
+
+
+def test_until_and_kinds_parsing() -> None:
+    assert parse_until(None) is None
+    assert parse_until("1700000000") == 1_700_000_000
+    assert parse_until("2023-11-14T22:13:20") == 1_700_000_000  # naive means UTC
+    assert parse_until("2023-11-14T23:13:20+01:00") == 1_700_000_000
+    with pytest.raises(ConfigError, match="neither epoch seconds nor an ISO"):
+        parse_until("yesterday")
+    assert split_kinds(["view", "buy, like"]) == ["view", "buy", "like"]
+    assert split_kinds(None) is None
+
+
+def test_training_job_holds_the_training_lock(
+    settings_env: Path, seeder: Seeder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.train import TRAINING_LOCK, main, run_training
+    from recsys.db import get_engine, upgrade
+    from recsys.errors import LockError
+    from recsys.settings import get_settings
+    from recsys.training.locks import DatabaseLock, holder_of
+
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    upgrade(engine)
+    seeder(engine)
+    with DatabaseLock(engine, TRAINING_LOCK, stale_after=3600), pytest.raises(LockError, match="training"):
+        run_training(settings, "popularity")
+
+    main(["--model", "popularity", "--param", "window_seconds=500"])
+    version = capsys.readouterr().out.strip()
+    assert version.startswith("popularity-")
+    assert holder_of(engine, TRAINING_LOCK) is None
