@@ -61,6 +61,38 @@ class Settings(BaseSettings):
         description="A named database lock held this long is stale and may be taken over "
         "(a lock whose process is gone on this host is taken over at once).",
     )
+    tf_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads TensorFlow uses inside one operation while training (0: one per core).",
+    )
+
+    default_model: str = Field(
+        default="ials", description="Model trained by `recsys quickstart` and a first pipeline run."
+    )
+    promotion_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="The retraining pipeline promotes a candidate whose temporal nDCG@10 is at most "
+        "this much below production's.",
+    )
+    retrain_full_change_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        description="Retrain from scratch instead of warm-starting when new interactions exceed this "
+        "share of those production was trained on.",
+    )
+    pipeline_score_k: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="When above 0, the retraining pipeline writes every user's top k to the database.",
+    )
+    service_urls: list[str] = Field(
+        default_factory=list,
+        description="Base URLs of running services the pipeline asks to reload "
+        '(JSON list, e.g. ["http://127.0.0.1:8000"]).',
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -1,0 +1,161 @@
+"""Quality of iALS (Protocol K) and explicit MF (Protocol R) on MovieLens, with fit seconds.
+
+Follows ../shared/BENCHMARK_PROTOCOL.md with seed 42. ``--validation`` evaluates on the
+validation split carved from the train part (seed 43) instead of the test part: that is the
+split the default hyper-parameters were tuned on.
+
+    python benchmarks/quality_check.py ials --dataset ml-100k
+    python benchmarks/quality_check.py ials --dataset ml-latest-small --param regularization=80
+    python benchmarks/quality_check.py mf --dataset ml-100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import recsys  # noqa: F401  # environment for TensorFlow before it is imported
+from recsys.data.interactions import Interactions
+from recsys.evaluation import evaluate_ranking, evaluate_rating
+from recsys.models import create_model
+
+DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def read_ratings(dataset: str) -> pd.DataFrame:
+    if dataset == "ml-100k":
+        return pd.read_csv(
+            DATA / dataset / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
+        )
+    frame = pd.read_csv(DATA / dataset / "ratings.csv")
+    return frame.rename(columns={"userId": "user_id", "movieId": "item_id"})
+
+
+def _per_user_split(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
+    """Protocol K's rule: per user, a seeded shuffle puts floor(0.2 n + 0.5) in test (n >= 5)."""
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(data)), data.user_index))
+    users = data.user_index[order]
+    counts = np.bincount(users, minlength=len(data.users))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(order)) - first[users]
+    n_test = np.where(counts >= 5, np.floor(0.2 * counts + 0.5), 0).astype(np.int64)
+    test = np.zeros(len(data), dtype=bool)
+    test[order] = rank < n_test[users]
+    return data.subset(~test), data.subset(test)
+
+
+def protocol_k(data: Interactions, seed: int = 42) -> tuple[Interactions, Interactions]:
+    try:
+        from recsys.data.splits import protocol_k_split
+    except ImportError:
+        return _per_user_split(data, seed)
+    return protocol_k_split(data, seed=seed)
+
+
+def validation(train: Interactions) -> tuple[Interactions, Interactions]:
+    try:
+        from recsys.data.splits import validation_split
+    except ImportError:
+        return _per_user_split(train, 43)
+    return validation_split(train, seed=43)
+
+
+def protocol_r(
+    data: Interactions, n_folds: int = 5, seed: int = 42
+) -> list[tuple[Interactions, Interactions]]:
+    try:
+        from recsys.data.splits import protocol_r_folds
+    except ImportError:
+        folds = np.array_split(np.random.default_rng(seed).permutation(len(data)), n_folds)
+        result = []
+        for fold in folds:
+            test = np.zeros(len(data), dtype=bool)
+            test[fold] = True
+            result.append((data.subset(~test), data.subset(test)))
+        return result
+    return protocol_r_folds(data, n_folds=n_folds, seed=seed)
+
+
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def check_ials(data: Interactions, params: dict[str, object], on_validation: bool) -> None:
+    implicit = Interactions(
+        data.users,
+        data.items,
+        data.user_index,
+        data.item_index,
+        np.ones(len(data), np.float32),
+        data.timestamps,
+    )
+    train, test = protocol_k(implicit)
+    if on_validation:
+        train, test = validation(train)
+    model = create_model("ials", **params)
+    started = time.perf_counter()
+    model.fit(train.to_csr())
+    fit_seconds = time.perf_counter() - started
+    metrics = evaluate_ranking(model, train.to_csr(), test.to_csr(), k=10)
+    print(
+        f"ials {params} ndcg@10={metrics['ndcg']:.4f} recall@10={metrics['recall']:.4f} "
+        f"precision@10={metrics['precision']:.4f} fit_s={fit_seconds:.2f}"
+    )
+
+
+def check_mf(data: Interactions, params: dict[str, object], on_validation: bool, folds: int) -> None:
+    scores, seconds = [], []
+    splits = protocol_r(data)
+    if on_validation:  # tune on a carve-out of the first fold's train part, never on its test part
+        first_train = splits[0][0]
+        splits = protocol_r(first_train, seed=43)[:1]
+    for train, test in splits[:folds]:
+        model = create_model("mf", **params)
+        started = time.perf_counter()
+        model.fit(train.to_csr())
+        seconds.append(time.perf_counter() - started)
+        scores.append(evaluate_rating(model, train.to_csr(), test.to_csr(), clip=(0.5, 5.0))["rmse"])
+        print(f"  fold rmse={scores[-1]:.4f} fit_s={seconds[-1]:.1f}", flush=True)
+    print(
+        f"mf {params} rmse={np.mean(scores):.4f} +- {np.std(scores):.4f} "
+        f"fit_s={np.median(seconds):.1f} (median over {len(scores)} folds)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=["ials", "mf"])
+    parser.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-latest-small"])
+    parser.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    parser.add_argument("--validation", action="store_true", help="evaluate on the validation carve-out")
+    parser.add_argument("--folds", type=int, default=5, help="Protocol R folds to run (MF)")
+    args = parser.parse_args()
+    print(f"{args.dataset}, seed 42, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    ratings = read_ratings(args.dataset)
+    data = Interactions.from_arrays(
+        ratings.user_id, ratings.item_id, ratings.rating.astype(np.float32), ratings.timestamp
+    )
+    params = parse_params(args.param)
+    if args.model == "ials":
+        check_ials(data, params, args.validation)
+    else:
+        check_mf(data, params, args.validation, args.folds)
+
+
+if __name__ == "__main__":
+    main()

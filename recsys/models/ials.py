@@ -1,0 +1,409 @@
+"""Implicit ALS: weighted matrix factorization (Hu, Koren and Volinsky 2008), batched in TensorFlow.
+
+Every observed pair has preference 1 and confidence ``1 + alpha * value``; every other pair has
+preference 0 and confidence 1. Each iteration solves the regularised weighted least-squares
+problem exactly for all users (items fixed), then for all items (users fixed). The dense part
+``Y^T Y`` is shared by all rows, so a row's system only adds its own observed items:
+
+    (Y^T Y + Y_u^T (C_u - I) Y_u + reg_u I) x_u = Y_u^T C_u p_u
+
+The default solver runs a few conjugate-gradient steps warm-started from the previous factors
+(as benfred/implicit does): memory grows with the number of interactions in a block, never with
+factors squared per row, which is what lets 25M interactions train in a few GB. The exact solver
+builds each row's matrix and solves it by Cholesky; fold-in of new users always uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from recsys.errors import ConfigError, DataError
+from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.training.checkpoint import load_checkpoint, save_checkpoint
+from recsys.training.device import import_tensorflow
+from recsys.training.monitor import EpochMonitor
+
+logger = logging.getLogger(__name__)
+
+#: Floats one block's largest temporary may hold (2^26 floats = 256 MB); bounds memory at any scale.
+BLOCK_FLOATS = 1 << 26
+
+
+class ImplicitALSConfig(ModelConfig):
+    """Hyper-parameters of implicit ALS. Defaults were tuned on a validation split carved from the
+    Protocol K train part of ml-100k and ml-latest-small (benchmarks/quality_check.py)."""
+
+    factors: int = Field(default=128, ge=1)
+    """Length of the user and item vectors."""
+    regularization: float = Field(default=6.0, ge=0)
+    """L2 weight ``reg``. Weights are unnormalised (confidence sums grow with the data), so good
+    values are in the tens to hundreds for MovieLens-sized data."""
+    frequency_exponent: float = Field(default=0.5, ge=0, le=2)
+    """Frequency-scaled regularisation: a row with ``n`` observed pairs gets
+    ``reg * (1 + n) ** frequency_exponent``. 0 is the classic constant weight."""
+    alpha: float = Field(default=8.0, ge=0)
+    """Confidence of an observed pair is ``1 + alpha * value``."""
+    iterations: int = Field(default=15, ge=1)
+    """Alternating sweeps (users then items); the maximum when early stopping."""
+    solver: Literal["cg", "cholesky"] = "cg"
+    """``cg``: a few conjugate-gradient steps per sweep (fast, light); ``cholesky``: exact solve."""
+    cg_steps: int = Field(default=3, ge=1)
+    """Conjugate-gradient steps per row and sweep (warm-started, so few are needed)."""
+    init_scale: float = Field(default=0.01, gt=0)
+    """Standard deviation of the random initial vectors."""
+    patience: int = Field(default=3, ge=1)
+    """Early stopping: sweeps without a better validation nDCG@10 before stopping."""
+
+
+class ImplicitALS(Recommender):
+    """Implicit-feedback matrix factorization trained by alternating least squares."""
+
+    name = "ials"
+    Config = ImplicitALSConfig
+    config: ImplicitALSConfig
+
+    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
+        options = options or FitOptions()
+        config = self.config
+        confidence = self._confidence_matrix(user_items)
+        n_users, n_items = confidence.shape
+        user_blocks = self._blocks(confidence, config.solver)
+        item_blocks = self._blocks(sp.csr_matrix(confidence.T), config.solver)
+
+        early_stopping = options.validation is not None and options.epochs is None
+        total = options.epochs if options.epochs is not None else config.iterations
+        users, items = self._initial_factors(n_users, n_items, options.warm_start)
+        best = (users, items)
+        history: list[dict[str, Any]] = []
+        resumed = self._resume(options, n_users, n_items)
+        if resumed is not None:
+            users, items, best, history = resumed
+        self.history = history
+
+        monitor = EpochMonitor(
+            total_epochs=total,
+            metric="val_ndcg",
+            mode="max",
+            patience=config.patience,
+            log_dir=options.log_dir,
+            progress=options.progress,
+            description="ials",
+            history=history,
+        )
+        with monitor:
+            for epoch in range(len(history) + 1, total + 1):
+                if early_stopping and monitor.should_stop:
+                    break
+                started = time.perf_counter()
+                users = self._solve(user_blocks, items, users, config.solver)
+                items = self._solve(item_blocks, users, items, config.solver)
+                entry: dict[str, Any] = {
+                    "epoch": epoch,
+                    "loss": self._loss(user_blocks, users, items),
+                    "seconds": time.perf_counter() - started,
+                }
+                self.user_factors, self.item_factors, self._index = users, items, None
+                if options.validation is not None:
+                    entry["val_ndcg"] = self._validation_ndcg(user_items, options.validation)
+                if monitor.log(entry):
+                    best = (users, items)
+                if options.checkpoint_dir is not None:
+                    save_checkpoint(
+                        options.checkpoint_dir,
+                        {
+                            "user_factors": users,
+                            "item_factors": items,
+                            "best_user": best[0],
+                            "best_item": best[1],
+                        },
+                        {"model": self.name, "history": monitor.history},
+                    )
+        self.history = monitor.history
+        self.user_factors, self.item_factors = best if early_stopping else (users, items)
+        self._index = None
+        return self
+
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """Exact least-squares vectors of new users against the fixed item vectors."""
+        items = self._require_items()
+        confidence = self._confidence_matrix(user_items)
+        if confidence.shape[1] != len(items):
+            raise DataError(f"user_items must have {len(items)} columns, got {confidence.shape[1]}")
+        start = np.zeros((confidence.shape[0], items.shape[1]), dtype=np.float32)
+        return self._solve(self._blocks(confidence, "cholesky"), items, start, "cholesky")
+
+    # --- the solve ------------------------------------------------------------------------------
+
+    def _confidence_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
+        """``C - 1`` (``alpha * value``) on the observed pairs, explicit zeros dropped."""
+        matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        if matrix.nnz and matrix.data.min() < 0:
+            raise DataError(
+                f"implicit ALS needs non-negative interaction values, got {matrix.data.min()}; "
+                "map dislikes to 0 or drop them"
+            )
+        matrix.data *= self.config.alpha
+        return matrix
+
+    def _blocks(self, confidence: sp.csr_matrix, solver: str) -> list[_Block]:
+        """The rows of ``confidence`` cut into blocks whose temporaries fit the memory budget,
+        converted to tensors once per fit."""
+        tf = import_tensorflow()
+        factors = self.config.factors
+        counts = np.diff(confidence.indptr)
+        reg = (self.config.regularization * (1.0 + counts) ** self.config.frequency_exponent).astype(
+            np.float32
+        )
+        if solver == "cg":
+            order = np.arange(confidence.shape[0])
+            ranges = _row_blocks(counts, max_nnz=max(1, BLOCK_FLOATS // factors), max_rows=1 << 20)
+        else:  # rows sorted by length so that padding each block to its longest row wastes little
+            order = np.argsort(counts, kind="stable")
+            ranges = _padded_blocks(counts[order], factors)
+        blocks = []
+        for start, stop in ranges:
+            rows = order[start:stop]
+            block = confidence[rows] if solver != "cg" else confidence[start:stop]
+            local_rows = np.repeat(np.arange(len(rows), dtype=np.int32), np.diff(block.indptr))
+            blocks.append(
+                _Block(
+                    rows=rows,
+                    tensors=(
+                        tf.constant(local_rows),
+                        tf.constant(block.indices.astype(np.int32)),
+                        tf.constant(block.indptr.astype(np.int64)),
+                        tf.constant(block.data),
+                        tf.constant(reg[rows]),
+                    ),
+                )
+            )
+        return blocks
+
+    def _solve(self, blocks: list[_Block], other: np.ndarray, current: np.ndarray, solver: str) -> np.ndarray:
+        """New vectors for every row of the blocks given the ``other`` side's vectors."""
+        tf = import_tensorflow()
+        other_t = tf.constant(other, dtype=tf.float32)
+        gram = tf.matmul(other_t, other_t, transpose_a=True)
+        step = _cg_function(self.config.cg_steps) if solver == "cg" else _cholesky_function()
+        solved = np.empty_like(current, dtype=np.float32)
+        for block in blocks:
+            start = tf.constant(current[block.rows], dtype=tf.float32)
+            solved[block.rows] = step(other_t, gram, start, *block.tensors).numpy()
+        return solved
+
+    def _loss(self, blocks: list[_Block], users: np.ndarray, items: np.ndarray) -> float:
+        """The weighted objective divided by the total confidence (a weighted mean squared error).
+
+        Sum over all pairs of ``c (p - x.y)^2`` = sum of all ``(x.y)^2`` (from the two Gram
+        matrices) plus, over observed pairs, ``c (1 - s)^2 - s^2``; ``blocks`` are the user side's.
+        """
+        tf = import_tensorflow()
+        # In TensorFlow rather than numpy: BLAS threads would compete with TF's spinning pool.
+        users_t, items_t = tf.constant(users), tf.constant(items)
+        all_pairs = float(
+            tf.reduce_sum(
+                tf.matmul(users_t, users_t, transpose_a=True) * tf.matmul(items_t, items_t, transpose_a=True)
+            )
+        )
+        observed, penalty_users, total_weight = 0.0, 0.0, 0.0
+        item_counts = np.zeros(len(items), dtype=np.float64)
+        for block in blocks:
+            local_rows, cols, _, weights, reg = block.tensors
+            block_users = tf.gather(users_t, block.rows)
+            observed += float(_observed_loss(block_users, items_t, local_rows, cols, weights))
+            penalty_users += float(tf.reduce_sum(reg * tf.reduce_sum(block_users * block_users, axis=1)))
+            total_weight += float(tf.reduce_sum(weights))
+            item_counts += np.bincount(cols.numpy(), minlength=len(items))
+        item_reg = self.config.regularization * (1.0 + item_counts) ** self.config.frequency_exponent
+        penalty_items = float(
+            tf.reduce_sum(tf.constant(item_reg, tf.float32) * tf.reduce_sum(items_t * items_t, axis=1))
+        )
+        total_confidence = users.shape[0] * items.shape[0] + total_weight
+        return (all_pairs + observed + penalty_users + penalty_items) / total_confidence
+
+    # --- fit plumbing -----------------------------------------------------------------------------
+
+    def _initial_factors(
+        self, n_users: int, n_items: int, warm_start: WarmStart | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.config.seed)
+        shape_f = self.config.factors
+        users = (rng.standard_normal((n_users, shape_f)) * self.config.init_scale).astype(np.float32)
+        items = (rng.standard_normal((n_items, shape_f)) * self.config.init_scale).astype(np.float32)
+        if warm_start is not None:
+            for name, fresh, old, known in (
+                ("user", users, warm_start.user_factors, warm_start.known_users),
+                ("item", items, warm_start.item_factors, warm_start.known_items),
+            ):
+                if old.shape != fresh.shape or len(known) != len(fresh):
+                    raise ConfigError(
+                        f"warm-start {name} vectors have shape {old.shape} (flags {len(known)}), "
+                        f"expected {fresh.shape}; the factors setting must match the previous version"
+                    )
+                fresh[known] = old[known]
+        return users, items
+
+    def _resume(
+        self, options: FitOptions, n_users: int, n_items: int
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray], list[dict[str, Any]]] | None:
+        if not options.resume or options.checkpoint_dir is None:
+            return None
+        stored = load_checkpoint(options.checkpoint_dir)
+        if stored is None:
+            logger.info("no checkpoint in %s; starting from the beginning", options.checkpoint_dir)
+            return None
+        arrays, state = stored
+        expected = {
+            "user_factors": (n_users, self.config.factors),
+            "item_factors": (n_items, self.config.factors),
+        }
+        for key, shape in expected.items():
+            if state.get("model") != self.name or arrays[key].shape != shape:
+                raise ConfigError(
+                    f"checkpoint in {options.checkpoint_dir} does not fit this fit ({key} "
+                    f"{arrays[key].shape}, expected {shape}); delete it or drop --resume"
+                )
+        best = (arrays["best_user"], arrays["best_item"])
+        return arrays["user_factors"], arrays["item_factors"], best, list(state["history"])
+
+    def _validation_ndcg(self, train: sp.csr_matrix, validation: sp.csr_matrix) -> float:
+        from recsys.evaluation.ranking import evaluate_ranking
+
+        return evaluate_ranking(self, train, validation, k=10)["ndcg"]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Rows solved together: their indices and (local row, column, row pointers, alpha * value,
+    regularisation per row) as tensors."""
+
+    rows: np.ndarray
+    tensors: tuple[Any, ...]
+
+
+def _row_blocks(counts: np.ndarray, *, max_nnz: int, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding at most ``max_nnz`` interactions (or one longer row)."""
+    ends = np.cumsum(counts)
+    blocks, start = [], 0
+    while start < len(counts):
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + max_nnz, side="right"))
+        stop = min(max(stop, start + 1), start + max_rows, len(counts))
+        blocks.append((start, stop))
+        start = stop
+    return blocks
+
+
+def _padded_blocks(sorted_counts: np.ndarray, factors: int) -> list[tuple[int, int]]:
+    """Row ranges (of rows sorted by length) whose padded block and ``f x f`` systems fit the budget."""
+    blocks, start = [], 0
+    max_rows = max(1, BLOCK_FLOATS // (factors * factors))
+    while start < len(sorted_counts):
+        stop = min(start + max_rows, len(sorted_counts))
+        # Shrink until rows x longest row x factors fits (the longest is the last, rows are sorted).
+        while stop - start > 1 and (stop - start) * max(1, sorted_counts[stop - 1]) * factors > BLOCK_FLOATS:
+            stop = start + (stop - start) // 2
+        blocks.append((start, stop))
+        start = stop
+    return blocks
+
+
+@functools.cache
+def _cg_function(steps: int) -> Any:
+    """A compiled block solve by ``steps`` conjugate-gradient iterations from the current vectors."""
+    tf = import_tensorflow()
+    spec = [
+        tf.TensorSpec([None, None], tf.float32),  # other side's vectors
+        tf.TensorSpec([None, None], tf.float32),  # their Gram matrix
+        tf.TensorSpec([None, None], tf.float32),  # current vectors of the block's rows
+        tf.TensorSpec([None], tf.int32),  # block-local row of each interaction
+        tf.TensorSpec([None], tf.int32),  # other-side index of each interaction
+        tf.TensorSpec([None], tf.int64),  # CSR row pointers (unused by CG)
+        tf.TensorSpec([None], tf.float32),  # alpha * value of each interaction
+        tf.TensorSpec([None], tf.float32),  # regularisation of each row
+    ]
+
+    @tf.function(input_signature=spec)
+    def solve(other, gram, x, rows, cols, indptr, weights, reg):
+        del indptr
+        n = tf.shape(x)[0]
+        gathered = tf.gather(other, cols)
+
+        def times_a(p):
+            scores = tf.reduce_sum(gathered * tf.gather(p, rows), axis=1) * weights
+            sparse_part = tf.math.unsorted_segment_sum(gathered * scores[:, None], rows, n)
+            return tf.matmul(p, gram) + reg[:, None] * p + sparse_part
+
+        target = tf.math.unsorted_segment_sum(gathered * (1.0 + weights)[:, None], rows, n)
+        residual = target - times_a(x)
+        direction = residual
+        old_norm = tf.reduce_sum(residual * residual, axis=1)
+        for _ in range(steps):
+            product = times_a(direction)
+            step = tf.math.divide_no_nan(old_norm, tf.reduce_sum(direction * product, axis=1))
+            x = x + step[:, None] * direction
+            residual = residual - step[:, None] * product
+            new_norm = tf.reduce_sum(residual * residual, axis=1)
+            direction = residual + tf.math.divide_no_nan(new_norm, old_norm)[:, None] * direction
+            old_norm = new_norm
+        return x
+
+    return solve
+
+
+@functools.cache
+def _cholesky_function() -> Any:
+    """A compiled exact block solve: each row's ``f x f`` system built from its padded items."""
+    tf = import_tensorflow()
+    spec = [
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.float32),
+    ]
+
+    @tf.function(input_signature=spec)
+    def solve(other, gram, x, rows, cols, indptr, weights, reg):
+        del rows
+        factors = tf.shape(gram)[0]
+        # rows x longest row x factors; the row count comes from the row pointers
+        padded = tf.RaggedTensor.from_row_splits(tf.gather(other, cols), indptr).to_tensor()
+        weight = tf.RaggedTensor.from_row_splits(weights, indptr).to_tensor()
+        system = tf.matmul(padded * weight[:, :, None], padded, transpose_a=True)
+        system += gram[None] + tf.linalg.diag(tf.repeat(reg[:, None], factors, axis=1))
+        # Padding slots hold zero vectors, so they add nothing to the system or the target.
+        target = tf.reduce_sum(padded * (1.0 + weight)[:, :, None], axis=1)
+        return tf.linalg.cholesky_solve(tf.linalg.cholesky(system), target[:, :, None])[:, :, 0]
+
+    return solve
+
+
+def _observed_loss(users: Any, items: Any, rows: Any, cols: Any, weights: Any) -> Any:
+    """Sum over a block's observed pairs of ``c (1 - s)^2 - s^2`` with ``s`` the predicted score."""
+    return _observed_loss_function()(users, items, rows, cols, weights)
+
+
+@functools.cache
+def _observed_loss_function() -> Any:
+    tf = import_tensorflow()
+
+    @tf.function(reduce_retracing=True)
+    def observed(users, items, rows, cols, weights):
+        scores = tf.reduce_sum(tf.gather(users, rows) * tf.gather(items, cols), axis=1)
+        return tf.reduce_sum((1.0 + weights) * tf.square(1.0 - scores) - tf.square(scores))
+
+    return observed

@@ -1,0 +1,92 @@
+"""Hardware detection for training, done once: TensorFlow import, devices and distribution strategy.
+
+TensorFlow is imported here (and only by modules that train) because importing it costs seconds;
+serving and data code never touch this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from types import ModuleType
+from typing import Any
+
+import recsys  # noqa: F401  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+from recsys.errors import ConfigError
+from recsys.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def import_tensorflow() -> ModuleType:
+    """The TensorFlow module, configured once per process (thread counts from settings)."""
+    import tensorflow as tf
+
+    threads = get_settings().tf_threads
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime already started (for example in a notebook): keep it
+            logger.warning("TensorFlow already initialised; RECSYS_TF_THREADS=%d ignored", threads)
+    return tf
+
+
+@functools.cache
+def distribution_strategy() -> Any:
+    """``MirroredStrategy`` over every GPU when there are any, else the default (CPU) strategy.
+
+    When the CPU was split into several logical devices (:func:`split_cpu_for_testing`), the
+    strategy mirrors over them, which exercises the multi-device path without a GPU.
+    """
+    tf = import_tensorflow()
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        logger.info("training on %d GPU(s): %s", len(gpus), ", ".join(d.name for d in gpus))
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) > 1:
+        logger.info("no GPU found, mirroring over %d logical CPU devices", len(cpus))
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    logger.info("no GPU found, training on the CPU")
+    return tf.distribute.get_strategy()
+
+
+def split_cpu_for_testing(n: int) -> None:
+    """Split the physical CPU into ``n`` logical devices, to test multi-device training.
+
+    Must run before TensorFlow initialises its runtime (before any op or device query), so tests
+    call it at the start of a fresh process.
+    """
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    tf = import_tensorflow()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError as exc:
+        raise ConfigError(
+            "split_cpu_for_testing must run before TensorFlow is initialised; "
+            "call it first thing in a fresh process"
+        ) from exc
+    distribution_strategy.cache_clear()
+
+
+def use_mixed_precision(enabled: bool) -> bool:
+    """Turn on float16 compute with float32 variables when asked and a GPU is present.
+
+    Returns whether mixed precision is active; on the CPU it would only be slower, so it stays off.
+    """
+    if not enabled:
+        return False
+    tf = import_tensorflow()
+    if not tf.config.list_logical_devices("GPU"):
+        logger.info("mixed precision requested but no GPU found; training in float32")
+        return False
+    import tf_keras
+
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    return True

@@ -1,0 +1,221 @@
+"""The contract every model honours, as a test mixin each model's test module inherits.
+
+The data has planted structure with a known answer: users belong to taste clusters and rate
+their cluster's items high; a block of globally popular items is seen by everyone and rated low.
+A model that learns the structure recommends the user's unseen cluster items (the held-out
+ones are among them); the popularity baseline recommends the popular block and misses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.errors import ConfigError, NotFittedError
+from recsys.evaluation import evaluate_ranking
+from recsys.models import FitOptions, Recommender, create_model, load_model
+
+N_CLUSTERS = 5
+USERS_PER_CLUSTER = 40
+ITEMS_PER_CLUSTER = 20
+N_POPULAR = 20
+LIKED_PER_USER = 12
+POPULAR_PER_USER = 8
+HELD_OUT_PER_USER = 3
+
+
+@dataclass(frozen=True)
+class Planted:
+    train: sp.csr_matrix  # ratings: 4-5 for cluster items, 1-2 for popular ones
+    test: sp.csr_matrix  # held-out cluster items (value 1)
+    user_cluster: np.ndarray
+    item_cluster: np.ndarray  # -1 for the popular block
+
+    @property
+    def n_users(self) -> int:
+        return int(self.train.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.train.shape[1])
+
+
+def planted_data(seed: int = 7) -> Planted:
+    rng = np.random.default_rng(seed)
+    n_users = N_CLUSTERS * USERS_PER_CLUSTER
+    user_cluster = np.repeat(np.arange(N_CLUSTERS), USERS_PER_CLUSTER)
+    item_cluster = np.concatenate(
+        [np.repeat(np.arange(N_CLUSTERS), ITEMS_PER_CLUSTER), np.full(N_POPULAR, -1)]
+    )
+    popular = np.flatnonzero(item_cluster == -1)
+    # One row of random keys per user: the smallest keys pick that user's items, vectorised.
+    cluster_pick = np.argsort(rng.random((n_users, ITEMS_PER_CLUSTER)), axis=1)[:, :LIKED_PER_USER]
+    liked = user_cluster[:, None] * ITEMS_PER_CLUSTER + cluster_pick
+    seen_popular = popular[np.argsort(rng.random((n_users, N_POPULAR)), axis=1)[:, :POPULAR_PER_USER]]
+    held_out = liked[:, :HELD_OUT_PER_USER]
+    train_liked = liked[:, HELD_OUT_PER_USER:]
+    users_liked = np.repeat(np.arange(n_users), train_liked.shape[1])
+    users_popular = np.repeat(np.arange(n_users), POPULAR_PER_USER)
+    rows = np.concatenate([users_liked, users_popular])
+    cols = np.concatenate([train_liked.ravel(), seen_popular.ravel()])
+    values = np.concatenate(
+        [rng.integers(4, 6, users_liked.size), rng.integers(1, 3, users_popular.size)]
+    ).astype(np.float32)
+    shape = (n_users, len(item_cluster))
+    train = sp.csr_matrix((values, (rows, cols)), shape=shape)
+    test_rows = np.repeat(np.arange(n_users), HELD_OUT_PER_USER)
+    test = sp.csr_matrix((np.ones(test_rows.size, np.float32), (test_rows, held_out.ravel())), shape=shape)
+    return Planted(train, test, user_cluster, item_cluster)
+
+
+class ModelContract:
+    """Inherit and set ``model_name`` and ``params`` (small and fast settings for the planted data)."""
+
+    model_name: ClassVar[str]
+    params: ClassVar[dict[str, Any]] = {}
+    #: Parameters that must be refused, each with a word the error message has to contain.
+    invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = []
+    #: Recall@10 on the held-out cluster items the model must reach (the best possible is 1).
+    min_recall: ClassVar[float] = 0.7
+    #: How far above the popularity baseline its recall@10 must be.
+    min_margin_over_popularity: ClassVar[float] = 0.4
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def planted(cls) -> Planted:
+        return planted_data()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted(cls, planted: Planted) -> Recommender:
+        return cls.new_model().fit(planted.train)
+
+    @classmethod
+    def new_model(cls, **overrides: Any) -> Recommender:
+        return create_model(cls.model_name, **{**cls.params, **overrides})
+
+    # --- quality ------------------------------------------------------------------------------------
+
+    def test_recovers_planted_structure_and_beats_popularity(
+        self, planted: Planted, fitted: Recommender
+    ) -> None:
+        metrics = evaluate_ranking(fitted, planted.train, planted.test, k=10)
+        baseline = evaluate_ranking(
+            create_model("popularity").fit(planted.train), planted.train, planted.test
+        )
+        assert metrics["recall"] >= self.min_recall
+        assert metrics["recall"] >= baseline["recall"] + self.min_margin_over_popularity
+
+    def test_recommendations_stay_in_the_users_cluster(self, planted: Planted, fitted: Recommender) -> None:
+        users = np.arange(planted.n_users)
+        ids, _ = fitted.recommend(users, planted.train, N=5)
+        same_cluster = planted.item_cluster[ids] == planted.user_cluster[:, None]
+        assert same_cluster.mean() >= self.min_recall
+
+    # --- users --------------------------------------------------------------------------------------
+
+    def test_unknown_user_is_folded_in_from_their_history(
+        self, planted: Planted, fitted: Recommender
+    ) -> None:
+        # Present known users' rows as users the model has never seen (indices past the trained ones).
+        users = np.arange(0, planted.n_users, 7)
+        strangers = users + planted.n_users
+        rows = planted.train[users]
+        folded_ids, folded_scores = fitted.recommend(strangers, rows, N=10)
+        assert folded_ids.shape == (len(users), 10)
+        assert np.isfinite(folded_scores).all()
+        assert not (rows.multiply(sp.csr_matrix(_one_hot(folded_ids, planted.n_items)))).nnz
+        same_cluster = planted.item_cluster[folded_ids[:, :5]] == planted.user_cluster[users][:, None]
+        assert same_cluster.mean() >= self.min_recall
+
+    def test_empty_history_gives_a_full_finite_list(self, fitted: Recommender, planted: Planted) -> None:
+        empty = sp.csr_matrix((2, planted.n_items), dtype=np.float32)
+        vectors = fitted.fold_in(empty)
+        assert vectors.shape == (2, fitted._require_items().shape[1])
+        assert np.isfinite(vectors).all()
+        ids, scores = fitted.recommend(np.array([planted.n_users, planted.n_users + 1]), empty, N=10)
+        assert (ids >= 0).all() and np.isfinite(scores).all()
+
+    # --- recommend / similar_items --------------------------------------------------------------------
+
+    def test_recommend_excludes_seen_items_and_pads(self, fitted: Recommender, planted: Planted) -> None:
+        user = 3
+        seen = planted.train[user].indices
+        banned = np.array([i for i in range(planted.n_items) if i not in set(seen)][:4])
+        ids, scores = fitted.recommend(user, planted.train, N=planted.n_items, filter_items=banned)
+        n_allowed = planted.n_items - len(seen) - len(banned)
+        assert ids.shape == (planted.n_items,)
+        assert set(ids[:n_allowed]) == set(range(planted.n_items)) - set(seen) - set(banned)
+        assert (ids[n_allowed:] == -1).all() and np.isneginf(scores[n_allowed:]).all()
+        assert np.all(np.diff(scores[:n_allowed]) <= 1e-6)  # best first
+        kept, _ = fitted.recommend(user, planted.train, N=planted.n_items, filter_already_liked_items=False)
+        assert set(seen) <= set(kept)
+
+    def test_scores_are_inner_products_of_the_exported_vectors(
+        self, fitted: Recommender, planted: Planted
+    ) -> None:
+        ids, scores = fitted.recommend(5, planted.train, N=10)
+        assert fitted.user_factors is not None
+        expected = fitted.item_factors[ids] @ fitted.user_factors[5]  # type: ignore[index]
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+    def test_similar_items_exclude_the_item_itself(self, fitted: Recommender, planted: Planted) -> None:
+        items = np.arange(0, planted.n_items, 11)
+        ids, scores = fitted.similar_items(items, N=5)
+        assert ids.shape == (len(items), 5)
+        assert not (ids == items[:, None]).any()
+        assert (ids >= 0).all() and np.isfinite(scores).all()
+
+    # --- persistence and reproducibility --------------------------------------------------------------
+
+    def test_save_load_round_trip_gives_identical_recommendations(
+        self, fitted: Recommender, planted: Planted, tmp_path: Path
+    ) -> None:
+        fitted.save(tmp_path / "model")
+        loaded = load_model(tmp_path / "model")
+        assert type(loaded) is type(fitted) and loaded.params == fitted.params
+        users = np.arange(planted.n_users)
+        before = fitted.recommend(users, planted.train, N=10)
+        after = loaded.recommend(users, planted.train, N=10)
+        np.testing.assert_array_equal(before[0], after[0])
+        np.testing.assert_array_equal(before[1], after[1])
+        np.testing.assert_array_equal(fitted.similar_items(3)[0], loaded.similar_items(3)[0])
+        np.testing.assert_allclose(
+            fitted.fold_in(planted.train[:4]), loaded.fold_in(planted.train[:4]), atol=1e-6
+        )
+
+    def test_same_seed_gives_identical_vectors(self, fitted: Recommender, planted: Planted) -> None:
+        again = self.new_model().fit(planted.train)
+        np.testing.assert_array_equal(again.item_factors, fitted.item_factors)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(again.user_factors, fitted.user_factors)  # type: ignore[arg-type]
+
+    # --- errors ---------------------------------------------------------------------------------------
+
+    def test_invalid_parameters_are_refused_with_the_field_named(self) -> None:
+        with pytest.raises(ConfigError, match="no_such_parameter"):
+            self.new_model(no_such_parameter=1)
+        for params, word in self.invalid_params:
+            with pytest.raises(ConfigError, match=word):
+                self.new_model(**params)
+
+    def test_unfitted_model_refuses_to_recommend(self, planted: Planted) -> None:
+        with pytest.raises(NotFittedError):
+            self.new_model().recommend(0, planted.train, N=3)
+
+    def test_fit_options_epochs_sets_the_history(self, planted: Planted) -> None:
+        model = self.new_model().fit(planted.train, FitOptions(epochs=2))
+        assert [entry["epoch"] for entry in model.history] == [1, 2]
+        assert all(np.isfinite(entry["loss"]) for entry in model.history)
+
+
+def _one_hot(ids: np.ndarray, n_items: int) -> np.ndarray:
+    dense = np.zeros((len(ids), n_items), dtype=np.float32)
+    rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+    valid = ids.ravel() >= 0
+    dense[rows[valid], ids.ravel()[valid]] = 1
+    return dense

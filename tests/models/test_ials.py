@@ -1,0 +1,169 @@
+"""Implicit ALS: the shared contract, the solve against numpy, checkpoints, warm start, MovieLens."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.data.interactions import Interactions
+from recsys.data.splits import protocol_k_split
+from recsys.errors import ConfigError, DataError
+from recsys.evaluation import evaluate_ranking
+from recsys.models import FitOptions, WarmStart, create_model
+from recsys.models.ials import ImplicitALS
+from recsys.training.checkpoint import CHECKPOINT_FILE
+
+from .contract import ModelContract, Planted, planted_data
+
+FAST: dict[str, Any] = {"factors": 16, "regularization": 1.0, "alpha": 4.0, "iterations": 8}
+
+
+class TestImplicitALS(ModelContract):
+    model_name = "ials"
+    params: ClassVar[dict[str, Any]] = FAST
+    invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = [
+        ({"factors": 0}, "factors"),
+        ({"regularization": -1}, "regularization"),
+        ({"solver": "lu"}, "solver"),
+    ]
+
+
+def numpy_user_solve(
+    matrix: sp.csr_matrix, items: np.ndarray, alpha: float, reg: float, exponent: float
+) -> np.ndarray:
+    """Hu, Koren and Volinsky's closed form, one dense system per user (the reference)."""
+    dense = matrix.toarray()
+    solved = np.zeros((dense.shape[0], items.shape[1]))
+    for user, row in enumerate(dense):
+        confidence = 1.0 + alpha * row
+        preference = (row > 0).astype(float)
+        lam = reg * (1.0 + (row > 0).sum()) ** exponent
+        system = items.T @ (confidence[:, None] * items) + lam * np.eye(items.shape[1])
+        solved[user] = np.linalg.solve(system, items.T @ (confidence * preference))
+    return solved
+
+
+@pytest.fixture(scope="module")
+def tiny() -> sp.csr_matrix:
+    matrix = sp.random(25, 18, density=0.3, random_state=3, format="csr", dtype=np.float32)
+    matrix.data = np.ceil(matrix.data * 4)  # counts 1..4
+    matrix = sp.csr_matrix(sp.diags(np.r_[0.0, np.ones(24)]) @ matrix)  # user 0 has no interaction
+    matrix.eliminate_zeros()
+    return matrix
+
+
+@pytest.mark.parametrize(
+    ("solver", "exponent"), [("cholesky", 0.0), ("cg", 0.0), ("cholesky", 1.0), ("cg", 0.5)]
+)
+def test_solve_equals_the_numpy_least_squares_solution(
+    tiny: sp.csr_matrix, solver: str, exponent: float
+) -> None:
+    # Conjugate gradients is exact after as many steps as unknowns; a few more absorb float32 rounding.
+    model = ImplicitALS(
+        factors=5,
+        regularization=0.7,
+        alpha=2.0,
+        frequency_exponent=exponent,
+        solver=solver,
+        cg_steps=10,
+        iterations=1,
+    ).fit(tiny)
+    items = model.item_factors
+    assert items is not None
+    confidence = model._confidence_matrix(tiny)
+    solved = model._solve(model._blocks(confidence, solver), items, np.zeros((25, 5), np.float32), solver)
+    expected = numpy_user_solve(tiny, items.astype(np.float64), 2.0, 0.7, exponent)
+    np.testing.assert_allclose(solved, expected, atol=2e-4, rtol=2e-3)
+    np.testing.assert_allclose(model.fold_in(tiny), expected, atol=2e-4, rtol=2e-3)
+    np.testing.assert_array_equal(solved[0], 0.0)  # nothing observed: the zero vector
+
+
+def test_blocks_bound_memory_without_changing_the_result(
+    tiny: sp.csr_matrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = ImplicitALS(factors=4, iterations=2).fit(tiny)
+    monkeypatch.setattr("recsys.models.ials.BLOCK_FLOATS", 16)  # a handful of rows per block
+    blocked = ImplicitALS(factors=4, iterations=2).fit(tiny)
+    np.testing.assert_allclose(blocked.item_factors, whole.item_factors, atol=1e-5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(blocked.fold_in(tiny), whole.fold_in(tiny), atol=1e-5)
+
+
+def test_loss_decreases_over_sweeps(tiny: sp.csr_matrix) -> None:
+    model = ImplicitALS(factors=4, regularization=0.5, iterations=6).fit(tiny)
+    losses = [entry["loss"] for entry in model.history]
+    assert losses[-1] < losses[0]
+    assert all(later <= earlier + 1e-6 for earlier, later in itertools.pairwise(losses))
+
+
+def test_negative_values_are_refused(tiny: sp.csr_matrix) -> None:
+    bad = tiny.copy()
+    bad.data[0] = -1
+    with pytest.raises(DataError, match="non-negative"):
+        ImplicitALS(factors=2).fit(bad)
+
+
+def test_early_stopping_keeps_the_best_iteration(tmp_path: Path) -> None:
+    data = planted_data()
+    options = FitOptions(validation=data.test, log_dir=tmp_path / "logs")
+    model = ImplicitALS(**{**FAST, "iterations": 12, "patience": 2}).fit(data.train, options)
+    scores = [entry["val_ndcg"] for entry in model.history]
+    assert 1 <= len(scores) <= 12
+    assert evaluate_ranking(model, data.train, data.test)["ndcg"] == pytest.approx(max(scores))
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))  # TensorBoard scalars
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    data = planted_data()
+    uninterrupted = ImplicitALS(**FAST).fit(data.train, FitOptions(epochs=4))
+    checkpoints = tmp_path / "checkpoints"
+    ImplicitALS(**FAST).fit(data.train, FitOptions(epochs=2, checkpoint_dir=checkpoints))
+    assert (checkpoints / CHECKPOINT_FILE).is_file()
+    resumed = ImplicitALS(**FAST).fit(
+        data.train, FitOptions(epochs=4, checkpoint_dir=checkpoints, resume=True)
+    )
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
+    np.testing.assert_allclose(resumed.item_factors, uninterrupted.item_factors, atol=1e-6)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="checkpoint"):
+        ImplicitALS(**{**FAST, "factors": 8}).fit(
+            data.train, FitOptions(checkpoint_dir=checkpoints, resume=True)
+        )
+
+
+def test_warm_start_keeps_old_vectors_and_adds_fresh_ones() -> None:
+    data: Planted = planted_data()
+    old = ImplicitALS(**FAST).fit(data.train)
+    assert old.user_factors is not None and old.item_factors is not None
+    # The new data has one more item (column) that the old model never saw.
+    grown = sp.hstack([data.train, sp.csr_matrix(np.eye(data.n_users, 1, k=-3, dtype=np.float32))]).tocsr()
+    known_items = np.r_[np.ones(data.n_items, bool), False]
+    warm = WarmStart(
+        user_factors=old.user_factors,
+        item_factors=np.vstack([old.item_factors, np.zeros((1, 16), np.float32)]),
+        known_users=np.ones(data.n_users, bool),
+        known_items=known_items,
+    )
+    model = ImplicitALS(**FAST).fit(grown, FitOptions(epochs=1, warm_start=warm))
+    assert model.item_factors is not None
+    drift = np.linalg.norm(model.item_factors[:-1] - old.item_factors) / np.linalg.norm(old.item_factors)
+    assert drift < 0.1  # one sweep from the old optimum stays near it
+    assert np.linalg.norm(model.item_factors[-1]) > 0  # the new item was learned
+    cold = ImplicitALS(**FAST).fit(grown, FitOptions(epochs=1))
+    grown_test = sp.hstack([data.test, sp.csr_matrix((data.n_users, 1))]).tocsr()
+    warm_ndcg = evaluate_ranking(model, grown, grown_test)["ndcg"]
+    assert warm_ndcg >= evaluate_ranking(cold, grown, grown_test)["ndcg"]
+    with pytest.raises(ConfigError, match="warm-start"):
+        ImplicitALS(**{**FAST, "factors": 8}).fit(grown, FitOptions(warm_start=warm))
+
+
+@pytest.mark.slow
+def test_default_parameters_reach_the_protocol_k_target_on_ml100k(ml100k_dir: Path) -> None:
+    ratings = np.loadtxt(ml100k_dir / "u.data", dtype=np.int64)
+    data = Interactions.from_arrays(ratings[:, 0], ratings[:, 1])
+    train, test = protocol_k_split(data, seed=42)
+    model = create_model("ials").fit(train.to_csr())
+    assert evaluate_ranking(model, train.to_csr(), test.to_csr())["ndcg"] >= 0.43
