@@ -61,7 +61,7 @@ def _resolve(
     """Database ids of the external ids, creating the missing rows; also returns the created ids."""
     wanted = list(dict.fromkeys(external_ids))
     query = select(table.external_id, table.id).where(table.external_id.in_(wanted))
-    found = dict(connection.execute(query).tuples().all())
+    found: dict[str, int] = {external: key for external, key in connection.execute(query)}
     missing = [external for external in wanted if external not in found]
     if missing:
         statement = (
@@ -70,5 +70,5 @@ def _resolve(
             .on_conflict_do_nothing(index_elements=["external_id"])
         )
         connection.execute(statement)
-        found.update(connection.execute(query.where(table.external_id.in_(missing))).tuples().all())
+        found.update({external: key for external, key in connection.execute(query)})
     return found, missing

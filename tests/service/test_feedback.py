@@ -1,0 +1,192 @@
+"""Writes: API key, stored feedback changing the next answer, fold-in, and the database going away."""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select
+
+from recsys.data.interactions import IdMap, Interactions
+from recsys.db.engine import session_scope
+from recsys.db.models import Interaction, Item, User
+from recsys.index.exact import ExactIndex
+from recsys.models.base import FitOptions, Recommender
+from recsys.settings import Settings
+from service.app import create_app
+from service.deps import INVALID_KEY
+from service.state import ServingState, max_interaction_id
+from tests.service.conftest import API_KEY, N_ITEMS, N_USERS, seen_items
+
+KEY = {"X-API-Key": API_KEY}
+
+
+def test_missing_and_wrong_keys_get_the_same_401(client: TestClient) -> None:
+    event = {"user_id": "u1", "item_id": "i1"}
+    missing = client.post("/interactions", json=event)
+    wrong = client.post("/interactions", json=event, headers={"X-API-Key": "guess"})
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json() == wrong.json() == {"detail": INVALID_KEY}
+    assert client.post("/admin/reload").json() == {"detail": INVALID_KEY}
+
+
+def test_writes_are_refused_without_a_configured_key(settings: Settings, version: object) -> None:
+    with TestClient(create_app(settings.model_copy(update={"api_key": None}))) as client:
+        response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
+    assert response.status_code == 401 and "RECSYS_API_KEY" in response.json()["detail"]
+
+
+def test_feedback_takes_effect_on_the_next_request(client: TestClient) -> None:
+    before = client.get("/users/u1/recommendations", params={"k": 3}).json()
+    assert before["strategy"] == "personalized"
+    top = before["items"][0]["item_id"]
+    response = client.post("/interactions", json={"user_id": "u1", "item_id": top, "value": 5}, headers=KEY)
+    assert response.status_code == 201
+    assert response.json() == {
+        "stored": 1,
+        "duplicates": 0,
+        "new_users": [],
+        "new_items": [],
+        "not_in_model": [],
+    }
+    after = client.get("/users/u1/recommendations", params={"k": 3}).json()
+    assert after["strategy"] == "folded-in"
+    ids = [item["item_id"] for item in after["items"]]
+    assert top not in ids and ids[:2] == [item["item_id"] for item in before["items"][1:]]
+    again = client.post(
+        "/interactions", json={"user_id": "u1", "item_id": top, "value": 5, "timestamp": 7}, headers=KEY
+    )
+    repeat = client.post(
+        "/interactions", json={"user_id": "u1", "item_id": top, "value": 5, "timestamp": 7}, headers=KEY
+    )
+    assert again.json()["stored"] == 1 and repeat.json() == {**again.json(), "stored": 0, "duplicates": 1}
+
+
+def test_batch_with_new_user_and_new_item(client: TestClient, settings: Settings) -> None:
+    batch = [
+        {"user_id": "newcomer", "item_id": "i3", "kind": "click"},
+        {"user_id": "newcomer", "item_id": "brand-new", "kind": "click"},
+    ]
+    response = client.post("/interactions", json=batch, headers=KEY)
+    assert response.status_code == 201
+    assert response.json() == {
+        "stored": 2,
+        "duplicates": 0,
+        "new_users": ["newcomer"],
+        "new_items": ["brand-new"],
+        "not_in_model": ["brand-new"],
+    }
+    body = client.get("/users/newcomer/recommendations", params={"k": N_ITEMS}).json()
+    ids = [item["item_id"] for item in body["items"]]
+    assert body["strategy"] == "folded-in" and "i3" not in ids and "brand-new" not in ids
+    assert len(ids) == N_ITEMS - 1
+    from recsys.db import get_engine
+
+    with session_scope(get_engine(settings.database_url)) as session:
+        stored = session.scalar(
+            select(func.count()).select_from(Interaction).join(User).where(User.external_id == "newcomer")
+        )
+        assert stored == 2 and session.scalar(select(Item.id).where(Item.external_id == "brand-new"))
+
+
+def test_bad_events_name_the_field(client: TestClient) -> None:
+    cases = [
+        ({"item_id": "i1"}, "user_id"),
+        ({"user_id": "u1", "item_id": "i1", "value": "high"}, "value"),
+        ({"user_id": "u1", "item_id": "", "value": 1}, "item_id"),
+        ({"user_id": "u1", "item_id": "i1", "timestamp": -5}, "timestamp"),
+    ]
+    for body, field in cases:
+        response = client.post("/interactions", json=body, headers=KEY)
+        assert response.status_code == 422, body
+        assert any(field in error["loc"] for error in response.json()["detail"]), response.json()
+    assert client.post("/interactions", json=[], headers=KEY).status_code == 422
+
+
+def test_feedback_reaches_another_worker(client: TestClient, settings: Settings) -> None:
+    """Two apps on one database stand for two uvicorn workers."""
+    with TestClient(create_app(settings)) as other:
+        assert other.get("/users/u2/recommendations").json()["strategy"] == "personalized"
+        client.post("/interactions", json={"user_id": "u2", "item_id": "i15"}, headers=KEY)
+        body = other.get("/users/u2/recommendations", params={"k": N_ITEMS}).json()
+    assert body["strategy"] == "folded-in"
+    assert "i15" not in [item["item_id"] for item in body["items"]]
+
+
+def test_database_down_reads_served_writes_503(client: TestClient) -> None:
+    client.app.state.engine = create_engine("sqlite:////nonexistent-folder/recsys.db")  # type: ignore[attr-defined]
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["database"] is False and ready.json()["ready"] is False
+    assert client.get("/users/u1/recommendations").status_code == 200
+    assert client.post("/recommendations", json={"items": ["i1"]}).status_code == 200
+    response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
+    assert response.status_code == 503 and "database is unavailable" in response.json()["detail"]
+
+
+class MeanOfItems(Recommender):
+    """A hand-made vector model whose fold-in is the value-weighted mean of the item vectors."""
+
+    name = "mean-of-items"
+
+    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
+        return self
+
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        weights = sp.csr_matrix(user_items)
+        totals = np.maximum(np.asarray(weights.sum(axis=1)), 1e-9)
+        return np.asarray(weights @ self._require_items() / totals, dtype=np.float32)
+
+
+def vector_state(client: TestClient) -> MeanOfItems:
+    """Swap a state with random vectors into the app, built directly (no registry)."""
+    rng = np.random.default_rng(3)
+    model = MeanOfItems()
+    model.item_factors = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    model.user_factors = rng.normal(size=(N_USERS, 8)).astype(np.float32)
+    users = IdMap(np.array([f"u{u}" for u in range(N_USERS)], dtype=object))
+    items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))
+    pairs = [(u, i) for u in range(N_USERS) for i in seen_items(u)]
+    data = Interactions.from_arrays(
+        [f"u{u}" for u, _ in pairs], [f"i{i}" for _, i in pairs], [4.0] * len(pairs)
+    )
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+
+    state = ServingState.build(
+        "vectors-v1", model, users, items, data, snapshot_id=max_interaction_id(engine)
+    )
+    client.app.state.holder.swap(state)  # type: ignore[attr-defined]
+    return model
+
+
+def exact_top(model: MeanOfItems, vector: np.ndarray, excluded: list[int], k: int) -> list[str]:
+    exclude = sp.csr_matrix((np.ones(len(excluded)), ([0] * len(excluded), excluded)), shape=(1, N_ITEMS))
+    ids, _ = ExactIndex(model.item_factors).search(vector, k, exclude)
+    return [f"i{i}" for i in ids[0]]
+
+
+def test_history_fold_in_matches_the_model(client: TestClient) -> None:
+    model = vector_state(client)
+    body = client.post("/recommendations", json={"items": ["i4", "i9"], "values": [1.0, 3.0], "k": 5}).json()
+    row = sp.csr_matrix(([1.0, 3.0], ([0, 0], [4, 9])), shape=(1, N_ITEMS))
+    folded = model.fold_in(row)
+    assert body["model_version"] == "vectors-v1"
+    assert [item["item_id"] for item in body["items"]] == exact_top(model, folded, [4, 9], 5)
+    scores = [item["score"] for item in body["items"]]
+    want = folded @ model.item_factors[[int(item["item_id"][1:]) for item in body["items"]]].T
+    np.testing.assert_allclose(scores, want[0], rtol=1e-5)
+
+
+def test_user_vector_is_refreshed_by_feedback(client: TestClient) -> None:
+    model = vector_state(client)
+    trained = client.get("/users/u5/recommendations", params={"k": 4}).json()
+    assert [item["item_id"] for item in trained["items"]] == exact_top(
+        model, model.user_factors[5:6], seen_items(5), 4
+    )
+    client.post("/interactions", json={"user_id": "u5", "item_id": "i17", "value": 2.0}, headers=KEY)
+    body = client.get("/users/u5/recommendations", params={"k": 4}).json()
+    seen = [*seen_items(5), 17]
+    row = sp.csr_matrix(([4.0] * (len(seen) - 1) + [2.0], ([0] * len(seen), seen)), shape=(1, N_ITEMS))
+    assert body["strategy"] == "folded-in"
+    assert [item["item_id"] for item in body["items"]] == exact_top(model, model.fold_in(row), seen, 4)
