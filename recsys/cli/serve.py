@@ -1,10 +1,51 @@
-"""`recsys serve` commands (filled in by the issue that owns them)."""
+"""`recsys serve`: the recommendation API on uvicorn."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from typing import Annotated
+
 import typer
+
+from recsys.cli.common import DatabaseUrlOption, console, load_settings
+
+
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (default: RECSYS_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: RECSYS_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes (default: RECSYS_WORKERS).")
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Serve the production model version over HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from service.metrics import MULTIPROC_ENV
+
+    settings = load_settings(database_url)
+    if database_url:
+        # Workers are fresh processes that read their settings from the environment.
+        os.environ["RECSYS_DATABASE_URL"] = database_url
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Each worker writes its metrics here so that /metrics sums all workers.
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="recsys-metrics-")
+    console.print(f"serving on http://{host}:{port} with {workers} worker(s); docs at /docs")
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
-    del root
+    root.command("serve")(serve_command)
