@@ -56,9 +56,11 @@ CHECKSUMS_FILE = "checksums.sha256"
 #: Files every complete version has (besides the model folder's own files).
 REQUIRED_FILES = (VERSION_FILE, ID_MAPS_FILE)
 
-#: The validation metric promotion compares with the popularity baseline measured on the same
-#: split (stored by the trainer as ``metrics["baseline_" + GUARD_METRIC]``).
+#: The validation metric promotion compares with the baseline measured on the same split (stored
+#: by the trainer as ``metrics["baseline_" + metric]``): nDCG@10 against popularity, or, for rating
+#: models, RMSE against predicting the mean training rating. True: larger is better.
 GUARD_METRIC = "ndcg@10"
+RATING_GUARD_METRIC = "rmse"
 BASELINE_PREFIX = "baseline_"
 
 #: Libraries whose versions are recorded with each version (read from package metadata, so
@@ -375,18 +377,27 @@ class ModelRegistry:
 
 
 def check_beats_baseline(info: VersionInfo) -> None:
-    """Raise RegistryError unless the version's validation metric reaches the popularity baseline."""
-    value = info.metrics.get(GUARD_METRIC)
-    baseline = info.metrics.get(BASELINE_PREFIX + GUARD_METRIC)
+    """Raise RegistryError unless the version's validation metric reaches its baseline.
+
+    Rating models (with a validated RMSE) must predict better than the mean rating; every other
+    model must rank at least as well as popularity (nDCG@10).
+    """
+    metrics = info.metrics
+    rating = RATING_GUARD_METRIC in metrics and BASELINE_PREFIX + RATING_GUARD_METRIC in metrics
+    metric = RATING_GUARD_METRIC if rating else GUARD_METRIC
+    baseline_name = "mean-rating baseline" if rating else "popularity baseline"
+    value, baseline = metrics.get(metric), metrics.get(BASELINE_PREFIX + metric)
     if value is None or baseline is None:
         raise RegistryError(
-            f"{info.version} has no validation {GUARD_METRIC} and popularity baseline to compare; "
+            f"{info.version} has no validation {metric} and {baseline_name} to compare; "
             "pass --force to promote it anyway"
         )
-    if float(value) < float(baseline):
+    worse = float(value) > float(baseline) if rating else float(value) < float(baseline)
+    if worse:
+        relation = "worse than" if rating else "below"
         raise RegistryError(
-            f"{info.version} has validation {GUARD_METRIC} {float(value):.4f}, below the popularity "
-            f"baseline {float(baseline):.4f} on the same split; pass --force to promote it anyway"
+            f"{info.version} has validation {metric} {float(value):.4f}, {relation} the {baseline_name} "
+            f"{float(baseline):.4f} on the same split; pass --force to promote it anyway"
         )
 
 

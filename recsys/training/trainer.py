@@ -228,7 +228,8 @@ def load_split(
 
 def validation_metrics(model: Recommender, split: ValidationSplit, model_name: str) -> dict[str, float]:
     """Ranking metrics at k=10 of ``model`` and of the popularity baseline on the same split
-    (``baseline_*`` keys); rating models add RMSE on the held-out ratings."""
+    (``baseline_*`` keys); rating models add RMSE on the held-out ratings, and that of predicting
+    the mean training rating as ``baseline_rmse``."""
     train_csr, valid_csr = split.train_csr, split.valid_csr
     metrics = _ranking(model, train_csr, valid_csr)
     baseline = Popularity().fit(train_csr)
@@ -242,6 +243,9 @@ def validation_metrics(model: Recommender, split: ValidationSplit, model_name: s
         low, high = float(split.train.values.min()), float(split.train.values.max())
         predicted = np.clip(predict(split.valid.user_index, split.valid.item_index), low, high)
         metrics["rmse"] = rmse(predicted, split.valid.values)
+        # The rating analogue of popularity: everyone predicts the mean training rating.
+        mean = np.full(len(split.valid), float(split.train.values.mean()))
+        metrics[f"{BASELINE_PREFIX}rmse"] = rmse(mean, split.valid.values)
     return metrics
 
 

@@ -245,3 +245,20 @@ def test_attach_that_fails_changes_nothing(registry: ModelRegistry) -> None:
     assert (root / CHECKSUMS_FILE).read_text() == before
     with pytest.raises(RegistryError, match="plain folder name"):
         registry.attach(version, "../escape", failing)
+
+
+def test_rating_models_are_guarded_by_rmse_against_the_mean_rating(registry: ModelRegistry) -> None:
+    users, items = id_maps()
+    register(registry)
+
+    def rating_version(rmse: float) -> str:
+        metrics = {"rmse": rmse, "baseline_rmse": 1.10, "ndcg@10": 0.0, "baseline_ndcg@10": 0.3}
+        return registry.register(
+            fitted_popularity(), users, items, metrics=metrics, watermark=1, data_fingerprint="0" * 64
+        ).version
+
+    worse = rating_version(1.2345)
+    with pytest.raises(RegistryError, match=r"rmse 1\.2345, worse than the mean-rating baseline 1\.1000"):
+        registry.promote(worse)
+    better = rating_version(0.91)  # its nDCG is below popularity, but it is judged on ratings
+    assert registry.promote(better).status == "production"

@@ -257,6 +257,29 @@ def test_fingerprint_changes_with_the_data(sqlite_engine: Engine, seeder: Seeder
     assert data_fingerprint(changed) != data_fingerprint(data)
 
 
+class ConstantRating(Popularity):
+    """Predicts 4.0 for every pair: its RMSE can be computed by hand."""
+
+    def predict(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+        return np.full(len(user_index), 4.0)
+
+
+def test_rating_models_report_rmse_next_to_the_mean_rating_baseline(
+    sqlite_engine: Engine, seeder: Seeder
+) -> None:
+    seeder(sqlite_engine)
+    split = trainer.load_split(sqlite_engine)
+    model = ConstantRating().fit(split.train_csr)
+    metrics = trainer.validation_metrics(model, split, "mf")
+    held_out = split.valid.values.astype(np.float64)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((held_out - 4.0) ** 2)))
+    mean = split.train.values.astype(np.float64).mean()
+    assert metrics["baseline_rmse"] == pytest.approx(np.sqrt(np.mean((held_out - mean) ** 2)), rel=1e-6)
+    assert "ndcg@10" in metrics and "baseline_ndcg@10" in metrics
+    with pytest.raises(ConfigError, match="has no predict"):
+        trainer.validation_metrics(Popularity().fit(split.train_csr), split, "mf")
+
+
 # --- with the real iALS model ------------------------------------------------------------------
 
 ALS_PARAMS = {"factors": 8, "iterations": 4, "patience": 4, "regularization": 1.0, "alpha": 5.0}
