@@ -1,0 +1,632 @@
+"""The MovieLens benchmark: every recsys model next to the public peers, same splits, same run.
+
+    python -m pipelines.benchmark_movielens --dataset ml-100k --data-dir /path/ml-100k --out report/
+    recsys benchmark --dataset ml-latest-small --protocol both --check
+
+Protocols, splits and metrics follow shared/BENCHMARK_PROTOCOL.md (docs/benchmarks.md has the
+latest tables). Recsys models go through the code path of ``recsys train``: ``create_model`` with
+the model's tuned defaults, a fit on the train part with the validation carve-out (seed 43)
+choosing the epochs, a refit on the whole train part for that many epochs, and evaluation through
+``model.recommend`` and its index (:func:`recsys.evaluation.evaluate_ranking`). Peers get the
+grid stated in :mod:`recsys.evaluation.peers` on the same validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import typer
+
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:  # the heavy modules are imported when the benchmark runs
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from recsys.data.interactions import Interactions
+    from recsys.evaluation.peers import Peer
+    from recsys.models.base import Recommender
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "synthetic")
+RECSYS_MODELS = ("popularity", "ials", "mf", "two-tower")
+PEERS = ("implicit-als", "implicit-bpr", "ease", "surprise-svd")
+#: Seed of the validation carve-out (shared/BENCHMARK_PROTOCOL.md: same rule, another seed).
+VALIDATION_SEED = 43
+#: Synthetic data sizes (users, items, interactions): full and ``--quick``.
+SYNTHETIC_SIZE = (2_000, 1_000, 100_000)
+SYNTHETIC_QUICK_SIZE = (300, 150, 6_000)
+#: ``--quick`` keeps the users whose external ids sort first, this many of them.
+QUICK_USERS = 200
+#: ``--quick`` caps every recsys model at this many epochs / iterations.
+QUICK_EPOCHS = 2
+#: Protocol R folds (``--quick`` runs only the first).
+R_FOLDS = 5
+
+#: ``--check`` thresholds (issue 3's quality goals): dataset, protocol, model, metric, op, bound.
+#: ``--thresholds FILE`` replaces this table with a JSON list of objects with the same keys.
+THRESHOLDS: tuple[dict[str, Any], ...] = (
+    {"dataset": "ml-100k", "protocol": "K", "model": "ials", "metric": "ndcg", "op": ">=", "bound": 0.43},
+    {
+        "dataset": "ml-100k",
+        "protocol": "K",
+        "model": "two-tower",
+        "metric": "ndcg",
+        "op": ">=",
+        "bound": 0.38,
+    },
+    {"dataset": "ml-100k", "protocol": "R", "model": "mf", "metric": "rmse", "op": "<=", "bound": 0.905},
+    {
+        "dataset": "ml-latest-small",
+        "protocol": "K",
+        "model": "ials",
+        "metric": "ndcg",
+        "op": ">=",
+        "bound": 0.35,
+    },
+)
+
+K_DESCRIPTION = (
+    "Per-user 80/20 split (seed {seed}); every rating is a positive interaction (rating models "
+    "keep the values); top {k} of the whole catalogue, train items excluded. Epochs and peer "
+    "settings chosen on a validation split carved from the train part (seed 43); reported "
+    "models refit on the whole train part. Fit s: the final fit; Top-k s: every user's top {k}."
+)
+R_DESCRIPTION = (
+    "{folds}-fold split of the ratings (seed {seed}); mean over folds, predictions clipped to "
+    "{low}..{high}. Epochs and peer settings chosen on a random 20% of fold 1's train part "
+    "(seed 43). Fit s: median final fit per fold."
+)
+
+
+@dataclass
+class Dataset:
+    name: str
+    data: Interactions
+    catalog: pd.DataFrame | None
+    rating_range: tuple[float, float]
+
+
+@dataclass
+class Options:
+    """Everything one benchmark run needs (the CLI's options, parsed)."""
+
+    dataset: str = "ml-100k"
+    data_dir: Path | None = None
+    protocol: str = "both"
+    models: list[str] = field(default_factory=lambda: [*RECSYS_MODELS, *PEERS])
+    seed: int = 42
+    k: int = 10
+    repeats: int = 1
+    out: Path = Path("benchmark-report")
+    quick: bool = False
+    check: bool = False
+    thresholds: Path | None = None
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def load_dataset(name: str, data_dir: Path | None, seed: int, quick: bool) -> Dataset:
+    """The ratings as ``Interactions`` (values = ratings) and the item catalogue."""
+    from recsys.data.interactions import IdMap, Interactions
+
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    catalog: pd.DataFrame | None = None
+    if name == "synthetic":
+        from recsys.data.synthetic import generate_synthetic
+
+        ratings = generate_synthetic(*(SYNTHETIC_QUICK_SIZE if quick else SYNTHETIC_SIZE), seed=seed)
+    else:
+        from recsys.data.movielens import read_movielens
+
+        if data_dir is None:
+            from recsys.ingest.movielens import fetch_movielens
+            from recsys.settings import get_settings
+
+            data_dir = fetch_movielens(name, get_settings().downloads)
+        movielens = read_movielens(name, data_dir)
+        ratings = movielens.ratings
+        if quick:
+            keep = np.sort(ratings["user_id"].unique())[:QUICK_USERS]
+            ratings = ratings[ratings["user_id"].isin(keep)]
+        catalog = movielens.items
+    # Vectorised (np.unique) rather than Interactions.from_arrays, which converts every row's ids
+    # in Python: ml-25m has 25 million rows. Indices follow the sorted external ids.
+    user_ids, user_index = np.unique(ratings["user_id"].to_numpy(), return_inverse=True)
+    item_ids, item_index = np.unique(ratings["item_id"].to_numpy(), return_inverse=True)
+    data = Interactions(
+        users=IdMap(user_ids.astype(str).astype(object)),
+        items=IdMap(item_ids.astype(str).astype(object)),
+        user_index=user_index.astype(np.int32),
+        item_index=item_index.astype(np.int32),
+        values=ratings["rating"].to_numpy(dtype=np.float32),
+        timestamps=ratings["timestamp"].to_numpy(dtype=np.int64),
+    )
+    aligned = None
+    if catalog is not None:
+        # One catalogue row per item index, as recsys.data.catalog.item_catalog gives the trainer.
+        by_id = catalog.assign(item_id=catalog["item_id"].astype(str)).set_index("item_id")
+        aligned = by_id.reindex(data.items.to_list()).reset_index()
+        aligned["genres"] = [g if isinstance(g, list) else [] for g in aligned["genres"]]
+    low, high = float(data.values.min()), float(data.values.max())
+    return Dataset(name=name, data=data, catalog=aligned, rating_range=(low, high))
+
+
+def training_matrix(data: Interactions, model_name: str) -> sp.csr_matrix:
+    """Protocol K counts every rating as a positive interaction; rating models keep the values."""
+    from recsys.evaluation.peers import binarize
+    from recsys.training.trainer import RATING_MODELS
+
+    matrix = data.to_csr()
+    return matrix if model_name in RATING_MODELS else binarize(matrix)
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_bytes = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+def timed(repeats: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """Call ``function(*args, **kwargs)`` ``repeats`` times; the last result and the median seconds."""
+    seconds = []
+    result = None
+    for _ in range(max(repeats, 1)):
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        seconds.append(time.perf_counter() - started)
+    return result, statistics.median(seconds)
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = "none"
+    if "tensorflow" in sys.modules:  # only ask TensorFlow when a model already imported it
+        devices = sys.modules["tensorflow"].config.list_physical_devices("GPU")
+        gpu = ", ".join(device.name for device in devices) or "none"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": psutil.virtual_memory().total / 2**30,
+        "gpu": gpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("recsys", "numpy", "scipy", "tensorflow", "tensorflow-recommenders", "implicit",
+                    "scikit-surprise"):  # fmt: skip
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# --- recsys models --------------------------------------------------------------------------
+
+
+def fit_recsys_model(
+    name: str,
+    train: Interactions,
+    fit_part: Interactions,
+    valid: Interactions,
+    catalog: pd.DataFrame | None,
+    *,
+    seed: int,
+    quick: bool,
+    repeats: int,
+) -> tuple[Any, dict[str, Any]]:
+    """As ``recsys train`` does: fit with the validation carve-out to choose the epochs, then refit
+    on the whole train part for that many epochs. Returns the refitted model and the figures."""
+    from recsys.models import create_model
+    from recsys.models.base import FitOptions
+    from recsys.training.trainer import best_epoch, fit_features
+
+    validated = create_model(name, seed=seed)
+    started = time.perf_counter()
+    validated.fit(
+        training_matrix(fit_part, name),
+        FitOptions(
+            validation=training_matrix(valid, name),
+            epochs=QUICK_EPOCHS if quick else None,
+            features=fit_features(fit_part, catalog),
+        ),
+    )
+    tuning_seconds = time.perf_counter() - started
+    epochs = best_epoch(validated)
+    matrix, features = training_matrix(train, name), fit_features(train, catalog)
+
+    model, fit_seconds = timed(repeats, refit_model, name, seed, matrix, epochs, features)
+    figures = {
+        "params": {**validated.params, "epochs": epochs},
+        "fit_seconds": fit_seconds,
+        "tuning_seconds": tuning_seconds,
+        "history": validated.history,
+    }
+    return model, figures
+
+
+def refit_model(
+    name: str, seed: int, matrix: sp.csr_matrix, epochs: int | None, features: dict[str, Any]
+) -> Recommender:
+    """The final fit of ``recsys train``: the whole train part, the epochs chosen on validation."""
+    from recsys.models import create_model
+    from recsys.models.base import FitOptions
+
+    return create_model(name, seed=seed).fit(matrix, FitOptions(epochs=epochs, features=features))
+
+
+def fit_peer(cls: type[Peer], seed: int, params: dict[str, Any], matrix: sp.csr_matrix) -> Peer:
+    return cls(seed=seed, **params).fit(matrix)
+
+
+def run_protocol_k(
+    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str]
+) -> dict[str, Any]:
+    from recsys.data.splits import protocol_k_split, validation_split
+    from recsys.evaluation import evaluate_ranking, recommend_top_k
+    from recsys.evaluation.peers import evaluate_peer_ranking, get_peer_class, tune_peer
+
+    train, test = protocol_k_split(dataset.data, seed=options.seed)
+    fit_part, valid = validation_split(train, seed=VALIDATION_SEED)
+    test_csr = test.to_csr()
+    all_users = np.arange(dataset.data.shape[0])
+    rows: list[dict[str, Any]] = []
+    for name in recsys_models:
+        logger.info("Protocol K: %s", name)
+        with PeakMemory() as memory:
+            model, figures = fit_recsys_model(
+                name, train, fit_part, valid, dataset.catalog,
+                seed=options.seed, quick=options.quick, repeats=options.repeats,
+            )  # fmt: skip
+            matrix = training_matrix(train, name)
+            metrics = evaluate_ranking(model, matrix, test_csr, k=options.k)
+            _, topk_seconds = timed(options.repeats, recommend_top_k, model, matrix, all_users, options.k)
+        rows.append(
+            {"model": name, "kind": "recsys", "metrics": metrics, "topk_seconds": topk_seconds,
+             "peak_rss_mb": memory.peak_mb, **figures}
+        )  # fmt: skip
+    train_csr, fit_csr, valid_csr = train.to_csr(), fit_part.to_csr(), valid.to_csr()
+    for name in peers:
+        cls = get_peer_class(name)
+        logger.info("Protocol K: peer %s", name)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            tuning = tune_peer(name, fit_csr, valid_csr, seed=options.seed, k=options.k, quick=options.quick)
+            tuning_seconds = time.perf_counter() - started
+            peer, fit_seconds = timed(options.repeats, fit_peer, cls, options.seed, tuning.best, train_csr)
+            metrics = evaluate_peer_ranking(peer, train_csr, test_csr, options.k)
+            _, topk_seconds = timed(options.repeats, peer.recommend, all_users, train_csr, options.k)
+        rows.append(
+            {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
+             "tuning": tuning.trials, "metrics": metrics, "fit_seconds": fit_seconds,
+             "tuning_seconds": tuning_seconds, "topk_seconds": topk_seconds,
+             "peak_rss_mb": memory.peak_mb, "history": []}
+        )  # fmt: skip
+    return {
+        "description": K_DESCRIPTION.format(seed=options.seed, k=options.k),
+        "split": {"train": len(train), "test": len(test), "validation": len(valid),
+                  "evaluated_users": int((np.diff(test_csr.indptr) > 0).sum())},
+        "rows": rows,
+    }  # fmt: skip
+
+
+def run_protocol_r(
+    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str]
+) -> dict[str, Any]:
+    from recsys.data.splits import protocol_r_folds
+    from recsys.evaluation import evaluate_rating
+    from recsys.evaluation.peers import evaluate_peer_rating, get_peer_class, tune_peer
+    from recsys.training.trainer import fit_features
+
+    folds = protocol_r_folds(dataset.data, n_folds=R_FOLDS, seed=options.seed)
+    if options.quick:
+        folds = folds[:1]
+    # Validation: a random 20% of the first fold's train part (the Protocol R rule, seed 43).
+    fit_part, valid = protocol_r_folds(folds[0][0], n_folds=5, seed=VALIDATION_SEED)[0]
+    clip = dataset.rating_range
+    rows = []
+    for name in recsys_models:
+        logger.info("Protocol R: %s", name)
+        per_fold, fit_times = [], []
+        with PeakMemory() as memory:
+            _, figures = fit_recsys_model(
+                name, folds[0][0], fit_part, valid, dataset.catalog,
+                seed=options.seed, quick=options.quick, repeats=1,
+            )  # fmt: skip
+            epochs = figures["params"]["epochs"]
+            for train, test in folds:
+                matrix, features = train.to_csr(), fit_features(train, dataset.catalog)
+                model, seconds = timed(
+                    options.repeats, refit_model, name, options.seed, matrix, epochs, features
+                )
+                fit_times.append(seconds)
+                per_fold.append(evaluate_rating(model, matrix, test.to_csr(), clip=clip))
+        figures["fit_seconds"] = statistics.median(fit_times)
+        rows.append(
+            {"model": name, "kind": "recsys", "metrics": fold_summary(per_fold), "folds": per_fold,
+             "peak_rss_mb": memory.peak_mb, **figures}
+        )  # fmt: skip
+    for name in peers:
+        cls = get_peer_class(name)
+        logger.info("Protocol R: peer %s", name)
+        per_fold, fit_times = [], []
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            tuning = tune_peer(
+                name, fit_part.to_csr(), valid.to_csr(), seed=options.seed, clip=clip, quick=options.quick
+            )
+            tuning_seconds = time.perf_counter() - started
+            for train, test in folds:
+                matrix = train.to_csr()
+                peer, seconds = timed(options.repeats, fit_peer, cls, options.seed, tuning.best, matrix)
+                fit_times.append(seconds)
+                per_fold.append(evaluate_peer_rating(peer, test.to_csr(), clip))
+        rows.append(
+            {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
+             "tuning": tuning.trials, "metrics": fold_summary(per_fold), "folds": per_fold,
+             "fit_seconds": statistics.median(fit_times), "tuning_seconds": tuning_seconds,
+             "peak_rss_mb": memory.peak_mb, "history": []}
+        )  # fmt: skip
+    return {
+        "description": R_DESCRIPTION.format(folds=len(folds), seed=options.seed, low=clip[0], high=clip[1]),
+        "split": {"folds": len(folds), "validation": len(valid)},
+        "rows": rows,
+    }
+
+
+def fold_summary(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    rmses = [fold["rmse"] for fold in per_fold]
+    return {
+        "rmse": float(np.mean(rmses)),
+        "rmse_std": float(np.std(rmses)),
+        "mae": float(np.mean([fold["mae"] for fold in per_fold])),
+    }
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def plan(options: Options, protocol: str) -> tuple[list[str], list[str], list[str]]:
+    """Which recsys models and peers run under ``protocol``, and why the others are skipped."""
+    from recsys.evaluation.peers import get_peer_class, missing_requirement
+    from recsys.models import MODEL_CLASSES
+    from recsys.training.trainer import RATING_MODELS
+
+    ours, peers, skipped = [], [], []
+    for name in options.models:
+        if name in MODEL_CLASSES:
+            if protocol == "R" and name not in RATING_MODELS:
+                skipped.append(f"{name}: ranks but does not predict ratings (Protocol K only)")
+            else:
+                ours.append(name)
+            continue
+        cls = get_peer_class(name)  # unknown names fail here with the list of choices
+        missing = missing_requirement(name)
+        if cls.protocol != protocol:
+            continue  # a peer of the other protocol: nothing to report
+        if missing:
+            skipped.append(missing)
+        else:
+            peers.append(name)
+    return ours, peers, skipped
+
+
+def run_benchmark(options: Options) -> dict[str, Any]:
+    """Run the benchmark and write the report; returns the result dictionary."""
+    from recsys.evaluation.report import write_report
+
+    if options.protocol not in ("K", "R", "both"):
+        raise ConfigError(f"--protocol must be K, R or both, got {options.protocol!r}")
+    if options.k < 1 or options.repeats < 1:
+        raise ConfigError(f"--k and --repeats must be at least 1, got {options.k} and {options.repeats}")
+    dataset = load_dataset(options.dataset, options.data_dir, options.seed, options.quick)
+    protocols = ["K", "R"] if options.protocol == "both" else [options.protocol]
+    result: dict[str, Any] = {
+        "dataset": options.dataset,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["recsys benchmark", *map(shlex.quote, sys.argv[1:])])
+        if Path(sys.argv[0]).name == "recsys"
+        else " ".join(map(shlex.quote, [Path(sys.argv[0]).name, *sys.argv[1:]])),
+        "seed": options.seed,
+        "k": options.k,
+        "repeats": options.repeats,
+        "quick": options.quick,
+        "data": {
+            "interactions": len(dataset.data),
+            "users": dataset.data.shape[0],
+            "items": dataset.data.shape[1],
+            "rating_range": list(dataset.rating_range),
+        },
+        "protocols": {},
+    }
+    for protocol in protocols:
+        ours, peers, skipped = plan(options, protocol)
+        for reason in skipped:
+            logger.warning("Protocol %s: %s", protocol, reason)
+        run = run_protocol_k if protocol == "K" else run_protocol_r
+        section = run(dataset, options, ours, peers)
+        section["skipped"] = skipped
+        result["protocols"][protocol] = section
+    result["machine"] = machine()
+    result["versions"] = library_versions()
+    result["peak_rss_mb_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if options.check or options.thresholds:
+        result["checks"] = check_thresholds(result, load_thresholds(options.thresholds))
+    result["files"] = {key: str(path) for key, path in write_report(result, options.out).items()}
+    return result
+
+
+def load_thresholds(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return list(THRESHOLDS)
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read thresholds from {path}: {exc}") from None
+    required = {"dataset", "protocol", "model", "metric", "op", "bound"}
+    if not isinstance(loaded, list) or not all(isinstance(e, dict) and required <= e.keys() for e in loaded):
+        raise ConfigError(f"{path} must hold a JSON list of objects with keys {sorted(required)}")
+    bad_ops = {entry["op"] for entry in loaded} - {">=", "<="}
+    if bad_ops:
+        raise ConfigError(f"{path}: op must be '>=' or '<=', got {sorted(bad_ops)}")
+    return loaded
+
+
+def check_thresholds(result: dict[str, Any], thresholds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compare every recsys model of the run that has a threshold; models not run are not checked."""
+    checks = []
+    for rule in thresholds:
+        section = result["protocols"].get(rule["protocol"])
+        if rule["dataset"] != result["dataset"] or section is None:
+            continue
+        for row in section["rows"]:
+            if row["model"] == rule["model"] and row["kind"] == "recsys":
+                value = float(row["metrics"][rule["metric"]])
+                passed = value >= rule["bound"] if rule["op"] == ">=" else value <= rule["bound"]
+                checks.append({**rule, "value": value, "passed": passed})
+    return checks
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """``--models a,b --models c`` -> ["a", "b", "c"]; nothing given -> every model and peer."""
+    if not values:
+        return [*RECSYS_MODELS, *PEERS]
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - {*RECSYS_MODELS, *PEERS})
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {[*RECSYS_MODELS, *PEERS]}")
+    return list(dict.fromkeys(names))
+
+
+@contextmanager
+def _logging_to_stderr() -> Iterator[None]:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    previous, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the CLI's root handler would print every line a second time
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        logger.propagate = propagate
+
+
+def benchmark_command(
+    dataset: Annotated[str, typer.Option(help=f"One of: {', '.join(DATASETS)}.")] = "ml-100k",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the original MovieLens files (default: download).")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="K (top-k), R (ratings) or both.")] = "both",
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Models and peers, comma-separated or repeated (default: all): "
+            + ", ".join([*RECSYS_MODELS, *PEERS])
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split seed (the validation split uses 43).")] = 42,
+    k: Annotated[int, typer.Option(help="Cut-off of the ranking metrics.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed runs per fit and scoring; the median is reported.")] = 1,
+    out: Annotated[Path, typer.Option(help="Report folder (report.md, results.json, plots).")] = Path(
+        "benchmark-report"
+    ),
+    quick: Annotated[
+        bool,
+        typer.Option(help=f"CI smoke run: {QUICK_USERS} users, {QUICK_EPOCHS} epochs, first grid point."),
+    ] = False,
+    check: Annotated[bool, typer.Option(help="Exit 1 when a recsys model misses its threshold.")] = False,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="JSON list of thresholds replacing the built-in table.")
+    ] = None,
+) -> None:
+    """Benchmark every recsys model against public peers on MovieLens (or synthetic data)."""
+    from recsys.evaluation.report import markdown
+
+    options = Options(
+        dataset=dataset, data_dir=data_dir, protocol=protocol, models=split_names(models), seed=seed,
+        k=k, repeats=repeats, out=out, quick=quick, check=check, thresholds=thresholds,
+    )  # fmt: skip
+    with _logging_to_stderr():
+        result = run_benchmark(options)
+    print(markdown(result))
+    print(f"report written to {options.out}")
+    failed = [c for c in result.get("checks", []) if not c["passed"]]
+    if failed:
+        for c in failed:
+            print(f"CHECK FAILED: {c['model']} {c['metric']} {c['value']:.4f} not {c['op']} {c['bound']}")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    typer.run(benchmark_command)
+
+
+if __name__ == "__main__":
+    main()
