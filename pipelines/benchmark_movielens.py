@@ -201,7 +201,7 @@ class PeakMemory:
             self._stop.wait(self._interval)
 
     def __enter__(self) -> PeakMemory:
-        self.peak_bytes = self._process.memory_info().rss
+        self.start_bytes = self.peak_bytes = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -214,6 +214,12 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak minus the resident memory at the start: what this block itself added (models run
+        one after another in one process, so the peak alone includes earlier imports)."""
+        return (self.peak_bytes - self.start_bytes) / 2**20
 
 
 def timed(repeats: int, function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -344,7 +350,7 @@ def run_protocol_k(
             _, topk_seconds = timed(options.repeats, recommend_top_k, model, matrix, all_users, options.k)
         rows.append(
             {"model": name, "kind": "recsys", "metrics": metrics, "topk_seconds": topk_seconds,
-             "peak_rss_mb": memory.peak_mb, **figures}
+             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, **figures}
         )  # fmt: skip
     train_csr, fit_csr, valid_csr = train.to_csr(), fit_part.to_csr(), valid.to_csr()
     for name in peers:
@@ -361,7 +367,7 @@ def run_protocol_k(
             {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
              "tuning": tuning.trials, "metrics": metrics, "fit_seconds": fit_seconds,
              "tuning_seconds": tuning_seconds, "topk_seconds": topk_seconds,
-             "peak_rss_mb": memory.peak_mb, "history": []}
+             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, "history": []}
         )  # fmt: skip
     return {
         "description": K_DESCRIPTION.format(seed=options.seed, k=options.k),
@@ -405,7 +411,7 @@ def run_protocol_r(
         figures["fit_seconds"] = statistics.median(fit_times)
         rows.append(
             {"model": name, "kind": "recsys", "metrics": fold_summary(per_fold), "folds": per_fold,
-             "peak_rss_mb": memory.peak_mb, **figures}
+             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, **figures}
         )  # fmt: skip
     for name in peers:
         cls = get_peer_class(name)
@@ -426,7 +432,7 @@ def run_protocol_r(
             {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
              "tuning": tuning.trials, "metrics": fold_summary(per_fold), "folds": per_fold,
              "fit_seconds": statistics.median(fit_times), "tuning_seconds": tuning_seconds,
-             "peak_rss_mb": memory.peak_mb, "history": []}
+             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, "history": []}
         )  # fmt: skip
     return {
         "description": R_DESCRIPTION.format(folds=len(folds), seed=options.seed, low=clip[0], high=clip[1]),

@@ -49,7 +49,7 @@ def protocol_table(result: dict[str, Any], protocol: str) -> str:
     reference_rows = [row for row in section["rows"] if row["model"] == reference]
     reference_fit = reference_rows[0]["fit_seconds"] if reference_rows else None
     headers = ["Model", "Kind", *(header.format(k=k) for _, header, _ in columns), "Fit s"]
-    headers += [f"Fit / {reference}" if reference_fit else "Fit ratio", "Top-k s", "Peak RSS MB"]
+    headers += [f"Fit / {reference}" if reference_fit else "Fit ratio", "Top-k s", "Peak RSS MB", "RSS +MB"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in sorted_rows(section["rows"], protocol):
         metrics = row["metrics"]
@@ -61,6 +61,7 @@ def protocol_table(result: dict[str, Any], protocol: str) -> str:
             _number(ratio, "{:.2f}x"),
             _number(row.get("topk_seconds"), "{:.3f}"),
             _number(row.get("peak_rss_mb"), "{:.0f}"),
+            _number(row.get("rss_growth_mb"), "{:.0f}"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
