@@ -491,9 +491,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dataset": options.dataset,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["recsys benchmark", *map(shlex.quote, sys.argv[1:])])
-        if Path(sys.argv[0]).name == "recsys"
-        else " ".join(map(shlex.quote, [Path(sys.argv[0]).name, *sys.argv[1:]])),
+        "command": command_line(),
         "seed": options.seed,
         "k": options.k,
         "repeats": options.repeats,
@@ -521,6 +519,19 @@ def run_benchmark(options: Options) -> dict[str, Any]:
         result["checks"] = check_thresholds(result, load_thresholds(options.thresholds))
     result["files"] = {key: str(path) for key, path in write_report(result, options.out).items()}
     return result
+
+
+def command_line() -> str:
+    """How this run was started, for the report (``recsys benchmark ...`` or ``python -m ...``)."""
+    program = Path(sys.argv[0]).name
+    if program == "recsys":
+        prefix = ["recsys", "benchmark"]
+        args = sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else sys.argv[1:]
+    elif program == "benchmark_movielens.py":
+        prefix, args = ["python", "-m", "pipelines.benchmark_movielens"], sys.argv[1:]
+    else:  # called from Python (tests, notebooks): the arguments are not the benchmark's
+        return f"{program} (called from Python)"
+    return " ".join([*prefix, *map(shlex.quote, args)])
 
 
 def load_thresholds(path: Path | None) -> list[dict[str, Any]]:

@@ -198,23 +198,24 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     figure.tight_layout()
     paths["metrics_plot"] = _save(figure, out_dir / "metrics.png")
 
-    figure, axis = plt.subplots(figsize=(7, 4))
-    plotted = False
-    for protocol in protocols:
-        for row in result["protocols"][protocol]["rows"]:
-            for key in ("val_ndcg", "val_rmse"):
+    curve_keys = ("val_ndcg", "val_rmse")  # one panel each: their scales differ
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
+    for axis, key in zip(axes[0], curve_keys, strict=True):
+        plotted = False
+        for protocol in protocols:
+            for row in result["protocols"][protocol]["rows"]:
                 points = [(e["epoch"], e[key]) for e in row.get("history", []) if e.get(key) is not None]
                 if points:
                     epochs, values = zip(*points, strict=True)
-                    axis.plot(epochs, values, marker="o", label=f"{row['model']} {key} (P{protocol})")
+                    axis.plot(epochs, values, marker="o", label=f"{row['model']} (Protocol {protocol})")
                     plotted = True
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation metric")
-    axis.set_title("Training curves on the validation split")
-    if plotted:
-        axis.legend(fontsize="small")
-    else:
-        axis.text(0.5, 0.5, "no model in this run logs per-epoch validation", ha="center")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(key)
+        axis.set_title(f"{key} per epoch on the validation split")
+        if plotted:
+            axis.legend(fontsize="small")
+        else:
+            axis.text(0.5, 0.5, f"no model in this run logs {key}", ha="center", transform=axis.transAxes)
     figure.tight_layout()
     paths["training_curves_plot"] = _save(figure, out_dir / "training_curves.png")
 
