@@ -304,7 +304,7 @@ def fit_recsys_model(
 
     model, fit_seconds = timed(repeats, refit_model, name, seed, matrix, epochs, features)
     figures = {
-        "params": {**validated.params, "epochs": epochs},
+        "params": {**validated.params, "chosen_epochs": epochs},
         "fit_seconds": fit_seconds,
         "tuning_seconds": tuning_seconds,
         "history": validated.history,
@@ -400,7 +400,7 @@ def run_protocol_r(
                 name, folds[0][0], fit_part, valid, dataset.catalog,
                 seed=options.seed, quick=options.quick, repeats=1,
             )  # fmt: skip
-            epochs = figures["params"]["epochs"]
+            epochs = figures["params"]["chosen_epochs"]
             for train, test in folds:
                 matrix, features = train.to_csr(), fit_features(train, dataset.catalog)
                 model, seconds = timed(
