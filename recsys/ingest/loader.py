@@ -66,8 +66,12 @@ def stage(connection: Connection, name: str, columns: dict[str, str], frame: pd.
             copy.write(payload)
         return
     placeholders = ", ".join("?" for _ in columns)
-    rows = list(zip(*(frame[column].tolist() for column in columns), strict=True))
-    connection.exec_driver_sql(f"INSERT INTO {name} VALUES ({placeholders})", rows)
+    connection.exec_driver_sql(f"INSERT INTO {name} VALUES ({placeholders})", _tuples(frame))
+
+
+def _tuples(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Rows as tuples of Python scalars (sqlite3 cannot bind numpy scalars), built column-wise."""
+    return list(zip(*(frame[column].tolist() for column in frame.columns), strict=True))
 
 
 def _json(expression: str, connection: Connection) -> str:
@@ -112,6 +116,8 @@ def write_interactions(connection: Connection, good: pd.DataFrame, cache: IdCach
         }
     )
     stage(connection, "recsys_stage_interactions", INTERACTION_COLUMNS, rows)
+    # One set-wise statement on both databases; on SQLite a direct executemany into the table
+    # measured no faster than this, so both share the staging path.
     result = connection.exec_driver_sql(
         "INSERT INTO interactions (user_id, item_id, kind, value, ts) "
         "SELECT user_id, item_id, kind, value, ts FROM recsys_stage_interactions WHERE true "
