@@ -11,6 +11,19 @@ import typer
 from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
 from recsys.errors import ConfigError
 
+# The command that loads a generated file, exactly as `recsys generate-synthetic` writes it.
+INGEST_COMMAND = (
+    "recsys ingest csv {path} --user-col user_id --item-col item_id --value-col rating "
+    "--timestamp-col timestamp --kind rating"
+)
+GENERATE_HELP = f"""Write a synthetic interaction log with planted low-rank structure, power-law item
+popularity, heavy-tailed user activity, 1-5 ratings and timestamps.
+
+Columns: user_id, item_id, rating, timestamp (epoch seconds). Load it into the database with:
+
+{INGEST_COMMAND.format(path="PATH")}
+"""
+
 
 def parse_weights(pairs: list[str]) -> dict[str, float]:
     """``["view=0.5", "click=2"]`` -> ``{"view": 0.5, "click": 2.0}``."""
@@ -115,6 +128,44 @@ def export_matrix(
         console.print(f"  wrote {path}")
 
 
+def generate_synthetic(
+    users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")],
+    items: Annotated[int, typer.Option("--items", min=1, help="Number of items.")],
+    interactions: Annotated[
+        int,
+        typer.Option(
+            "--interactions", min=1, help="Number of (user, item, rating) rows, all distinct pairs."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .csv, or .parquet for Parquet.")],
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed; the same seed gives the same file.")
+    ] = 42,
+    rank: Annotated[int, typer.Option("--rank", min=1, help="Number of planted latent factors.")] = 16,
+) -> None:
+    # The help text is GENERATE_HELP (it embeds INGEST_COMMAND, so the two cannot drift apart).
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from recsys.data.synthetic import write_synthetic
+
+    started = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("generating", total=interactions)
+        rows = write_synthetic(
+            out, users, items, interactions, seed, rank, progress=lambda n: bar.advance(task, n)
+        )
+    console.print(f"wrote {rows:,} interactions to {out} in {time.perf_counter() - started:.1f} s")
+    console.print(f"load them with: {INGEST_COMMAND.format(path=out)}", soft_wrap=True)
+
+
 def register(root: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     root.command("export-matrix")(export_matrix)
+    root.command("generate-synthetic", help=GENERATE_HELP)(generate_synthetic)

@@ -290,6 +290,9 @@ def _lines(ids: IdMap) -> str:
 def _write_atomic(path: Path, content: bytes) -> None:
     """Write ``content`` into a temporary file beside ``path``, then rename it over ``path``."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give what a plain open would
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content)
