@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.cli.data import INGEST_COMMAND
+from recsys.data import synthetic
 from recsys.data.interactions import Interactions
 from recsys.data.matrix import build_interactions
-from recsys.data import synthetic
 from recsys.data.splits import protocol_k_split
 from recsys.data.synthetic import SyntheticShape, generate_synthetic, write_synthetic
 from recsys.db import get_engine
