@@ -41,8 +41,14 @@ def list_command(
         print_json([info.to_dict() for info in versions])
         return
     table = Table(title=f"{len(versions)} model versions")
-    for column in ("version", "model", "status", "nDCG@10", "popularity", "created", "promoted"):
-        table.add_column(column)
+    # Version ids are what people copy into other commands: never cut or wrap them.
+    table.add_column("version", no_wrap=True, min_width=max((len(v.version) for v in versions), default=7))
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("nDCG@10", no_wrap=True, justify="right")
+    table.add_column("baseline", no_wrap=True, justify="right")
+    table.add_column("created")
+    table.add_column("promoted")
     for info in versions:
         table.add_row(
             info.version,

@@ -92,6 +92,8 @@ def train(
     model_class = get_model_class(model_name)
 
     split = load_split(engine, kinds=kinds, until=until)
+    if previous is not None and previous.info.watermark is not None:
+        split = unseen_validation(split, previous.info.watermark, previous.info.version)
     data = split.data
     fingerprint = data_fingerprint(data)
     warm = align_warm_start(previous, data.users, data.items) if previous else None
@@ -224,6 +226,33 @@ def load_split(
             f"({len(data)} interactions from {len(data.users)} users)"
         )
     return ValidationSplit(data=data, train=train_part, valid=valid)
+
+
+def unseen_validation(split: ValidationSplit, watermark: int, version: str) -> ValidationSplit:
+    """Keep in validation only interactions newer than ``watermark``; the rest go back to train.
+
+    A warm start begins from vectors fitted on everything up to the previous version's watermark,
+    validation pairs included: measured on those, it would look better than it is and pick too
+    few epochs. Only what the previous version never saw tells how well it generalises.
+    """
+    valid = split.valid
+    newer = valid.timestamps > watermark
+    if not newer.any():
+        raise DataError(
+            f"no held-out interaction is newer than the watermark {watermark} of {version}, so a warm "
+            "start from it cannot be validated; ingest new interactions first or train from scratch"
+        )
+    seen = valid.subset(~newer)
+    train_part = split.train
+    train_part = Interactions(
+        users=train_part.users,
+        items=train_part.items,
+        user_index=np.concatenate([train_part.user_index, seen.user_index]),
+        item_index=np.concatenate([train_part.item_index, seen.item_index]),
+        values=np.concatenate([train_part.values, seen.values]),
+        timestamps=np.concatenate([train_part.timestamps, seen.timestamps]),
+    )
+    return ValidationSplit(data=split.data, train=train_part, valid=valid.subset(newer))
 
 
 def validation_metrics(model: Recommender, split: ValidationSplit, model_name: str) -> dict[str, float]:

@@ -165,7 +165,7 @@ def test_warm_start_keeps_old_vectors_for_old_ids_and_flags_new_ones() -> None:
     np.testing.assert_array_equal(warm.extra["item_bias"], [90, 0, 70])
 
 
-def test_warm_start_from_a_version_aligns_to_the_grown_data(
+def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_unseen_data(
     sqlite_engine: Engine,
     training_settings: Settings,
     seeder: Seeder,
@@ -173,16 +173,31 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data(
 ) -> None:
     seeder(sqlite_engine, n_users=30)
     first = train(sqlite_engine, training_settings, "popularity", {"window_seconds": 10_000})
-    seeder(sqlite_engine, n_users=6, user_prefix="late", item_prefix="j", n_items=13, per_user=5)
+    with pytest.raises(DataError, match=f"newer than the watermark {first.watermark} of {first.version}"):
+        train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
+    seeder(
+        sqlite_engine,
+        n_users=6,
+        user_prefix="late",
+        item_prefix="j",
+        n_items=13,
+        per_user=5,
+        start_ts=2_000_000,
+    )
     recording.calls = []
 
     second = train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
 
-    warm = recording.calls[0][1].warm_start
-    assert warm is not None and recording.calls[1][1].warm_start is warm
+    (train_matrix, options), (full_matrix, full_options) = recording.calls
+    warm = options.warm_start
+    assert warm is not None and full_options.warm_start is warm
     assert warm.known_users.tolist() == [True] * 30 + [False] * 6
     assert warm.known_items.tolist() == [True] * 36 + [False] * 13
     assert second.params["window_seconds"] == 10_000  # the previous version's parameters carry over
+    # Validated only on what the previous version never saw: the late users' held-out items.
+    assert options.validation is not None
+    assert set(options.validation.nonzero()[0]) <= set(range(30, 36)) and options.validation.nnz == 6
+    assert train_matrix.nnz + options.validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
 
 
 def test_warm_start_from_another_model_is_refused(
