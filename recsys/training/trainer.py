@@ -92,8 +92,19 @@ def train(
     model_class = get_model_class(model_name)
 
     split = load_split(engine, kinds=kinds, until=until)
+    validation = "held-out"
     if previous is not None and previous.info.watermark is not None:
-        split = unseen_validation(split, previous.info.watermark, previous.info.version)
+        unseen = unseen_validation(split, previous.info.watermark)
+        if unseen is None:
+            validation = "held-out, seen by the warm-start version (optimistic)"
+            logger.warning(
+                "no held-out interaction is newer than the watermark %s of %s: validating the warm "
+                "start on pairs that version was fitted on, so its metrics are optimistic",
+                previous.info.watermark,
+                previous.info.version,
+            )
+        else:
+            split, validation = unseen, "held-out, newer than the warm-start version"
     data = split.data
     fingerprint = data_fingerprint(data)
     warm = align_warm_start(previous, data.users, data.items) if previous else None
@@ -154,6 +165,7 @@ def train(
                 "until": until,
                 "warm_start": warm_start,
                 "interactions": len(data),
+                "validation": validation,
                 "validation_interactions": len(split.valid),
                 "resumed": resume,
             },
@@ -228,8 +240,9 @@ def load_split(
     return ValidationSplit(data=data, train=train_part, valid=valid)
 
 
-def unseen_validation(split: ValidationSplit, watermark: int, version: str) -> ValidationSplit:
+def unseen_validation(split: ValidationSplit, watermark: int) -> ValidationSplit | None:
     """Keep in validation only interactions newer than ``watermark``; the rest go back to train.
+    None when no held-out interaction is that new.
 
     A warm start begins from vectors fitted on everything up to the previous version's watermark,
     validation pairs included: measured on those, it would look better than it is and pick too
@@ -238,10 +251,7 @@ def unseen_validation(split: ValidationSplit, watermark: int, version: str) -> V
     valid = split.valid
     newer = valid.timestamps > watermark
     if not newer.any():
-        raise DataError(
-            f"no held-out interaction is newer than the watermark {watermark} of {version}, so a warm "
-            "start from it cannot be validated; ingest new interactions first or train from scratch"
-        )
+        return None
     seen = valid.subset(~newer)
     train_part = split.train
     train_part = Interactions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,8 +174,9 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
 ) -> None:
     seeder(sqlite_engine, n_users=30)
     first = train(sqlite_engine, training_settings, "popularity", {"window_seconds": 10_000})
-    with pytest.raises(DataError, match=f"newer than the watermark {first.watermark} of {first.version}"):
-        train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
+    # Nothing new since the first version: validation falls back to pairs it has seen, and says so.
+    same = train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
+    assert "optimistic" in json.loads((same.path / "version.json").read_text())["training"]["validation"]
     seeder(
         sqlite_engine,
         n_users=6,
@@ -198,6 +200,9 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     assert options.validation is not None
     assert set(options.validation.nonzero()[0]) <= set(range(30, 36)) and options.validation.nnz == 6
     assert train_matrix.nnz + options.validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
+    details = json.loads((second.path / "version.json").read_text())["training"]
+    assert details["validation"] == "held-out, newer than the warm-start version"
+    assert details["warm_start"] == first.version
 
 
 def test_warm_start_from_another_model_is_refused(
