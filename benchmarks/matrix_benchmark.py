@@ -1,0 +1,196 @@
+"""Matrix build speed: seconds for ``build_interactions`` over N interactions in SQLite and PostgreSQL,
+and synthetic-data generation speed (seconds, peak memory, extrapolated to 25M interactions).
+
+Setup: a synthetic log of N interactions (N/50 users, N/250 items, seed 42) is bulk-loaded into a
+fresh SQLite file and a fresh PostgreSQL database (dropped afterwards) with the driver's bulk path
+(executemany on SQLite, COPY on PostgreSQL); the load is setup, not measured. Each build is run
+``--repeats`` times and the median is reported.
+
+    python benchmarks/matrix_benchmark.py                        # 5M interactions
+    python benchmarks/matrix_benchmark.py --interactions 1000000 # a quicker run
+    python benchmarks/matrix_benchmark.py --postgres-url ""      # SQLite only
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+from sqlalchemy import Engine, create_engine, text
+
+from recsys.data.matrix import build_interactions
+from recsys.data.synthetic import generate_synthetic
+from recsys.db import get_engine, is_postgres, upgrade
+
+GENERATE_CHILD = """
+import resource, sys, time
+from recsys.data.synthetic import write_synthetic
+n, path = int(sys.argv[1]), sys.argv[2]
+started = time.perf_counter()
+write_synthetic(path, max(n // 50, 10), max(n // 250, 10), n, seed=42)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def sizes(n: int) -> tuple[int, int]:
+    return max(n // 50, 10), max(n // 250, 10)
+
+
+def load(engine: Engine, frame: pd.DataFrame, n_users: int, n_items: int) -> None:
+    """Users u0.. and items i0.. get database ids 1.. in order; the interactions follow."""
+    user_id = frame["user_id"].str.removeprefix("u").astype(np.int64).to_numpy() + 1
+    item_id = frame["item_id"].str.removeprefix("i").astype(np.int64).to_numpy() + 1
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO users (external_id, attributes) VALUES (:e, '{}')"),
+            [{"e": f"u{i}"} for i in range(n_users)],
+        )
+        connection.execute(
+            text("INSERT INTO items (external_id, attributes) VALUES (:e, '{}')"),
+            [{"e": f"i{i}"} for i in range(n_items)],
+        )
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        columns = "user_id, item_id, kind, value, ts"
+        events = pd.DataFrame(
+            {
+                "user_id": user_id,
+                "item_id": item_id,
+                "kind": "rating",
+                "value": frame["rating"].to_numpy(np.float64),
+                "ts": frame["timestamp"].to_numpy(),
+            }
+        )
+        if is_postgres(engine):
+            buffer = io.StringIO()
+            events.to_csv(buffer, header=False, index=False)
+            with cursor.copy(f"COPY interactions ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+                copy.write(buffer.getvalue())
+        else:
+            cursor.executemany(
+                f"INSERT INTO interactions ({columns}) VALUES (?, ?, ?, ?, ?)",
+                events.itertuples(index=False, name=None),
+            )
+        cursor.close()
+
+
+def time_builds(engine: Engine, repeats: int) -> tuple[float, int, tuple[int, int]]:
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        data = build_interactions(engine)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), len(data), data.shape
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, str]:
+    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}", name
+
+
+def drop_postgres(admin_url: str, name: str) -> None:
+    admin = create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def measure_generation(n: int, folder: Path) -> tuple[float, float, int]:
+    """Seconds and peak RSS (MB) of write_synthetic in a fresh process; file size in bytes."""
+    path = folder / "synthetic.csv"
+    result = subprocess.run(
+        [sys.executable, "-c", GENERATE_CHILD, str(n), str(path)], check=True, capture_output=True, text=True
+    )
+    seconds, max_rss_kb = result.stdout.split()
+    return float(seconds), int(max_rss_kb) / 1024, path.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--interactions", type=int, default=5_000_000, help="interactions (default 5M)")
+    parser.add_argument("--repeats", type=int, default=3, help="builds per database; the median is reported")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("RECSYS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="server for a scratch database (default RECSYS_TEST_POSTGRES_URL or the local server; '' skips)",
+    )
+    args = parser.parse_args()
+    n = args.interactions
+    n_users, n_items = sizes(n)
+    memory = psutil.virtual_memory().total / 2**30
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM"
+    )
+    print(f"data: synthetic, {n:,} interactions, {n_users:,} users, {n_items:,} items, seed 42\n")
+
+    with tempfile.TemporaryDirectory() as folder:
+        gen_seconds, gen_rss, file_size = measure_generation(n, Path(folder))
+        print("synthetic generation (write_synthetic to CSV, fresh process)")
+        print(f"  {gen_seconds:.1f} s, {n / gen_seconds:,.0f} rows/s, peak RSS {gen_rss:,.0f} MB", end="")
+        print(f", {file_size / 2**20:,.0f} MB file")
+        print(f"  extrapolated to 25M interactions: {gen_seconds * 25_000_000 / n / 60:.1f} min\n")
+
+        frame = generate_synthetic(n_users, n_items, n, seed=42)
+        targets: list[tuple[str, str, str | None]] = [
+            ("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", None)
+        ]
+        if args.postgres_url:
+            postgres_url, database = fresh_postgres(args.postgres_url)
+            targets.append(("PostgreSQL", postgres_url, database))
+        rows = []
+        try:
+            for label, url, _ in targets:
+                engine = get_engine(url)
+                upgrade(engine)
+                started = time.perf_counter()
+                load(engine, frame, n_users, n_items)
+                load_seconds = time.perf_counter() - started
+                seconds, entries, shape = time_builds(engine, args.repeats)
+                rss = psutil.Process().memory_info().rss / 2**20
+                rows.append((label, entries, shape, load_seconds, seconds, rss))
+                engine.dispose()
+        finally:
+            for _, _, scratch in targets:
+                if scratch:
+                    drop_postgres(args.postgres_url, scratch)
+
+    print(f"build_interactions (median of {args.repeats})")
+    header = (
+        f"{'database':<12}{'entries':>12}{'matrix':>18}{'setup load s':>14}"
+        f"{'build s':>10}{'rows/s':>12}{'RSS MB':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, entries, shape, load_seconds, seconds, rss in rows:
+        matrix = f"{shape[0]:,}x{shape[1]:,}"
+        print(
+            f"{label:<12}{entries:>12,}{matrix:>18}{load_seconds:>14.1f}"
+            f"{seconds:>10.2f}{n / seconds:>12,.0f}{rss:>9,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
