@@ -249,6 +249,34 @@ class ModelRegistry:
         shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def remove_orphans(self, min_age_seconds: float = 24 * 3600) -> list[Path]:
+        """Delete what killed processes left behind: hidden ``.tmp-*`` builds, ``.work/`` scratch
+        folders and version folders without a database row, once older than ``min_age_seconds``
+        (younger ones may belong to a registration in progress). Returns the removed paths."""
+        if not self.artifact_dir.is_dir():
+            return []
+        with session_scope(self.engine) as session:
+            registered = set(session.scalars(select(ModelVersion.version)))
+        work = self.artifact_dir / ".work"
+        candidates = [
+            *self.artifact_dir.glob(".tmp-*"),
+            *(work.iterdir() if work.is_dir() else []),
+            *(
+                path
+                for path in self.artifact_dir.iterdir()
+                if path.is_dir()
+                and not path.name.startswith(".")
+                and path.name != "checkpoints"
+                and (path / VERSION_FILE).exists()
+                and path.name not in registered
+            ),
+        ]
+        cutoff = _utcnow().timestamp() - min_age_seconds
+        removed = [path for path in candidates if path.stat().st_mtime < cutoff]
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
+
     # --- reading ----------------------------------------------------------------------------
 
     def get(self, version: str) -> VersionInfo:

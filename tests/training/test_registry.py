@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +265,33 @@ def test_rating_models_are_guarded_by_rmse_against_the_mean_rating(registry: Mod
         registry.promote(worse)
     better = rating_version(0.91)  # its nDCG is below popularity, but it is judged on ratings
     assert registry.promote(better).status == "production"
+
+
+def test_concurrent_promotions_leave_exactly_one_production(registry: ModelRegistry) -> None:
+    versions = [register(registry) for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda v: registry.promote(v), versions[1:]))
+    assert len(production_versions(registry)) == 1
+    assert {info.status for info in registry.list()} == {"production", "candidate"}
+
+
+def test_remove_orphans_deletes_only_old_leftovers(registry: ModelRegistry) -> None:
+    kept = register(registry)
+    root = registry.artifact_dir
+    leftovers = [
+        root / ".tmp-ials-20240101000000-abcdef",
+        root / ".work" / "ials-x",
+        root / "ials-unregistered",
+    ]
+    for path in leftovers:
+        path.mkdir(parents=True)
+    (root / "ials-unregistered" / "version.json").write_text("{}")
+    (root / "checkpoints" / "ials-abc").mkdir(parents=True)
+
+    assert registry.remove_orphans() == []  # all young: maybe a registration in progress
+    old = time.time() - 2 * 24 * 3600
+    for path in [*leftovers, registry.get(kept).path, root / "checkpoints"]:
+        os.utime(path, (old, old))
+    assert sorted(registry.remove_orphans()) == sorted(leftovers)
+    assert visible_entries(root) == ["checkpoints", kept]
+    registry.load(kept)
