@@ -11,6 +11,7 @@ from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
 from recsys.cli import app
+from recsys.cli.data import parse_kinds, parse_timestamp, parse_weights
 from recsys.data.interactions import Interactions
 from recsys.data.matrix import build_interactions, data_fingerprint, load_matrix, save_matrix, watermark
 from recsys.db.models import Interaction, Item, User
@@ -106,10 +107,10 @@ def test_entries_sorted_by_user_then_item(engine: Engine) -> None:
     assert data.values.dtype == np.float32 and data.timestamps.dtype == np.int64
 
 
-def test_small_chunks_give_the_same_result(sqlite_engine: Engine) -> None:
-    load(sqlite_engine)
-    whole = build_interactions(sqlite_engine)
-    chunked = build_interactions(sqlite_engine, chunk_size=2)
+def test_small_chunks_give_the_same_result(engine: Engine) -> None:
+    load(engine)
+    whole = build_interactions(engine)
+    chunked = build_interactions(engine, chunk_size=2)
     np.testing.assert_array_equal(dense(whole), dense(chunked))
     assert data_fingerprint(whole) == data_fingerprint(chunked)
 
@@ -193,3 +194,16 @@ def test_export_matrix_command(engine: Engine, database_url: str, tmp_path: Path
     )
     assert bad.exit_code != 0
     assert "kind=weight" in str(bad.exception) + bad.output
+
+
+def test_cli_option_parsing() -> None:
+    assert parse_weights(["view=0.5", " click = 2"]) == {"view": 0.5, "click": 2.0}
+    with pytest.raises(ConfigError, match="kind=weight"):
+        parse_weights(["view:0.5"])
+    assert parse_kinds(["rating,view", "click"]) == ["rating", "view", "click"]
+    assert parse_kinds(None) is None
+    assert parse_timestamp("86400") == 86_400
+    assert parse_timestamp("1970-01-02") == 86_400  # UTC when no offset is given
+    assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86_400
+    with pytest.raises(ConfigError, match="ISO 8601"):
+        parse_timestamp("yesterday")

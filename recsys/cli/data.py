@@ -100,14 +100,15 @@ def export_matrix(
 
     engine = open_database(load_settings(database_url))
     started = time.perf_counter()
-    data = build_interactions(
-        engine,
-        kinds=parse_kinds(kinds),
-        weights=parse_weights(weight or []),
-        until=parse_timestamp(until),
-        combine=combine,
-    )
-    paths = save_matrix(data, out)
+    with console.status("reading interactions and building the matrix"):
+        data = build_interactions(
+            engine,
+            kinds=parse_kinds(kinds),
+            weights=parse_weights(weight or []),
+            until=parse_timestamp(until),
+            combine=combine,
+        )
+        paths = save_matrix(data, out)
     summary = {
         "users": data.shape[0],
         "items": data.shape[1],
