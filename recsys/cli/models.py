@@ -119,6 +119,20 @@ def archive_command(version: VersionArgument, database_url: DatabaseUrlOption = 
     console.print(f"{info.version} is archived")
 
 
+@app.command("clean")
+def clean_command(
+    min_age_hours: Annotated[
+        float, typer.Option("--min-age-hours", min=0, help="Only leftovers at least this old.")
+    ] = 24.0,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Delete what killed trainings left behind (temporary and unregistered folders)."""
+    removed = _registry(database_url).remove_orphans(min_age_seconds=min_age_hours * 3600)
+    for path in removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(removed)} leftover folders removed")
+
+
 def _metric(info: VersionInfo, key: str) -> str:
     value = info.metrics.get(key)
     return "" if value is None else f"{float(value):.4f}"

@@ -138,3 +138,12 @@ def test_training_job_holds_the_training_lock(
     version = capsys.readouterr().out.strip()
     assert version.startswith("popularity-")
     assert holder_of(engine, TRAINING_LOCK) is None
+
+
+def test_models_clean_removes_old_leftovers(seeded: str, settings_env: Path) -> None:
+    leftover = settings_env / "artifacts" / ".tmp-ials-20240101000000-abcdef"
+    leftover.mkdir(parents=True)
+    assert "0 leftover folders removed" in invoke("models", "clean", "--database-url", seeded)
+    assert leftover.is_dir()
+    output = invoke("models", "clean", "--min-age-hours", "0", "--database-url", seeded)
+    assert "1 leftover folders removed" in output and not leftover.exists()
