@@ -1,10 +1,44 @@
-"""`recsys pipeline` commands (filled in by the issue that owns them)."""
+"""`recsys pipeline run`: the unattended retraining job."""
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated
+
 import typer
+
+from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+
+app = typer.Typer(help="The retraining pipeline (safe to run from cron).", no_args_is_help=True)
+
+
+@app.command("run")
+def run_command(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model to train (default: production's, else RECSYS_DEFAULT_MODEL)."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Retrain from scratch even when a warm start would do.")
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train on the interactions new since production's watermark, evaluate on a temporal split,
+    promote when not worse than production (within RECSYS_PROMOTION_TOLERANCE) and popularity,
+    build the index, score users if RECSYS_PIPELINE_SCORE_K > 0, and ask services to reload."""
+    from pipelines.retrain import run_pipeline
+
+    settings = load_settings(database_url)
+    logging.getLogger("pipelines").setLevel(settings.log_level)
+    result = run_pipeline(open_database(settings), settings, model=model, full=full, progress=not as_json)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    for line in result.steps:
+        console.print(f"- {line}")
+    console.print(f"[bold]{result.outcome}[/bold]: production is {result.production_after}")
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
-    del root
+    root.add_typer(app, name="pipeline")

@@ -1,0 +1,217 @@
+"""The retraining pipeline: new data -> train -> temporal evaluation -> promote -> index -> reload.
+
+Safe under cron: a database lock lets one run at a time through, and production only changes
+in the last step (promotion), so a failure at any earlier step leaves it untouched. Every step
+logs what it did and a failure names its step.
+
+The comparison is a backtest on today's data: each user's newest 20% of events is held out, and
+the candidate's recipe (model and parameters) and production's recipe are both fitted on the
+older part and scored on the held-out part, next to popularity. Evaluating the production
+artifact as it is would not be fair: it was trained on many of the held-out events. When the
+recipes are the same, the candidate differs only by fresher data and is scored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from sqlalchemy import Engine, func, select
+
+from recsys.data.interactions import Interactions
+from recsys.data.matrix import build_interactions
+from recsys.data.splits import temporal_split
+from recsys.db.models import Interaction
+from recsys.errors import RecsysError
+from recsys.evaluation.ranking import evaluate_ranking
+from recsys.models import get_model_class
+from recsys.models.base import FitOptions, Recommender
+from recsys.models.popularity import Popularity
+from recsys.scoring import align_to_model, write_database
+from recsys.settings import Settings
+from recsys.training.locks import DatabaseLock
+from recsys.training.registry import ModelRegistry, VersionInfo
+from recsys.training.trainer import parse_config, train
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "retraining-pipeline"
+T = TypeVar("T")
+
+
+class PipelineError(RecsysError):
+    """A step of the retraining pipeline failed; production is unchanged."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"retraining failed at step '{step}': {cause}; production is unchanged")
+        self.step = step
+
+
+@dataclass
+class PipelineResult:
+    """What one run did: its outcome, the versions involved and each step's log line."""
+
+    outcome: str  # "promoted", "not-promoted", "up-to-date"
+    model: str
+    candidate: str | None = None
+    production_before: str | None = None
+    production_after: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_pipeline(
+    engine: Engine,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    full: bool = False,
+    progress: bool = False,
+) -> PipelineResult:
+    """Run every step once; raises PipelineError naming the failed step."""
+    registry = ModelRegistry(engine, settings.artifacts)
+    result = PipelineResult(outcome="running", model=model or settings.default_model)
+
+    def step(name: str, action: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            value = action()
+        except Exception as exc:
+            logger.error("step %s failed: %s", name, exc)
+            raise PipelineError(name, exc) from exc
+        logger.info("step %s done in %.1f s", name, time.perf_counter() - started)
+        return value
+
+    def note(line: str) -> None:
+        result.steps.append(line)
+        logger.info(line)
+
+    lock = DatabaseLock(engine, LOCK_NAME, stale_after=settings.lock_stale_seconds)
+    step("lock", lock.acquire)
+    try:
+        production = registry.production()
+        result.production_before = result.production_after = production.version if production else None
+        if production and model is None:
+            result.model = production.model
+        new, total = step("inspect", lambda: _count_new(engine, production))
+        note(f"inspect: {new} of {total} interactions are newer than the production watermark")
+        if production is not None and new == 0 and not full:
+            result.outcome = "up-to-date"
+            note("inspect: nothing new since the production version; no training")
+            return result
+
+        warm = _warm_start_choice(production, result.model, new, total, full, settings)
+        note(f"train: {'warm start from ' + warm if warm else 'full retrain'} of {result.model}")
+        params = production.params if production and production.model == result.model else {}
+
+        data = step("load", lambda: build_interactions(engine))
+        scores = step("evaluate", lambda: _evaluate(data, result.model, params, production))
+        result.metrics = scores
+        note(
+            "evaluate (temporal split): "
+            + ", ".join(f"{name} nDCG@10 {value:.4f}" for name, value in scores.items())
+        )
+        promote = _should_promote(scores, settings.promotion_tolerance)
+        if not promote:
+            result.outcome = "not-promoted"
+            note("decide: the candidate is worse than production or popularity beyond the tolerance")
+            return result
+
+        candidate = step(
+            "train",
+            lambda: train(engine, settings, result.model, params, warm_start=warm, progress=progress),
+        )
+        result.candidate = candidate.version
+        note(f"train: registered {candidate.version} (index built with it)")
+        if settings.pipeline_score_k:
+            rows = step("score", lambda: _score(engine, registry, candidate, data, settings.pipeline_score_k))
+            note(f"score: wrote {rows} recommendations for {candidate.version}")
+        if candidate.status != "production":
+            step("promote", lambda: registry.promote(candidate.version))
+        result.production_after = candidate.version
+        result.outcome = "promoted"
+        note(f"promote: {candidate.version} is production")
+        for url in settings.service_urls:
+            note(f"reload: {url} {_notify(url, settings)}")
+        return result
+    finally:
+        lock.release()
+
+
+def _count_new(engine: Engine, production: VersionInfo | None) -> tuple[int, int]:
+    watermark = production.watermark if production and production.watermark is not None else None
+    with engine.connect() as connection:
+        total = connection.scalar(select(func.count()).select_from(Interaction)) or 0
+        if watermark is None:
+            return int(total), int(total)
+        new = connection.scalar(select(func.count()).where(Interaction.ts > watermark)) or 0
+    return int(new), int(total)
+
+
+def _warm_start_choice(
+    production: VersionInfo | None, model: str, new: int, total: int, full: bool, settings: Settings
+) -> str | None:
+    """Warm-start from production when it is the same model and the data changed little."""
+    if full or production is None or production.model != model or model == "popularity":
+        return None
+    old = max(total - new, 1)
+    return None if new / old > settings.retrain_full_change_ratio else production.version
+
+
+def _evaluate(
+    data: Interactions,
+    model_name: str,
+    params: dict[str, Any],
+    production: VersionInfo | None,
+) -> dict[str, float]:
+    """nDCG@10 of the candidate recipe, production's recipe and popularity on one temporal split."""
+    train_part, test_part = temporal_split(data)
+    train_csr, test_csr = train_part.to_csr(), test_part.to_csr()
+
+    def backtest(name: str, recipe: dict[str, Any]) -> float:
+        model: Recommender = get_model_class(name)(parse_config(name, recipe))
+        return evaluate_ranking(model.fit(train_csr, FitOptions()), train_csr, test_csr)["ndcg"]
+
+    scores = {
+        "candidate": backtest(model_name, params),
+        "popularity": evaluate_ranking(Popularity().fit(train_csr), train_csr, test_csr)["ndcg"],
+    }
+    if production is not None:
+        same_recipe = production.model == model_name and production.params == params
+        scores["production"] = (
+            scores["candidate"] if same_recipe else backtest(production.model, production.params)
+        )
+    return scores
+
+
+def _should_promote(scores: dict[str, float], tolerance: float) -> bool:
+    candidate = scores["candidate"]
+    if candidate < scores["popularity"]:
+        return False
+    return "production" not in scores or candidate >= scores["production"] - tolerance
+
+
+def _score(
+    engine: Engine, registry: ModelRegistry, candidate: VersionInfo, data: Interactions, k: int
+) -> int:
+    loaded = registry.load(candidate.version)
+    users, rows = align_to_model(data, loaded.users, loaded.items)
+    return write_database(engine, loaded.model, rows, users, loaded.items, k=k, version=candidate.version)
+
+
+def _notify(url: str, settings: Settings) -> str:
+    """Ask one running service to reload; a failure is reported, not fatal (services also poll)."""
+    headers = {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/admin/reload", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        logger.warning("could not reach %s: %s", url, exc)
+        return f"unreachable ({exc})"
+    return f"answered {response.status_code}"
