@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --upgrade pip >/dev/null
 python3 -m pip install -e ".[train,postgres,dev,bench]"
-ruff check recsys service pipelines tests benchmarks
+ruff check recsys service pipelines tests benchmarks scripts
 mypy
 python3 -m pytest -n 2 --timeout 600 "$@"
