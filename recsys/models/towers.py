@@ -1,0 +1,255 @@
+"""Keras layers of the two-tower model (imported only when a two-tower model trains or folds in).
+
+The user tower follows YouTube DNN (Covington et al. 2016): the user is the average of the
+embeddings of the items in their history, passed through a small MLP. The item tower is an id
+embedding plus optional genre and title-token features. Both towers end in an L2-normalised
+vector so that a temperature sets the sharpness of the softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from recsys.training.device import import_tensorflow
+
+tf = import_tensorflow()
+import tensorflow_recommenders as tfrs  # noqa: E402
+import tf_keras  # noqa: E402
+
+
+@dataclass
+class TowerShapes:
+    """Sizes the Keras layers are built with; saved with the model so that it can be rebuilt."""
+
+    n_users: int
+    n_items: int
+    n_genres: int
+    n_title_bins: int
+    n_user_attributes: int
+
+
+def ragged_rows(matrix: sp.csr_matrix) -> Any:
+    """The column indices of each CSR row as a ``tf.RaggedTensor`` (one history per row)."""
+    matrix = sp.csr_matrix(matrix)
+    return tf.RaggedTensor.from_row_splits(
+        tf.constant(matrix.indices.astype(np.int32)),
+        tf.constant(matrix.indptr.astype(np.int64)),
+        validate=False,
+    )
+
+
+class ItemTower(tf_keras.layers.Layer):
+    """Item index -> normalised vector from its id embedding plus genre and title features."""
+
+    def __init__(
+        self,
+        shapes: TowerShapes,
+        dim: int,
+        l2: float,
+        normalize: bool,
+        features: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.normalize = normalize
+        regulariser = tf.keras.regularizers.l2(l2) if l2 > 0 else None
+        self.item_embedding = tf.keras.layers.Embedding(
+            shapes.n_items, dim, embeddings_regularizer=regulariser, name="item_embedding"
+        )
+        # Features start at zero so that a warm-started id embedding alone gives the old vectors.
+        self.genres = features.get("genres")  # (n_items, n_genres) float32 constant
+        self.genre_projection = (
+            tf.keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros", name="genres")
+            if shapes.n_genres
+            else None
+        )
+        self.titles = features.get("titles")  # ragged (n_items, None) token bins
+        self.title_embedding = (
+            tf.keras.layers.Embedding(
+                shapes.n_title_bins, dim, embeddings_initializer="zeros", name="title_tokens"
+            )
+            if shapes.n_title_bins
+            else None
+        )
+
+    def raw(self, items: Any) -> Any:
+        vectors = self.item_embedding(items)
+        if self.genre_projection is not None and self.genres is not None:
+            vectors += self.genre_projection(tf.gather(self.genres, items))
+        if self.title_embedding is not None and self.titles is not None:
+            tokens = tf.gather(self.titles, items)
+            summed = tf.reduce_sum(tf.ragged.map_flat_values(self.title_embedding, tokens), axis=1)
+            counts = tf.cast(tokens.row_lengths(), tf.float32)
+            vectors += summed / tf.maximum(counts, 1.0)[:, None]  # an empty title adds nothing
+        return vectors
+
+    def call(self, items: Any) -> Any:
+        vectors = self.raw(items)
+        return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
+
+
+class UserTower(tf_keras.layers.Layer):
+    """A user's history (ragged item indices) -> normalised vector, through mean pooling and an MLP."""
+
+    def __init__(
+        self,
+        shapes: TowerShapes,
+        dim: int,
+        hidden: int,
+        l2: float,
+        use_user_id: bool,
+        normalize: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.normalize = normalize
+        regulariser = tf.keras.regularizers.l2(l2) if l2 > 0 else None
+        # A separate input table, as in YouTube DNN: what an item says about a user who watched
+        # it is not the same vector as what makes the item a good recommendation.
+        self.history_embedding = tf.keras.layers.Embedding(
+            shapes.n_items, hidden, embeddings_regularizer=regulariser, name="history_embedding"
+        )
+        self.history_embedding.build((None,))  # pooled() reads the table directly
+        self.user_embedding = (
+            tf.keras.layers.Embedding(
+                shapes.n_users, hidden, embeddings_initializer="zeros", name="user_embedding"
+            )
+            if use_user_id
+            else None
+        )
+        self.attribute_projection = (
+            tf.keras.layers.Dense(hidden, use_bias=False, kernel_initializer="zeros", name="attributes")
+            if shapes.n_user_attributes
+            else None
+        )
+        self.hidden = tf.keras.layers.Dense(hidden, activation="relu", name="hidden")
+        self.output_layer = tf.keras.layers.Dense(dim, use_bias=False, name="output")
+
+    def pooled(self, history: Any, leave_out: Any = None, keep: Any = None) -> Any:
+        """Mean of the history embeddings over the entries where ``keep`` is true (all when None),
+        without the ``leave_out`` item of each row, so that training predicts each item from the
+        rest of the history, as evaluation does."""
+        table = self.history_embedding.embeddings
+        rows = history.value_rowids()
+        weights = tf.ones_like(history.flat_values, dtype=tf.float32)
+        if leave_out is not None:
+            weights *= tf.cast(tf.not_equal(history.flat_values, tf.gather(leave_out, rows)), tf.float32)
+        if keep is not None:
+            weights *= tf.cast(keep, tf.float32)
+        # A sparse-dense product gives the table a dense gradient: on catalogues of this size
+        # one dense Adam update is several times faster than a scatter of every history row.
+        bag = tf.SparseTensor(
+            indices=tf.stack([rows, tf.cast(history.flat_values, tf.int64)], axis=1),
+            values=weights,
+            dense_shape=tf.stack([history.nrows(), tf.cast(tf.shape(table)[0], tf.int64)]),
+        )
+        summed = tf.sparse.sparse_dense_matmul(bag, table)
+        counts = tf.math.unsorted_segment_sum(weights, rows, history.nrows())
+        return summed / tf.sqrt(tf.maximum(counts, 1.0))[:, None]
+
+    def call(
+        self,
+        history: Any,
+        users: Any = None,
+        attributes: Any = None,
+        leave_out: Any = None,
+        keep: Any = None,
+    ) -> Any:
+        hidden = self.pooled(history, leave_out, keep)
+        if self.user_embedding is not None and users is not None:
+            hidden += self.user_embedding(users)
+        if self.attribute_projection is not None and attributes is not None:
+            hidden += self.attribute_projection(attributes)
+        vectors = self.output_layer(self.hidden(hidden))
+        return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
+
+
+class TwoTowerNet(tfrs.Model):
+    """Both towers and the retrieval task; ``compute_loss`` is the whole training objective."""
+
+    def __init__(
+        self,
+        shapes: TowerShapes,
+        *,
+        dim: int,
+        hidden: int,
+        l2: float,
+        use_user_id: bool,
+        temperature: float,
+        normalize: bool,
+        n_negatives: int,
+        history_dropout: float,
+        seed: int,
+        histories: Any = None,
+        item_probability: np.ndarray | None = None,
+        item_features: dict[str, Any] | None = None,
+        user_attributes: Any = None,
+    ) -> None:
+        super().__init__()
+        self.shapes = shapes
+        self.n_negatives = n_negatives
+        self.history_dropout = history_dropout
+        self.histories = histories
+        self.user_attributes = user_attributes
+        self.item_tower = ItemTower(shapes, dim, l2, normalize, item_features or {}, name="item_tower")
+        self.user_tower = UserTower(shapes, dim, hidden, l2, use_user_id, normalize, name="user_tower")
+        # Keras resets metrics every epoch: this one is the epoch's mean loss per example.
+        self.epoch_loss = tf.keras.metrics.Mean(name="epoch_loss")
+        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
+        probability = (
+            np.full(shapes.n_items, 1.0 / shapes.n_items) if item_probability is None else item_probability
+        )
+        self.item_probability = tf.constant(probability.astype(np.float32))
+        # The generator's state is a variable, so checkpoints carry it and a resume is exact.
+        self.sampler = tf.random.Generator.from_seed(seed)
+
+    def build_towers(self) -> None:
+        """Create every weight (Keras builds lazily) so that weights can be loaded or copied."""
+        empty = tf.RaggedTensor.from_row_splits(tf.zeros([1], tf.int32), tf.constant([0, 1], tf.int64))
+        self.item_tower(tf.zeros([1], tf.int32))
+        users = tf.zeros([1], tf.int32)
+        attributes = tf.zeros([1, self.shapes.n_user_attributes]) if self.shapes.n_user_attributes else None
+        self.user_tower(empty, users=users, attributes=attributes)
+
+    def query(self, users: Any, leave_out: Any) -> Any:
+        """User vectors of a training batch: each history without its target item, and with a
+        random share of it dropped (denoising, as in Mult-DAE) so the tower cannot memorise users."""
+        attributes = None if self.user_attributes is None else tf.gather(self.user_attributes, users)
+        history = tf.gather(self.histories, users)
+        keep = None
+        if self.history_dropout > 0:
+            draws = self.sampler.uniform(tf.shape(history.flat_values))
+            keep = draws >= self.history_dropout
+        return self.user_tower(history, users=users, attributes=attributes, leave_out=leave_out, keep=keep)
+
+    def compute_loss(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        users, items = inputs["user"], inputs["item"]
+        queries = self.query(users, leave_out=items)
+        candidate_ids = items
+        if self.n_negatives:
+            # Mixed negative sampling (Yang et al. 2020): uniform items add the long tail that
+            # in-batch negatives, drawn by popularity, almost never show.
+            extra = self.sampler.uniform([self.n_negatives], 0, self.shapes.n_items, dtype=tf.int32)
+            candidate_ids = tf.concat([items, extra], axis=0)
+        candidates = self.item_tower(candidate_ids)
+        # log-Q correction with the probability of each candidate under the mixed sampler.
+        batch = tf.cast(tf.shape(items)[0], tf.float32)
+        uniform = 1.0 / self.shapes.n_items
+        q = (batch * tf.gather(self.item_probability, candidate_ids) + self.n_negatives * uniform) / (
+            batch + self.n_negatives
+        )
+        loss = self.task(
+            queries,
+            candidates,
+            candidate_sampling_probability=q,
+            candidate_ids=candidate_ids,
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
+        self.epoch_loss.update_state(loss / batch)  # the task sums over the batch
+        return loss

@@ -1,0 +1,371 @@
+"""Two-tower retrieval with TensorFlow Recommenders: a history-pooled user tower, an item tower
+with optional genre and title features, in-batch softmax with log-Q correction and mixed negatives.
+
+TensorFlow is imported only inside ``fit`` and ``fold_in``: a loaded model serves from its numpy
+vectors, and only folding in a new user needs the Keras weights saved next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from recsys.errors import ConfigError, DataError, NotFittedError
+from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+
+WEIGHTS_DIR = "tower_weights"
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class TwoTowerConfig(ModelConfig):
+    """Defaults tuned on the validation split carved from ml-100k's Protocol K train part."""
+
+    dim: int = Field(default=64, ge=1)
+    """Size of the user and item vectors."""
+    hidden: int = Field(default=128, ge=1)
+    """Size of the user tower's history embeddings and hidden layer."""
+    temperature: float = Field(default=0.1, gt=0)
+    """Softmax temperature over cosine scores; lower is sharper."""
+    normalize: bool = True
+    """L2-normalise both towers' outputs (cosine scores divided by the temperature)."""
+    n_negatives: int = Field(default=0, ge=0)
+    """Uniformly sampled items added to the in-batch negatives of each step (mixed negatives)."""
+    history_dropout: float = Field(default=0.5, ge=0, lt=1)
+    """Share of each training history dropped at random per step (denoising regulariser)."""
+    log_q: bool = True
+    """Correct the logits by the log of each candidate's sampling probability (popularity bias)."""
+    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=512, ge=2)
+    l2: float = Field(default=0.0, ge=0)
+    """L2 penalty on the embedding tables."""
+    epochs: int = Field(default=20, ge=1)
+    """Epochs when no validation set is given (the refit on all data)."""
+    max_epochs: int = Field(default=60, ge=1)
+    """Upper bound of epochs with early stopping on validation nDCG@10."""
+    patience: int = Field(default=3, ge=1)
+    """Epochs without improvement of validation nDCG@10 before stopping."""
+    use_user_id: bool = False
+    """Add a user id embedding to the user tower (known users only; fold-in has none)."""
+    use_item_features: bool = True
+    """Use ``item_genres`` / ``item_titles`` from ``FitOptions.features`` when given."""
+    title_bins: int = Field(default=4096, ge=1)
+    """Hash buckets of title tokens."""
+    deterministic: bool = True
+    """Enable TensorFlow op determinism (same seed, same vectors on the CPU)."""
+
+
+class TwoTower(Recommender):
+    """User vector = MLP(mean of history item embeddings); item vector = id + features; both
+    L2-normalised, scored by inner product (cosine)."""
+
+    name = "two-tower"
+    Config = TwoTowerConfig
+    config: TwoTowerConfig
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self._net: Any = None
+        self._shapes: np.ndarray | None = None  # n_users, n_items, n_genres, n_title_bins, n_attrs
+        self._weights_path: Path | None = None
+
+    # --- fitting ------------------------------------------------------------------------------
+
+    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
+        from recsys.models import towers
+        from recsys.training.device import distribution_strategy, import_tensorflow
+        from recsys.training.monitor import EpochMonitor
+
+        tf = import_tensorflow()
+        options = options or FitOptions()
+        config = self.config
+        train = _binary(user_items)
+        n_users, n_items = train.shape
+        if train.nnz == 0:
+            raise DataError("cannot fit the two-tower model on an empty interaction matrix")
+        features = _prepare_features(options.features or {}, n_users, n_items, config)
+        self._shapes = np.array(
+            [n_users, n_items, features["n_genres"], features["n_title_bins"], features["n_attrs"]]
+        )
+        tf.keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+        counts = np.asarray(train.sum(axis=0)).ravel()
+        strategy = distribution_strategy()
+        with strategy.scope():
+            net = self._build_net(
+                histories=towers.ragged_rows(train),
+                item_probability=counts / counts.sum() if config.log_q else None,
+                item_features={
+                    key: tf.constant(value) if key == "genres" else value
+                    for key, value in features["item"].items()
+                },
+                user_attributes=features["user_attributes"],
+            )
+            optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+            net.compile(optimizer=optimizer)
+        self._net = net
+        if options.warm_start is not None:
+            self._warm_start(options.warm_start)
+
+        rows, cols = train.nonzero()
+        pairs = tf.data.Dataset.from_tensor_slices(
+            {"user": rows.astype(np.int32), "item": cols.astype(np.int32)}
+        )
+
+        def epoch_data(number: int) -> Any:
+            # One seed per epoch (not one reshuffling stream), so a resumed fit sees the same
+            # batches as an uninterrupted one.
+            return (
+                pairs.shuffle(len(rows), seed=config.seed + number)
+                .batch(config.batch_size, drop_remainder=len(rows) > config.batch_size)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+
+        early_stopping = options.validation is not None and options.epochs is None
+        if options.epochs is not None:
+            total = options.epochs
+        else:
+            total = config.max_epochs if early_stopping else config.epochs
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        saved_history = tf.Variable("[]", dtype=tf.string, trainable=False)
+        manager = best_manager = None
+        if options.checkpoint_dir is not None:
+            checkpoint = tf.train.Checkpoint(net=net, optimizer=optimizer, epoch=epoch, history=saved_history)
+            manager = tf.train.CheckpointManager(checkpoint, str(options.checkpoint_dir), max_to_keep=1)
+            best_manager = tf.train.CheckpointManager(
+                tf.train.Checkpoint(net=net), str(options.checkpoint_dir / "best"), max_to_keep=1
+            )
+            if options.resume and manager.latest_checkpoint:
+                optimizer.build(net.trainable_variables)
+                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        history = json.loads(saved_history.numpy().decode())
+        best_weights = None
+        if history and best_manager is not None and best_manager.latest_checkpoint:
+            # Resuming: the best epoch so far is the one saved apart, not the newest.
+            current = net.get_weights()
+            tf.train.Checkpoint(net=net).restore(best_manager.latest_checkpoint).expect_partial()
+            best_weights = net.get_weights()
+            net.set_weights(current)
+
+        with EpochMonitor(
+            total_epochs=total,
+            metric="val_ndcg",
+            mode="max",
+            patience=config.patience,
+            log_dir=options.log_dir,
+            progress=options.progress,
+            description="two-tower",
+            history=history,
+        ) as monitor:
+            for number in range(len(history) + 1, total + 1):
+                fitted = net.fit(epoch_data(number), epochs=1, verbose=0)
+                entry: dict[str, Any] = {"epoch": number, "loss": float(fitted.history["epoch_loss"][-1])}
+                if options.validation is not None:
+                    self._export(train)
+                    from recsys.evaluation import evaluate_ranking
+
+                    entry["val_ndcg"] = evaluate_ranking(self, train, options.validation)["ndcg"]
+                if monitor.log(entry) and early_stopping:
+                    best_weights = net.get_weights()
+                    if best_manager is not None:
+                        best_manager.save()
+                if manager is not None:
+                    epoch.assign(number)
+                    saved_history.assign(json.dumps(monitor.history))
+                    manager.save()
+                if early_stopping and monitor.should_stop:
+                    break
+            self.history = monitor.history
+        if early_stopping and best_weights is not None:
+            net.set_weights(best_weights)
+        self._export(train)
+        self._weights_path = None
+        return self
+
+    def _build_net(self, **inputs: Any) -> Any:
+        from recsys.models.towers import TowerShapes, TwoTowerNet
+
+        if self._shapes is None:
+            raise NotFittedError("the two-tower model has no tower shapes; fit() or load() it first")
+        config = self.config
+        net = TwoTowerNet(
+            TowerShapes(*(int(value) for value in self._shapes)),
+            dim=config.dim,
+            hidden=config.hidden,
+            l2=config.l2,
+            use_user_id=config.use_user_id,
+            temperature=config.temperature,
+            normalize=config.normalize,
+            n_negatives=config.n_negatives,
+            history_dropout=config.history_dropout,
+            seed=config.seed,
+            **inputs,
+        )
+        net.build_towers()
+        return net
+
+    def _warm_start(self, warm: WarmStart) -> None:
+        """Copy the previous version's vectors of known items into the item id embedding (features
+        start at zero, so old items keep their old vectors) and its history embeddings when given."""
+        net = self._net
+        tables = {
+            "item_factors": (net.item_tower.item_embedding, warm.item_factors),
+            "history_embedding": (net.user_tower.history_embedding, warm.extra.get("history_embedding")),
+        }
+        for name, (layer, previous) in tables.items():
+            if previous is None:
+                continue
+            weights = layer.get_weights()[0]
+            if previous.shape != weights.shape:
+                raise ConfigError(
+                    f"warm start {name} has shape {previous.shape}, the model needs {weights.shape}; "
+                    "warm-start only from a two-tower version with the same dimensions"
+                )
+            weights[warm.known_items] = previous[warm.known_items]
+            layer.set_weights([weights])
+
+    def _export(self, train: sp.csr_matrix) -> None:
+        """Item vectors for every item and user vectors for every training user."""
+        tf = self._tf()
+        net = self._net
+        items = np.arange(train.shape[1], dtype=np.int32)
+        self.item_factors = np.concatenate(
+            [net.item_tower(tf.constant(block)).numpy() for block in _blocks(items, 8192)]
+        )
+        self.user_factors = self._user_vectors(train, with_ids=True)
+        self._index = None
+
+    def _user_vectors(self, rows: sp.csr_matrix, with_ids: bool) -> np.ndarray:
+        from recsys.models.towers import ragged_rows
+
+        tf = self._tf()
+        net = self._net
+        out = np.empty((rows.shape[0], self.config.dim), dtype=np.float32)
+        for block in _blocks(np.arange(rows.shape[0]), 4096):
+            history = ragged_rows(rows[block])
+            users = tf.constant(block.astype(np.int32)) if with_ids else None
+            attributes = None
+            if with_ids and net.user_attributes is not None:
+                attributes = tf.gather(net.user_attributes, users)
+            out[block] = net.user_tower(history, users=users, attributes=attributes).numpy()
+        return out
+
+    # --- fold-in and persistence ------------------------------------------------------------
+
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """New users through the user tower from their item history (no id or attributes)."""
+        items = self._require_items()
+        rows = _binary(user_items)
+        if rows.shape[1] != len(items):
+            raise ValueError(f"user_items must have {len(items)} columns, got {rows.shape[1]}")
+        if self._net is None:
+            self._load_net()
+        return self._user_vectors(rows, with_ids=False)
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        if self._shapes is None:
+            return {}
+        history = self._net.user_tower.history_embedding.get_weights()[0] if self._net else None
+        extra = {"tower_shapes": self._shapes}
+        if history is not None:
+            extra["history_embedding"] = history
+        return extra
+
+    def _restore_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "tower_shapes" in arrays:
+            self._shapes = arrays["tower_shapes"]
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        if self._net is None:
+            self._load_net()
+        self._net.save_weights(str(path / WEIGHTS_DIR / "weights"))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        model = super().load(path)
+        model._weights_path = path / WEIGHTS_DIR / "weights"
+        return model
+
+    def _load_net(self) -> None:
+        if self._weights_path is None:
+            raise NotFittedError("the two-tower model has no Keras weights; fit() or load() it first")
+        self._net = self._build_net()
+        self._net.load_weights(str(self._weights_path)).expect_partial()
+
+    @staticmethod
+    def _tf() -> Any:
+        from recsys.training.device import import_tensorflow
+
+        return import_tensorflow()
+
+
+def _binary(user_items: sp.csr_matrix) -> sp.csr_matrix:
+    """Every stored interaction counts as one positive (Protocol K)."""
+    matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+    matrix.eliminate_zeros()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
+
+
+def _blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    return [indices[start : start + size] for start in range(0, len(indices), size)]
+
+
+def _multi_hot(values: list[list[str]], expected: int, name: str) -> np.ndarray:
+    if len(values) != expected:
+        raise DataError(f"features[{name!r}] has {len(values)} rows, expected {expected} (one per index)")
+    vocabulary = {token: column for column, token in enumerate(sorted({v for row in values for v in row}))}
+    matrix = np.zeros((expected, len(vocabulary)), dtype=np.float32)
+    rows = np.repeat(np.arange(expected), [len(row) for row in values])
+    cols = np.fromiter((vocabulary[v] for row in values for v in row), dtype=np.int64, count=len(rows))
+    matrix[rows, cols] = 1.0
+    return matrix
+
+
+def _prepare_features(
+    features: dict[str, Any], n_users: int, n_items: int, config: TwoTowerConfig
+) -> dict[str, Any]:
+    """Multi-hot genres and user attributes, hashed title tokens; zeros when absent."""
+    from recsys.models.towers import tf
+
+    item: dict[str, Any] = {}
+    n_genres = n_title_bins = n_attrs = 0
+    if config.use_item_features and features.get("item_genres") is not None:
+        genres = _multi_hot(list(features["item_genres"]), n_items, "item_genres")
+        if genres.shape[1]:
+            item["genres"], n_genres = genres, genres.shape[1]
+    if config.use_item_features and features.get("item_titles") is not None:
+        titles = list(features["item_titles"])
+        if len(titles) != n_items:
+            raise DataError(f"features['item_titles'] has {len(titles)} rows, expected {n_items}")
+        # crc32, not hash(): Python salts str hashes per process, and bins must be stable.
+        tokens = [
+            [zlib.crc32(t.encode()) % config.title_bins for t in _TOKEN.findall(str(title).lower())]
+            for title in titles
+        ]
+        lengths = np.array([len(row) for row in tokens], dtype=np.int64)
+        flat = np.fromiter((t for row in tokens for t in row), dtype=np.int32, count=int(lengths.sum()))
+        item["titles"] = tf.RaggedTensor.from_row_lengths(flat, lengths)
+        n_title_bins = config.title_bins
+    user_attributes = None
+    if features.get("user_attributes") is not None:
+        attributes = _multi_hot(list(features["user_attributes"]), n_users, "user_attributes")
+        if attributes.shape[1]:
+            user_attributes, n_attrs = tf.constant(attributes), attributes.shape[1]
+    return {
+        "item": item,
+        "user_attributes": user_attributes,
+        "n_genres": n_genres,
+        "n_title_bins": n_title_bins,
+        "n_attrs": n_attrs,
+    }

@@ -1,0 +1,178 @@
+"""Two-tower model: the shared contract, fold-in through the user tower, early stopping,
+checkpoints and resume, warm start and item features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.errors import DataError
+from recsys.evaluation import evaluate_ranking
+from recsys.models import FitOptions, WarmStart, create_model, load_model
+from recsys.models.two_tower import TwoTower
+
+from .contract import ITEMS_PER_CLUSTER, ModelContract, Planted, planted_data
+
+# Small and quick. No log-Q here: in the planted data popularity carries no signal beyond the
+# clusters (the popular block is filler), and correcting for it puts the popular block on top.
+FAST: dict[str, Any] = {
+    "log_q": False,
+    "dim": 16,
+    "hidden": 32,
+    "batch_size": 128,
+    "learning_rate": 0.01,
+    "epochs": 12,
+    "n_negatives": 32,
+    "title_bins": 64,
+}
+
+
+class TestTwoTower(ModelContract):
+    model_name = "two-tower"
+    params: ClassVar[dict[str, Any]] = FAST
+    invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = [
+        ({"temperature": 0}, "temperature"),
+        ({"history_dropout": 1.0}, "history_dropout"),
+        ({"batch_size": 1}, "batch_size"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    return planted_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(planted: Planted) -> TwoTower:
+    model = create_model("two-tower", **FAST).fit(planted.train)
+    assert isinstance(model, TwoTower)
+    return model
+
+
+def item_features(planted: Planted, genres: bool = True) -> dict[str, Any]:
+    """Genres name the planted cluster; titles carry a cluster word plus noise."""
+    names = [f"cluster{c}" if c >= 0 else "popular" for c in planted.item_cluster]
+    features: dict[str, Any] = {"item_titles": [f"The {name} story {i}" for i, name in enumerate(names)]}
+    if genres:
+        features["item_genres"] = [[name] for name in names]
+    return features
+
+
+def test_fold_in_of_a_known_history_equals_the_exported_user_vector(
+    fitted: TwoTower, planted: Planted
+) -> None:
+    assert fitted.user_factors is not None
+    folded = fitted.fold_in(planted.train[:30])
+    np.testing.assert_allclose(folded, fitted.user_factors[:30], atol=1e-5)
+    # Vectors are unit length (cosine scores), and different users differ.
+    np.testing.assert_allclose(np.linalg.norm(folded, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(folded[0], folded[-1])
+
+
+def test_loaded_model_folds_in_without_refitting(fitted: TwoTower, planted: Planted, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.history == fitted.history
+    strangers = planted.train[[1, 50, 120]]
+    np.testing.assert_allclose(loaded.fold_in(strangers), fitted.fold_in(strangers), atol=1e-6)
+    ids = loaded.recommend(np.array([planted.n_users, planted.n_users + 1, planted.n_users + 2]), strangers)[
+        0
+    ]
+    np.testing.assert_array_equal(ids, fitted.recommend(np.array([1, 50, 120]), planted.train)[0])
+
+
+def test_early_stopping_restores_the_best_epoch(planted: Planted, tmp_path: Path) -> None:
+    # A high learning rate overfits soon, so validation stops improving within the budget.
+    model = create_model(
+        "two-tower",
+        **{**FAST, "learning_rate": 0.05, "history_dropout": 0.0, "max_epochs": 12, "patience": 2},
+    )
+    model.fit(planted.train, FitOptions(validation=planted.test, log_dir=tmp_path / "logs"))
+    scores = [entry["val_ndcg"] for entry in model.history]
+    best = int(np.argmax(scores))
+    assert [entry["epoch"] for entry in model.history] == list(range(1, len(scores) + 1))
+    if len(scores) < 12:  # stopped early: exactly `patience` epochs after the best one
+        assert len(scores) == best + 1 + 2
+    assert best < len(scores) - 1, "the test needs a run whose last epoch is not the best"
+    now = evaluate_ranking(model, planted.train, planted.test)["ndcg"]
+    assert now == pytest.approx(scores[best], abs=1e-6)
+    assert now > scores[-1]
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+
+
+def test_resume_continues_from_the_checkpoint_exactly(planted: Planted, tmp_path: Path) -> None:
+    params = {**FAST, "epochs": 4}
+    straight = create_model("two-tower", **params).fit(planted.train, FitOptions(epochs=4))
+    checkpoints = tmp_path / "checkpoints"
+    create_model("two-tower", **params).fit(planted.train, FitOptions(epochs=2, checkpoint_dir=checkpoints))
+    resumed = create_model("two-tower", **params).fit(
+        planted.train, FitOptions(epochs=4, checkpoint_dir=checkpoints, resume=True)
+    )
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
+    np.testing.assert_allclose(resumed.item_factors, straight.item_factors, atol=1e-5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(resumed.user_factors, straight.user_factors, atol=1e-5)  # type: ignore[arg-type]
+
+
+def warm_start_from(model: TwoTower, n_items: int, new_items: np.ndarray) -> WarmStart:
+    """The previous model's arrays with ``new_items`` marked unknown (as the trainer aligns them)."""
+    assert model.user_factors is not None
+    known = np.ones(n_items, dtype=bool)
+    known[new_items] = False
+    history = model._extra_arrays()["history_embedding"]
+    return WarmStart(
+        user_factors=model.user_factors,
+        item_factors=np.where(known[:, None], model._require_items(), 0.0),
+        known_users=np.ones(len(model.user_factors), dtype=bool),
+        known_items=known,
+        extra={"history_embedding": np.where(known[:, None], history, 0.0)},
+    )
+
+
+def test_warm_start_keeps_old_item_vectors_and_learns_fast(fitted: TwoTower, planted: Planted) -> None:
+    new_items = np.array([0, 21, 57])
+    warm = warm_start_from(fitted, planted.n_items, new_items)
+    untrained = create_model("two-tower", **FAST).fit(planted.train, FitOptions(epochs=0, warm_start=warm))
+    known = warm.known_items
+    np.testing.assert_allclose(untrained.item_factors[known], fitted.item_factors[known], atol=1e-6)  # type: ignore[index]
+    assert not np.allclose(untrained.item_factors[new_items], fitted.item_factors[new_items])  # type: ignore[index]
+    # Two epochs from the warm start beat two epochs from scratch.
+    continued = create_model("two-tower", **FAST).fit(planted.train, FitOptions(epochs=2, warm_start=warm))
+    cold = create_model("two-tower", **FAST).fit(planted.train, FitOptions(epochs=2))
+    warm_recall = evaluate_ranking(continued, planted.train, planted.test)["recall"]
+    cold_recall = evaluate_ranking(cold, planted.train, planted.test)["recall"]
+    assert warm_recall > cold_recall + 0.1
+
+
+@pytest.mark.parametrize("genres", [True, False], ids=["genres-and-titles", "titles-only"])
+def test_item_features_are_used(planted: Planted, genres: bool) -> None:
+    features = item_features(planted, genres=genres)
+    model = create_model("two-tower", **FAST).fit(planted.train, FitOptions(features=features))
+    assert isinstance(model, TwoTower)
+    recall = evaluate_ranking(model, planted.train, planted.test)["recall"]
+    assert recall >= 0.7
+    layers = model._net.item_tower
+    assert (layers.genre_projection is not None) == genres
+    assert np.abs(layers.title_embedding.get_weights()[0]).sum() > 0  # titles were trained
+
+
+def test_features_with_the_wrong_length_are_refused(planted: Planted) -> None:
+    features = {"item_genres": [["a"]] * (planted.n_items - 1)}
+    with pytest.raises(DataError, match=f"expected {planted.n_items}"):
+        create_model("two-tower", **FAST).fit(planted.train, FitOptions(features=features))
+
+
+def test_feature_only_items_score_by_their_cluster(planted: Planted) -> None:
+    """An item nobody interacted with still reaches its genre's users through its features."""
+    train = sp.lil_matrix(planted.train)
+    cold_item = 3 * ITEMS_PER_CLUSTER + 5  # cluster 3
+    train[:, cold_item] = 0
+    train = sp.csr_matrix(train)
+    train.eliminate_zeros()
+    model = create_model("two-tower", **FAST).fit(train, FitOptions(features=item_features(planted)))
+    scores = model.user_factors @ model.item_factors[cold_item]  # type: ignore[index,operator]
+    own = planted.user_cluster == 3
+    assert scores[own].mean() > scores[~own].mean() + 0.2
