@@ -1,7 +1,8 @@
 """The contract every model honours, as a test mixin each model's test module inherits.
 
 The data has planted structure with a known answer: users belong to taste clusters and rate
-their cluster's items high; a block of globally popular items is seen by everyone and rated low.
+their cluster's items high and a few other clusters' items low; a block of globally popular
+items is seen by everyone and rated low.
 A model that learns the structure recommends the user's unseen cluster items (the held-out
 ones are among them); the popularity baseline recommends the popular block and misses them.
 """
@@ -27,6 +28,7 @@ N_POPULAR = 20
 LIKED_PER_USER = 12
 POPULAR_PER_USER = 8
 HELD_OUT_PER_USER = 3
+DISLIKED_PER_USER = 4
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,24 @@ def planted_data(seed: int = 7) -> Planted:
     cluster_pick = np.argsort(rng.random((n_users, ITEMS_PER_CLUSTER)), axis=1)[:, :LIKED_PER_USER]
     liked = user_cluster[:, None] * ITEMS_PER_CLUSTER + cluster_pick
     seen_popular = popular[np.argsort(rng.random((n_users, N_POPULAR)), axis=1)[:, :POPULAR_PER_USER]]
+    # Items of other clusters: skip past the user's own cluster (explicit models need this signal).
+    n_other = (N_CLUSTERS - 1) * ITEMS_PER_CLUSTER
+    other = np.argsort(rng.random((n_users, n_other)), axis=1)[:, :DISLIKED_PER_USER]
+    own_start = user_cluster[:, None] * ITEMS_PER_CLUSTER
+    disliked = np.where(other >= own_start, other + ITEMS_PER_CLUSTER, other)
     held_out = liked[:, :HELD_OUT_PER_USER]
     train_liked = liked[:, HELD_OUT_PER_USER:]
     users_liked = np.repeat(np.arange(n_users), train_liked.shape[1])
     users_popular = np.repeat(np.arange(n_users), POPULAR_PER_USER)
-    rows = np.concatenate([users_liked, users_popular])
-    cols = np.concatenate([train_liked.ravel(), seen_popular.ravel()])
+    users_disliked = np.repeat(np.arange(n_users), DISLIKED_PER_USER)
+    rows = np.concatenate([users_liked, users_popular, users_disliked])
+    cols = np.concatenate([train_liked.ravel(), seen_popular.ravel(), disliked.ravel()])
     values = np.concatenate(
-        [rng.integers(4, 6, users_liked.size), rng.integers(1, 3, users_popular.size)]
+        [
+            rng.integers(4, 6, users_liked.size),
+            rng.integers(1, 3, users_popular.size),
+            np.ones(users_disliked.size),
+        ]
     ).astype(np.float32)
     shape = (n_users, len(item_cluster))
     train = sp.csr_matrix((values, (rows, cols)), shape=shape)
