@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys.data.interactions import Interactions
+from recsys.data.splits import protocol_r_folds
 from recsys.errors import ConfigError, NotFittedError
+from recsys.evaluation import evaluate_rating
 from recsys.models import FitOptions, WarmStart
 from recsys.models.mf import MatrixFactorization
 
@@ -152,3 +155,13 @@ def test_warm_start_keeps_old_vectors_for_old_ids(fitted: MatrixFactorization) -
     assert warm_fit.history[0]["rmse"] < 0.5 * cold_fit.history[0]["rmse"]
     with pytest.raises(ConfigError, match="warm-start"):
         MatrixFactorization(**{**FAST, "factors": 8}).fit(grown, FitOptions(warm_start=warm))
+
+
+@pytest.mark.slow
+def test_default_parameters_on_a_protocol_r_fold_of_ml100k(ml100k_dir: Path) -> None:
+    ratings = np.loadtxt(ml100k_dir / "u.data", dtype=np.int64)
+    data = Interactions.from_arrays(ratings[:, 0], ratings[:, 1], ratings[:, 2].astype(np.float32))
+    train, test = protocol_r_folds(data, n_folds=5, seed=42)[0]
+    model = MatrixFactorization().fit(train.to_csr())
+    # The 5-fold mean is the benchmark's figure (benchmarks/quality_check.py mf); one fold must be close.
+    assert evaluate_rating(model, train.to_csr(), test.to_csr(), clip=(1.0, 5.0))["rmse"] <= 0.91
