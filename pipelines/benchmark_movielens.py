@@ -271,19 +271,17 @@ def library_versions() -> dict[str, str]:
 # --- recsys models --------------------------------------------------------------------------
 
 
-def fit_recsys_model(
+def choose_epochs(
     name: str,
-    train: Interactions,
     fit_part: Interactions,
     valid: Interactions,
     catalog: pd.DataFrame | None,
     *,
     seed: int,
     quick: bool,
-    repeats: int,
-) -> tuple[Any, dict[str, Any]]:
-    """As ``recsys train`` does: fit with the validation carve-out to choose the epochs, then refit
-    on the whole train part for that many epochs. Returns the refitted model and the figures."""
+) -> dict[str, Any]:
+    """As ``recsys train`` does: fit on the train part with the validation carve-out, whose best
+    epoch the refit uses. Returns the chosen settings, the validation curve and the seconds."""
     from recsys.models import create_model
     from recsys.models.base import FitOptions
     from recsys.training.trainer import best_epoch, fit_features
@@ -298,18 +296,11 @@ def fit_recsys_model(
             features=fit_features(fit_part, catalog),
         ),
     )
-    tuning_seconds = time.perf_counter() - started
-    epochs = best_epoch(validated)
-    matrix, features = training_matrix(train, name), fit_features(train, catalog)
-
-    model, fit_seconds = timed(repeats, refit_model, name, seed, matrix, epochs, features)
-    figures = {
-        "params": {**validated.params, "chosen_epochs": epochs},
-        "fit_seconds": fit_seconds,
-        "tuning_seconds": tuning_seconds,
+    return {
+        "params": {**validated.params, "chosen_epochs": best_epoch(validated)},
+        "tuning_seconds": time.perf_counter() - started,
         "history": validated.history,
     }
-    return model, figures
 
 
 def refit_model(
@@ -332,6 +323,7 @@ def run_protocol_k(
     from recsys.data.splits import protocol_k_split, validation_split
     from recsys.evaluation import evaluate_ranking, recommend_top_k
     from recsys.evaluation.peers import evaluate_peer_ranking, get_peer_class, tune_peer
+    from recsys.training.trainer import fit_features
 
     train, test = protocol_k_split(dataset.data, seed=options.seed)
     fit_part, valid = validation_split(train, seed=VALIDATION_SEED)
@@ -341,11 +333,14 @@ def run_protocol_k(
     for name in recsys_models:
         logger.info("Protocol K: %s", name)
         with PeakMemory() as memory:
-            model, figures = fit_recsys_model(
-                name, train, fit_part, valid, dataset.catalog,
-                seed=options.seed, quick=options.quick, repeats=options.repeats,
-            )  # fmt: skip
+            figures = choose_epochs(
+                name, fit_part, valid, dataset.catalog, seed=options.seed, quick=options.quick
+            )
             matrix = training_matrix(train, name)
+            model, figures["fit_seconds"] = timed(
+                options.repeats, refit_model, name, options.seed, matrix,
+                figures["params"]["chosen_epochs"], fit_features(train, dataset.catalog),
+            )  # fmt: skip
             metrics = evaluate_ranking(model, matrix, test_csr, k=options.k)
             _, topk_seconds = timed(options.repeats, recommend_top_k, model, matrix, all_users, options.k)
         rows.append(
@@ -396,10 +391,9 @@ def run_protocol_r(
         logger.info("Protocol R: %s", name)
         per_fold, fit_times = [], []
         with PeakMemory() as memory:
-            _, figures = fit_recsys_model(
-                name, folds[0][0], fit_part, valid, dataset.catalog,
-                seed=options.seed, quick=options.quick, repeats=1,
-            )  # fmt: skip
+            figures = choose_epochs(
+                name, fit_part, valid, dataset.catalog, seed=options.seed, quick=options.quick
+            )
             epochs = figures["params"]["chosen_epochs"]
             for train, test in folds:
                 matrix, features = train.to_csr(), fit_features(train, dataset.catalog)
