@@ -20,7 +20,7 @@ from recsys.training.checkpoint import CHECKPOINT_FILE
 
 from .contract import ModelContract, Planted, planted_data
 
-FAST: dict[str, Any] = {"factors": 16, "regularization": 1.0, "alpha": 4.0, "iterations": 8}
+FAST: dict[str, Any] = {"factors": 16, "regularization": 5.0, "alpha": 4.0, "iterations": 8}
 
 
 class TestImplicitALS(ModelContract):
