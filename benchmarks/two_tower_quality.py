@@ -23,6 +23,7 @@ import pandas as pd
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from recsys.data.interactions import Interactions
+from recsys.data.splits import protocol_k_split, validation_split
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, create_model
 
@@ -60,29 +61,6 @@ def load(dataset: str) -> tuple[Interactions, dict[str, list]]:
     return data, features
 
 
-def protocol_split(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
-    try:
-        from recsys.data.splits import protocol_k_split
-    except ImportError:  # the data helper's module is not there yet: the same rule, locally
-        return _local_protocol_split(data, seed)
-    return protocol_k_split(data, seed=seed)
-
-
-def _local_protocol_split(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
-    """Per user: shuffle, floor(0.2 n + 0.5) to test; users with < 5 interactions keep all."""
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(data)), data.user_index))
-    users = data.user_index[order]
-    counts = np.bincount(users, minlength=len(data.users))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(order)) - starts[users]
-    n_test = np.floor(0.2 * counts + 0.5).astype(np.int64)
-    n_test[counts < 5] = 0
-    test = np.zeros(len(data), dtype=bool)
-    test[order] = rank < n_test[users]
-    return data.subset(~test), data.subset(test)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,10 +77,10 @@ def main() -> None:
         key, _, value = item.partition("=")
         params[key] = value
     data, features = load(args.dataset)
-    train, test = protocol_split(data, seed=42)
+    train, test = protocol_k_split(data, seed=42)
     validation = None
     if args.tune:
-        train, test = protocol_split(train, seed=43)
+        train, test = validation_split(train, seed=43)
         validation = test.to_csr()
     model = create_model("two-tower", **params)
     options = FitOptions(

@@ -31,13 +31,13 @@ class TwoTowerConfig(ModelConfig):
     """Size of the user and item vectors."""
     hidden: int = Field(default=128, ge=1)
     """Size of the user tower's history embeddings and hidden layer."""
-    temperature: float = Field(default=0.1, gt=0)
+    temperature: float = Field(default=0.2, gt=0)
     """Softmax temperature over cosine scores; lower is sharper."""
     normalize: bool = True
     """L2-normalise both towers' outputs (cosine scores divided by the temperature)."""
     n_negatives: int = Field(default=0, ge=0)
     """Uniformly sampled items added to the in-batch negatives of each step (mixed negatives)."""
-    history_dropout: float = Field(default=0.5, ge=0, lt=1)
+    history_dropout: float = Field(default=0.3, ge=0, lt=1)
     """Share of each training history dropped at random per step (denoising regulariser)."""
     log_q: bool = True
     """Correct the logits by the log of each candidate's sampling probability (popularity bias)."""
@@ -45,7 +45,7 @@ class TwoTowerConfig(ModelConfig):
     batch_size: int = Field(default=512, ge=2)
     l2: float = Field(default=0.0, ge=0)
     """L2 penalty on the embedding tables."""
-    epochs: int = Field(default=20, ge=1)
+    epochs: int = Field(default=5, ge=1)
     """Epochs when no validation set is given (the refit on all data)."""
     max_epochs: int = Field(default=60, ge=1)
     """Upper bound of epochs with early stopping on validation nDCG@10."""
