@@ -339,12 +339,17 @@ def _cg_function(steps: int) -> Any:
         n = tf.shape(x)[0]
         gathered = tf.gather(other, cols)
 
+        def per_row_sum(values):
+            # Rows come in CSR order, so the sorted segment sum applies (faster than the unsorted
+            # one); it stops at the last row with data, so trailing empty rows are padded back.
+            summed = tf.math.segment_sum(values, rows)
+            return tf.pad(summed, [[0, n - tf.shape(summed)[0]], [0, 0]])
+
         def times_a(p):
             scores = tf.reduce_sum(gathered * tf.gather(p, rows), axis=1) * weights
-            sparse_part = tf.math.unsorted_segment_sum(gathered * scores[:, None], rows, n)
-            return tf.matmul(p, gram) + reg[:, None] * p + sparse_part
+            return tf.matmul(p, gram) + reg[:, None] * p + per_row_sum(gathered * scores[:, None])
 
-        target = tf.math.unsorted_segment_sum(gathered * (1.0 + weights)[:, None], rows, n)
+        target = per_row_sum(gathered * (1.0 + weights)[:, None])
         residual = target - times_a(x)
         direction = residual
         old_norm = tf.reduce_sum(residual * residual, axis=1)
