@@ -132,13 +132,39 @@ class ImplicitALS(Recommender):
         return self
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
-        """Exact least-squares vectors of new users against the fixed item vectors."""
-        items = self._require_items()
+        """Exact least-squares vectors of new users against the fixed item vectors.
+
+        Numpy only: the service folds in users after every feedback event and must not import
+        TensorFlow for it. Rows are solved in blocks, never one Python iteration per user.
+        """
+        items = self._require_items().astype(np.float64)
         confidence = self._confidence_matrix(user_items)
         if confidence.shape[1] != len(items):
             raise DataError(f"user_items must have {len(items)} columns, got {confidence.shape[1]}")
-        start = np.zeros((confidence.shape[0], items.shape[1]), dtype=np.float32)
-        return self._solve(self._blocks(confidence, "cholesky"), items, start, "cholesky")
+        gram = items.T @ items
+        counts = np.diff(confidence.indptr)
+        reg = self.config.regularization * (1.0 + counts) ** self.config.frequency_exponent
+        order = np.argsort(counts, kind="stable")  # similar lengths together: little padding
+        vectors = np.zeros((confidence.shape[0], items.shape[1]), dtype=np.float32)
+        diagonal = np.arange(len(gram))
+        for start, stop in _padded_blocks(counts[order], items.shape[1]):
+            rows = order[start:stop]
+            block = confidence[rows]
+            width = max(1, int(np.diff(block.indptr).max(initial=0)))
+            position = np.arange(block.nnz) - np.repeat(block.indptr[:-1], np.diff(block.indptr))
+            row_of = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
+            columns = np.zeros((len(rows), width), dtype=np.int64)
+            weights = np.zeros((len(rows), width))  # C - 1 on observed pairs, 0 in the padding
+            observed = np.zeros((len(rows), width))
+            columns[row_of, position] = block.indices
+            weights[row_of, position] = block.data
+            observed[row_of, position] = 1.0
+            vectors_of = items[columns]  # (rows, width, factors)
+            system = gram + np.einsum("rw,rwf,rwg->rfg", weights, vectors_of, vectors_of)
+            system[:, diagonal, diagonal] += reg[rows, None]
+            target = np.einsum("rw,rwf->rf", observed + weights, vectors_of)  # Y_u^T C_u p_u, p = 1
+            vectors[rows] = np.linalg.solve(system, target[:, :, None])[:, :, 0]
+        return vectors
 
     # --- the solve ------------------------------------------------------------------------------
 

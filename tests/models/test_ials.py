@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -167,3 +169,19 @@ def test_default_parameters_reach_the_protocol_k_target_on_ml100k(ml100k_dir: Pa
     train, test = protocol_k_split(data, seed=42)
     model = create_model("ials").fit(train.to_csr())
     assert evaluate_ranking(model, train.to_csr(), test.to_csr())["ndcg"] >= 0.43
+
+
+def test_fold_in_does_not_import_tensorflow(tiny: sp.csr_matrix, tmp_path: Path) -> None:
+    # The service folds users in after each feedback event; it must stay free of TensorFlow.
+    ImplicitALS(factors=4, iterations=1).fit(tiny).save(tmp_path / "model")
+    script = (
+        "import sys, numpy as np, scipy.sparse as sp\n"
+        "from pathlib import Path\n"
+        "from recsys.models import load_model\n"
+        f"model = load_model(Path({str(tmp_path / 'model')!r}))\n"
+        "rows = sp.csr_matrix(np.eye(2, model.item_factors.shape[0], dtype=np.float32))\n"
+        "assert model.fold_in(rows).shape == (2, 4)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
