@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from recsys.settings import Settings
 
-#: Size of the embedded synthetic dataset: MovieLens-100k-like, trains in seconds.
-SYNTHETIC_SIZE = {"n_users": 943, "n_items": 1682, "n_interactions": 100_000, "seed": 42}
+#: The embedded synthetic dataset: MovieLens-100k-sized, so the default model trains in seconds.
+SYNTHETIC_USERS, SYNTHETIC_ITEMS, SYNTHETIC_INTERACTIONS, SYNTHETIC_SEED = 943, 1682, 100_000, 42
 
 
 def quickstart(
@@ -67,8 +67,11 @@ def _load(engine: Engine, settings: Settings, dataset: str, data_dir: Path | Non
     if dataset == "synthetic":
         from recsys.data.synthetic import generate_synthetic
 
-        frame = generate_synthetic(**SYNTHETIC_SIZE)
-        source = "synthetic:" + ",".join(f"{key}={value}" for key, value in SYNTHETIC_SIZE.items())
+        frame = generate_synthetic(SYNTHETIC_USERS, SYNTHETIC_ITEMS, SYNTHETIC_INTERACTIONS, SYNTHETIC_SEED)
+        source = (
+            f"synthetic:users={SYNTHETIC_USERS},items={SYNTHETIC_ITEMS},"
+            f"interactions={SYNTHETIC_INTERACTIONS},seed={SYNTHETIC_SEED}"
+        )
         reports = [ingest_frame(engine, frame, spec=CsvSpec(), source=source, progress=True)]
     else:
         reports = ingest_movielens(
