@@ -139,12 +139,14 @@ class UserTower(tf_keras.layers.Layer):
         weights = tf.ones_like(history.flat_values, dtype=tf.float32)
         if leave_out is not None:
             weights *= tf.cast(tf.not_equal(history.flat_values, tf.gather(leave_out, rows)), tf.float32)
+        values = history.flat_values
         if keep is not None:
-            weights *= tf.cast(keep, tf.float32)
+            # Dropped entries leave the product entirely (not just weight 0): that is the saving.
+            rows, values, weights = (tf.boolean_mask(t, keep) for t in (rows, values, weights))
         # A sparse-dense product gives the table a dense gradient: on catalogues of this size
         # one dense Adam update is several times faster than a scatter of every history row.
         bag = tf.SparseTensor(
-            indices=tf.stack([rows, tf.cast(history.flat_values, tf.int64)], axis=1),
+            indices=tf.stack([rows, tf.cast(values, tf.int64)], axis=1),
             values=weights,
             dense_shape=tf.stack([history.nrows(), tf.cast(tf.shape(table)[0], tf.int64)]),
         )
@@ -184,6 +186,7 @@ class TwoTowerNet(tfrs.Model):
         normalize: bool,
         n_negatives: int,
         history_dropout: float,
+        max_history: int,
         seed: int,
         histories: Any = None,
         item_probability: np.ndarray | None = None,
@@ -194,6 +197,7 @@ class TwoTowerNet(tfrs.Model):
         self.shapes = shapes
         self.n_negatives = n_negatives
         self.history_dropout = history_dropout
+        self.max_history = float(max_history)
         self.histories = histories
         self.user_attributes = user_attributes
         self.item_tower = ItemTower(shapes, dim, l2, normalize, item_features or {}, name="item_tower")
@@ -221,10 +225,15 @@ class TwoTowerNet(tfrs.Model):
         random share of it dropped (denoising, as in Mult-DAE) so the tower cannot memorise users."""
         attributes = None if self.user_attributes is None else tf.gather(self.user_attributes, users)
         history = tf.gather(self.histories, users)
-        keep = None
-        if self.history_dropout > 0:
-            draws = self.sampler.uniform(tf.shape(history.flat_values))
-            keep = draws >= self.history_dropout
+        # Each entry is kept with the dropout's probability, lowered for long histories so that
+        # about ``max_history`` remain: a pair's cost grows with its user's history, and heavy
+        # users own most pairs, so uncapped pooling costs the sum of squared history lengths.
+        lengths = tf.cast(history.row_lengths(), tf.float32)
+        keep_share = (1.0 - self.history_dropout) * tf.minimum(
+            1.0, self.max_history / tf.maximum(lengths, 1.0)
+        )
+        draws = self.sampler.uniform(tf.shape(history.flat_values))
+        keep = draws < tf.gather(keep_share, history.value_rowids())
         return self.user_tower(history, users=users, attributes=attributes, leave_out=leave_out, keep=keep)
 
     def compute_loss(self, inputs: dict[str, Any], training: bool = False) -> Any:

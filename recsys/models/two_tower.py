@@ -39,10 +39,12 @@ class TwoTowerConfig(ModelConfig):
     """Uniformly sampled items added to the in-batch negatives of each step (mixed negatives)."""
     history_dropout: float = Field(default=0.3, ge=0, lt=1)
     """Share of each training history dropped at random per step (denoising regulariser)."""
+    max_history: int = Field(default=256, ge=1)
+    """Longer training histories are subsampled to about this many items per step (speed)."""
     log_q: bool = True
     """Correct the logits by the log of each candidate's sampling probability (popularity bias)."""
-    learning_rate: float = Field(default=3e-3, gt=0)
-    batch_size: int = Field(default=512, ge=2)
+    learning_rate: float = Field(default=5e-3, gt=0)
+    batch_size: int = Field(default=1024, ge=2)
     l2: float = Field(default=0.0, ge=0)
     """L2 penalty on the embedding tables."""
     epochs: int = Field(default=5, ge=1)
@@ -206,6 +208,7 @@ class TwoTower(Recommender):
             normalize=config.normalize,
             n_negatives=config.n_negatives,
             history_dropout=config.history_dropout,
+            max_history=config.max_history,
             seed=config.seed,
             **inputs,
         )
