@@ -287,9 +287,9 @@ class TwoTower(Recommender):
             self._shapes = arrays["tower_shapes"]
 
     def save(self, path: Path) -> None:
-        super().save(path)
-        if self._net is None:
+        if self._net is None and self._weights_path is not None:  # a loaded model saved again
             self._load_net()
+        super().save(path)
         self._net.save_weights(str(path / WEIGHTS_DIR / "weights"))
 
     @classmethod

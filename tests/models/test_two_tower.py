@@ -83,6 +83,10 @@ def test_loaded_model_folds_in_without_refitting(fitted: TwoTower, planted: Plan
         0
     ]
     np.testing.assert_array_equal(ids, fitted.recommend(np.array([1, 50, 120]), planted.train)[0])
+    # A loaded model saved again (as the registry copies versions) keeps everything fold-in needs.
+    loaded.save(tmp_path / "again")
+    again = load_model(tmp_path / "again")
+    np.testing.assert_allclose(again.fold_in(strangers), fitted.fold_in(strangers), atol=1e-6)
 
 
 def test_early_stopping_restores_the_best_epoch(planted: Planted, tmp_path: Path) -> None:
