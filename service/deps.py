@@ -21,17 +21,21 @@ NO_KEY_CONFIGURED = "write and admin endpoints are disabled: set RECSYS_API_KEY 
 NO_MODEL = "no model version is loaded yet: train and promote one (recsys train ... --promote)"
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies are ``async def`` although they do no I/O: FastAPI runs a plain ``def`` dependency
+# in its thread pool, which costs more than the recommendation itself on the hot path.
+
+
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_holder(request: Request) -> StateHolder:
+async def get_holder(request: Request) -> StateHolder:
     holder: StateHolder = request.app.state.holder
     return holder
 
@@ -41,9 +45,14 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 HolderDep = Annotated[StateHolder, Depends(get_holder)]
 
 
-async def current_state(request: Request, holder: HolderDep, engine: EngineDep) -> ServingState:
+async def current_state(request: Request) -> ServingState:
     """The state to answer with, taken once per request; synced first when another worker
-    stored feedback since this one last looked (one stat call when nothing changed)."""
+    stored feedback since this one last looked (one stat call when nothing changed).
+
+    Reads the app state directly instead of through sub-dependencies: every recommendation
+    request resolves this, and each dependency level costs FastAPI measurable time."""
+    holder: StateHolder = request.app.state.holder
+    engine: Engine = request.app.state.engine
     state = holder.current
     if state is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NO_MODEL)
@@ -60,7 +69,7 @@ async def current_state(request: Request, holder: HolderDep, engine: EngineDep) 
 StateDep = Annotated[ServingState, Depends(current_state)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="The key set in RECSYS_API_KEY.")] = None,
 ) -> None:

@@ -43,6 +43,20 @@ class SimilarItems(Strict):
     model_version: str
 
 
+class RecommendationQuery(Strict):
+    """Query parameters of a known user's recommendations (validated as one model: each separate
+    parameter costs FastAPI time on the hottest endpoint)."""
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description="Number of items.")
+    exclude_seen: bool = Field(default=True, description="Leave out items the user interacted with.")
+    include_genres: list[str] = Field(
+        default_factory=list, description="Only items with one of these genres (repeat the parameter)."
+    )
+    exclude_genres: list[str] = Field(
+        default_factory=list, description="No items with any of these genres (repeat the parameter)."
+    )
+
+
 class HistoryRequest(Strict):
     """An anonymous user's history: recommendations are folded in from these items."""
 

@@ -182,43 +182,47 @@ class ServingState:
 
     # --- answering ----------------------------------------------------------------------------
 
-    def user_row(self, user_id: str) -> tuple[sp.csr_matrix, bool]:
-        """The user's interactions (snapshot plus feedback) as one CSR row; and whether feedback
-        changed it since the snapshot."""
+    def user_history(self, user_id: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The user's interactions (snapshot plus feedback): sorted item columns, their values,
+        and whether feedback changed them since the snapshot.
+
+        Plain arrays, not a CSR row: building scipy matrices costs more than the search on the
+        hot path, so one is built only when a fold-in needs it.
+        """
         index = self.users.index(user_id)
-        n_items = len(self.items)
-        base = self.seen[index] if index is not None else _row(np.zeros(0, np.int64), n_items)
+        if index is None:
+            columns, values = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        else:
+            start, stop = self.seen.indptr[index], self.seen.indptr[index + 1]
+            columns, values = self.seen.indices[start:stop], self.seen.data[start:stop]
         overlay = self.feedback.row(user_id)
         if not overlay:
-            return base, False
-        columns = np.fromiter(overlay.keys(), dtype=np.int64, count=len(overlay))
-        values = np.fromiter(overlay.values(), dtype=np.float32, count=len(overlay))
-        keep = ~np.isin(base.indices, columns)
-        merged = sp.csr_matrix(
-            (
-                np.concatenate([base.data[keep], values]),
-                (
-                    np.zeros(int(keep.sum()) + len(columns), dtype=np.int64),
-                    np.concatenate([base.indices[keep], columns]),
-                ),
-            ),
-            shape=(1, n_items),
-            dtype=np.float32,
-        )
-        return merged, True
+            return columns, values, False
+        new_columns = np.fromiter(overlay.keys(), dtype=np.int64, count=len(overlay))
+        new_values = np.fromiter(overlay.values(), dtype=np.float32, count=len(overlay))
+        keep = ~np.isin(columns, new_columns)
+        merged = np.concatenate([columns[keep], new_columns])
+        order = np.argsort(merged, kind="stable")
+        return merged[order], np.concatenate([values[keep], new_values])[order], True
+
+    def user_row(self, user_id: str) -> tuple[sp.csr_matrix, bool]:
+        """The user's interactions as one CSR row, and whether feedback changed them."""
+        columns, values, changed = self.user_history(user_id)
+        return _row(columns, len(self.items), values), changed
 
     def recommend_user(
         self, user_id: str, k: int, exclude_seen: bool, include: Sequence[str], exclude: Sequence[str]
     ) -> Ranked:
-        row, changed = self.user_row(user_id)
+        columns, values, changed = self.user_history(user_id)
         filtered = self.catalogue.filtered_out(include, exclude)
         index = self.users.index(user_id)
         trained = self.model.user_factors
-        seen = row.indices if exclude_seen else None
+        seen = columns if exclude_seen else None
         if not changed and index is not None and trained is not None and index < len(trained):
             return self._search(trained[index : index + 1], k, seen, filtered, "personalized")
-        if row.nnz:
-            return self._search(self.model.fold_in(row), k, seen, filtered, "folded-in")
+        if len(columns):
+            query = self.model.fold_in(_row(columns, len(self.items), values))
+            return self._search(query, k, seen, filtered, "folded-in")
         return self.popular(k, filtered)
 
     def recommend_history(
@@ -277,16 +281,18 @@ class ServingState:
     ) -> Ranked:
         parts = [part for part in (seen, filtered) if part is not None and len(part)]
         exclude = None
-        if parts:
-            exclude = _row(np.unique(np.concatenate(parts)), len(self.items))
+        if parts:  # each part is sorted and unique already; only a union needs np.unique
+            columns = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            exclude = _row(columns, len(self.items))
         ids, scores = self.index.search(query, k, exclude)
         return _ranked(ids[0], scores[0], strategy)
 
 
-def _row(columns: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """One CSR row with ones at the given (sorted, unique) columns."""
+def _row(columns: np.ndarray, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
+    """One CSR row with ``values`` (default ones) at the given (sorted, unique) columns."""
     indptr = np.array([0, len(columns)], dtype=np.int64)
-    return sp.csr_matrix((np.ones(len(columns), np.float32), columns, indptr), shape=(1, n_items))
+    data = np.ones(len(columns), np.float32) if values is None else values
+    return sp.csr_matrix((data, columns, indptr), shape=(1, n_items))
 
 
 def _ranked(ids: np.ndarray, scores: np.ndarray, strategy: Strategy) -> Ranked:

@@ -60,6 +60,10 @@ class ExactIndex(ItemIndex):
         self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k, exclude)
+        if len(queries) <= self.block_size:  # one block: skip slicing (the service's case)
+            block = queries @ self.item_vectors.T
+            mask_excluded(block, exclude)
+            return top_k(block, k)
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
         for start in range(0, len(queries), self.block_size):

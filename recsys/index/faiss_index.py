@@ -1,8 +1,11 @@
 """FAISS inner-product indexes: exact ``IndexFlatIP`` for small catalogues, HNSW for large ones.
 
-Seen and explicitly excluded items are removed by over-fetching ``k + excluded`` candidates per
-query and masking them in one vectorised pass; the rare rows that still come up short (an
-approximate search that returned fewer candidates) are searched again with a doubled margin.
+Seen and explicitly excluded items are removed without a loop per item. The exact index scores
+every item anyway, so it masks the excluded ones to ``-inf`` before selecting the top k (numpy
+over the same vectors: one matrix product, one mask, one partial sort), which is several times
+faster than over-fetching for a user with a long history. HNSW over-fetches ``k + excluded``
+candidates per query and masks them in one vectorised pass; the rare rows that still come up
+short are searched again with a doubled margin.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.errors import ArtifactError
 from recsys.index.base import PAD_ID, ItemIndex, check_queries
+from recsys.index.exact import ExactIndex
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.json"
@@ -56,6 +60,8 @@ class FaissIndex(ItemIndex):
         self.kind: IndexKind = kind
         self.is_exact = kind == "flat"
         self.meta: dict[str, Any] = {"kind": kind, **(meta or {})}
+        # Exact search with exclusions masks scores over the same vectors (see the module docstring).
+        self._masked = ExactIndex(index.reconstruct_n(0, index.ntotal)) if self.is_exact else None
 
     # --- construction -------------------------------------------------------------------------
 
@@ -136,6 +142,8 @@ class FaissIndex(ItemIndex):
         queries = check_queries(queries, self.dim, k, exclude)
         if exclude is None or exclude.nnz == 0:
             return self._search(queries, k)
+        if self._masked is not None:
+            return self._masked.search(queries, k, exclude)
         exclude = sp.csr_matrix(exclude, copy=True)
         exclude.eliminate_zeros()
         exclude.sum_duplicates()  # also sorts the columns, which _excluded relies on

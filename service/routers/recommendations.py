@@ -9,7 +9,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from recsys.errors import UnknownIdError
 from service import metrics
 from service.deps import StateDep
-from service.schemas import MAX_K, HistoryRequest, Recommendations, RecommendedItem, error_responses
+from service.schemas import (
+    MAX_K,
+    HistoryRequest,
+    RecommendationQuery,
+    Recommendations,
+    RecommendedItem,
+    error_responses,
+)
 from service.state import Ranked, ServingState, UnknownGenreError
 
 router = APIRouter(tags=["recommendations"])
@@ -41,14 +48,13 @@ def unprocessable(exc: Exception) -> HTTPException:
 async def user_recommendations(
     state: StateDep,
     user_id: Annotated[str, Path(min_length=1, max_length=255)],
-    k: KQuery = 10,
-    exclude_seen: Annotated[bool, Query(description="Leave out items the user interacted with.")] = True,
-    include_genres: GenresQuery = [],  # noqa: B006 - FastAPI copies query defaults
-    exclude_genres: GenresQuery = [],  # noqa: B006
+    query: Annotated[RecommendationQuery, Query()],
 ) -> Recommendations:
     """Top k items for a user. Users without interactions get popular items (strategy "popular")."""
     try:
-        ranked = state.recommend_user(user_id, k, exclude_seen, include_genres, exclude_genres)
+        ranked = state.recommend_user(
+            user_id, query.k, query.exclude_seen, query.include_genres, query.exclude_genres
+        )
     except UnknownGenreError as exc:
         raise unprocessable(exc) from None
     if ranked.strategy == "popular":
