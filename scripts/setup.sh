@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --upgrade pip >/dev/null
 python3 -m pip install -e ".[train,postgres]"
-recsys quickstart
+python3 -m recsys quickstart
