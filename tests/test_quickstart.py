@@ -17,6 +17,7 @@ def test_quickstart_loads_trains_indexes_and_recommends(settings_env: Path) -> N
     result = CliRunner().invoke(app, ["quickstart", "--users", "2", "--k", "3"])
     assert result.exit_code == 0, result.output
     assert "100,000 loaded" in result.output
+    assert "Synthetic item" in result.output  # titles from the synthetic catalogue
     assert "recsys serve" in result.output
     settings = get_settings()
     engine = get_engine(settings.database_url)

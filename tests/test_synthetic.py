@@ -17,7 +17,7 @@ from recsys.data import synthetic
 from recsys.data.interactions import Interactions
 from recsys.data.matrix import build_interactions
 from recsys.data.splits import protocol_k_split
-from recsys.data.synthetic import SyntheticShape, generate_synthetic, write_synthetic
+from recsys.data.synthetic import SyntheticShape, generate_synthetic, synthetic_items, write_synthetic
 from recsys.db import get_engine
 from recsys.errors import ConfigError
 from recsys.evaluation.metrics import ranking_metrics
@@ -146,3 +146,27 @@ def test_generated_file_loads_with_the_documented_ingest_command(tmp_path: Path)
     data = build_interactions(get_engine(url))
     assert len(data) == 3000 and data.shape == (200, 100)
     assert sorted(data.users.to_list()) == sorted(f"u{i}" for i in range(200))
+
+
+def test_item_catalogue_matches_the_planted_factors() -> None:
+    log = generate_synthetic(n_users=300, n_items=200, n_interactions=6000, seed=5)
+    items = synthetic_items(200, seed=5)
+    assert items.equals(synthetic_items(200, seed=5))
+    assert set(log["item_id"]) <= set(items["item_id"])
+    assert items["title"].str.startswith("Synthetic item").all()
+    genres = dict(zip(items["item_id"], items["genres"].str.split("|"), strict=True))
+    assert all(genres.values())
+
+    def top_genre_share(genre_of: dict[str, list[str]]) -> float:
+        shares = []
+        for _, user_items in log.groupby("user_id")["item_id"]:
+            counts = pd.Series([g for item in user_items for g in genre_of[item]]).value_counts()
+            top = counts.index[0]
+            shares.append(np.mean([top in genre_of[item] for item in user_items]))
+        return float(np.mean(shares))
+
+    order = np.random.default_rng(0).permutation(len(genres))
+    values = list(genres.values())
+    shuffled = dict(zip(genres, [values[i] for i in order], strict=True))
+    # Users concentrate on the genres their planted factors favour; shuffled genres do not.
+    assert top_genre_share(genres) > 1.25 * top_genre_share(shuffled)

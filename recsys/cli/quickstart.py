@@ -61,18 +61,22 @@ def quickstart(
 
 
 def _load(engine: Engine, settings: Settings, dataset: str, data_dir: Path | None) -> None:
-    from recsys.ingest import CsvSpec, database_stats, ingest_frame, ingest_movielens
+    from recsys.ingest import CsvSpec, ItemSpec, database_stats, ingest_frame, ingest_movielens
 
     console.print(f"[bold]2. ingest[/bold] {dataset}")
     if dataset == "synthetic":
-        from recsys.data.synthetic import generate_synthetic
+        from recsys.data.synthetic import generate_synthetic, synthetic_items
 
         frame = generate_synthetic(SYNTHETIC_USERS, SYNTHETIC_ITEMS, SYNTHETIC_INTERACTIONS, SYNTHETIC_SEED)
         source = (
             f"synthetic:users={SYNTHETIC_USERS},items={SYNTHETIC_ITEMS},"
             f"interactions={SYNTHETIC_INTERACTIONS},seed={SYNTHETIC_SEED}"
         )
-        reports = [ingest_frame(engine, frame, spec=CsvSpec(), source=source, progress=True)]
+        catalogue = synthetic_items(SYNTHETIC_ITEMS, SYNTHETIC_SEED)
+        reports = [
+            ingest_frame(engine, catalogue, spec=ItemSpec(), source=f"{source}:items"),
+            ingest_frame(engine, frame, spec=CsvSpec(), source=source, progress=True),
+        ]
     else:
         reports = ingest_movielens(
             engine, dataset, data_dir=data_dir, cache_dir=settings.downloads, progress=True

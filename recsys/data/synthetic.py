@@ -145,6 +145,40 @@ def write_synthetic(
     return written
 
 
+def synthetic_items(
+    n_items: int, seed: int = 42, rank: int = 16, shape: SyntheticShape | None = None
+) -> pd.DataFrame:
+    """The item catalogue of :func:`generate_synthetic`'s items (same ``n_items``, seed and rank).
+
+    Columns ``item_id``, ``title`` and ``genres`` ("|"-separated): an item's genres are the
+    planted factors that make up at least a quarter of its membership, named "Genre <factor>",
+    so genre filters and titles behave as on MovieLens. Loads with ``ItemSpec()`` as is.
+    """
+    if not isinstance(n_items, (int, np.integer)) or n_items < 1:
+        raise ConfigError(f"n_items must be a positive integer, got {n_items!r}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    memberships = _draw_item_factors(rng, n_items, rank, shape or SyntheticShape())
+    strong = memberships >= 0.25
+    strong[np.arange(n_items), memberships.argmax(axis=1)] = True  # every item has a genre
+    names = np.array([f"Genre {factor}" for factor in range(rank)], dtype=object)
+    genres = ["|".join(names[row]) for row in strong]  # one string per item: the catalogue's format
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{item}" for item in range(n_items)],
+            "title": [f"Synthetic item {item}" for item in range(n_items)],
+            "genres": genres,
+        }
+    )
+
+
+def _draw_item_factors(
+    rng: np.random.Generator, n_items: int, rank: int, shape: SyntheticShape
+) -> np.ndarray:
+    """Planted item factor memberships; the first draw of a seed's stream (the catalogue
+    re-draws them from the seed alone, without the users)."""
+    return rng.dirichlet(np.full(rank, shape.item_concentration), size=n_items)
+
+
 def _make_world(
     n_users: int, n_items: int, n_interactions: int, seed: int, rank: int, shape: SyntheticShape
 ) -> _World:
@@ -161,7 +195,7 @@ def _make_world(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer (0 is a valid fixed seed), got {seed!r}")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
-    item_factors = rng.dirichlet(np.full(rank, shape.item_concentration), size=n_items)
+    item_factors = _draw_item_factors(rng, n_items, rank, shape)
     popularity = np.exp(-shape.popularity_exponent * np.log1p(rng.permutation(n_items)))
     factor_item = (item_factors * popularity[:, None]).T
     factor_item /= factor_item.sum(axis=1, keepdims=True)
