@@ -29,7 +29,6 @@ from recsys.data.interactions import IdMap, Interactions
 from recsys.db.models import Interaction, Item, User
 from recsys.errors import DataError, UnknownIdError
 from recsys.index import INDEX_DIR, ExactIndex, ItemIndex, load_index
-from recsys.index.base import PAD_ID
 from recsys.models.base import Recommender
 from recsys.scoring import align_to_model
 
@@ -248,11 +247,10 @@ class ServingState:
     def similar(self, item_id: str, k: int) -> Ranked:
         """Items with the most similar vectors by cosine, the item itself left out."""
         index = self.item_indices([item_id])
-        own = _row(index, len(self.items))
         vector = self.model.similarity_factors[index]
         vector = vector / np.maximum(np.linalg.norm(vector, axis=1, keepdims=True), 1e-12)
-        ids, scores = self.similar_index.search(vector, k, own)
-        return _ranked(ids[0], scores[0], "personalized")
+        ids, scores = self.similar_index.search_one(vector, k, index)
+        return Ranked(ids, scores, "personalized")
 
     def popular(self, k: int, filtered: np.ndarray) -> Ranked:
         order = self.popular_ids
@@ -280,12 +278,9 @@ class ServingState:
         strategy: Strategy,
     ) -> Ranked:
         parts = [part for part in (seen, filtered) if part is not None and len(part)]
-        exclude = None
-        if parts:  # each part is sorted and unique already; only a union needs np.unique
-            columns = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
-            exclude = _row(columns, len(self.items))
-        ids, scores = self.index.search(query, k, exclude)
-        return _ranked(ids[0], scores[0], strategy)
+        exclude = None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts)
+        ids, scores = self.index.search_one(query, k, exclude)
+        return Ranked(ids, scores, strategy)
 
 
 def _row(columns: np.ndarray, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
@@ -293,11 +288,6 @@ def _row(columns: np.ndarray, n_items: int, values: np.ndarray | None = None) ->
     indptr = np.array([0, len(columns)], dtype=np.int64)
     data = np.ones(len(columns), np.float32) if values is None else values
     return sp.csr_matrix((data, columns, indptr), shape=(1, n_items))
-
-
-def _ranked(ids: np.ndarray, scores: np.ndarray, strategy: Strategy) -> Ranked:
-    filled = ids != PAD_ID
-    return Ranked(ids[filled], scores[filled], strategy)
 
 
 def _flat_index(vectors: np.ndarray) -> ItemIndex:

@@ -118,3 +118,43 @@ def test_flat_save_load_round_trip(tmp_path: Path) -> None:
 def test_bad_queries_name_the_shape() -> None:
     with pytest.raises(ValueError, match=r"8 columns, got shape \(2, 3\)"):
         FaissIndex.flat(_vectors(10, 8, 17)).search(np.zeros((2, 3)), 5)
+
+
+def _columns(exclude: sp.csr_matrix, row: int) -> np.ndarray:
+    return np.asarray(exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]])
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_search_one_equals_the_filled_slots_of_search(kind: str) -> None:
+    items, queries = _vectors(800, 16, 18), _vectors(12, 16, 19)
+    indexes = {
+        "exact": lambda: ExactIndex(items),
+        "flat": lambda: FaissIndex.flat(items),
+        "hnsw": lambda: FaissIndex.hnsw(items, 0.95, params=HnswParams(recall_queries=100)),
+    }
+    index = indexes[kind]()
+    exclude = _random_exclusions(12, 800, 40, seed=20)
+    for row in range(12):
+        for columns in (None, _columns(exclude, row)):
+            ids, scores = index.search_one(queries[row], 15, columns)
+            want_ids, want_scores = index.search(
+                queries[row : row + 1], 15, None if columns is None else exclude[row]
+            )
+            np.testing.assert_array_equal(ids, want_ids[0])
+            np.testing.assert_allclose(scores, want_scores[0], rtol=1e-5, atol=1e-5)
+            if columns is not None:
+                assert not set(ids.tolist()) & set(columns.tolist())
+
+
+def test_search_one_leaves_out_excluded_and_breaks_ties_by_index() -> None:
+    # Five items with equal vectors tie; the lower index comes first, and repeated exclusions
+    # are harmless.
+    items = np.array([[1.0], [2.0], [2.0], [2.0], [0.5], [2.0], [2.0]], dtype=np.float32)
+    for index in (ExactIndex(items), FaissIndex.flat(items)):
+        ids, scores = index.search_one(np.array([1.0]), 3, np.array([2, 2, 5]))
+        assert ids.tolist() == [1, 3, 6] and scores.tolist() == [2.0, 2.0, 2.0]
+        # Fewer than k left: only the remaining items, no padding.
+        ids, scores = index.search_one(np.array([1.0]), 10, np.array([0, 1, 2, 3]))
+        assert ids.tolist() == [5, 6, 4] and scores.tolist() == [2.0, 2.0, 0.5]
+        with pytest.raises(ValueError, match="one query"):
+            index.search_one(np.ones((2, 1)), 3)

@@ -36,6 +36,25 @@ class ItemIndex(ABC):
         self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def search_one(
+        self, query: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The filled slots of ``search``'s row for one query: ids and scores, best first, fewer
+        than ``k`` when too few items remain. ``exclude`` holds item columns (any order, repeats
+        allowed) instead of a CSR row, because building a one-row scipy matrix costs more than
+        the search itself when answering one request.
+
+        This default goes through :meth:`search`; indexes override it with a faster path.
+        """
+        row = None
+        if exclude is not None and len(exclude):
+            columns = np.unique(np.asarray(exclude, dtype=np.int64))
+            indptr = np.array([0, len(columns)])
+            row = sp.csr_matrix((np.ones(len(columns), np.float32), columns, indptr), shape=(1, self.n_items))
+        ids, scores = self.search(np.reshape(query, (1, -1)), k, row)
+        filled = ids[0] != PAD_ID
+        return ids[0][filled], scores[0][filled]
+
     @abstractmethod
     def save(self, path: Path) -> None: ...
 
