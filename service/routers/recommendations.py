@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 
 from recsys.errors import UnknownIdError
 from service import metrics
-from service.deps import StateDep
+from service.deps import StateDep, current_state
+from service.params import parse_query, query_openapi
 from service.schemas import (
-    MAX_K,
     HistoryRequest,
     RecommendationQuery,
     Recommendations,
@@ -20,9 +20,6 @@ from service.schemas import (
 from service.state import Ranked, ServingState, UnknownGenreError
 
 router = APIRouter(tags=["recommendations"])
-
-KQuery = Annotated[int, Query(ge=1, le=MAX_K, description="Number of items.")]
-GenresQuery = Annotated[list[str], Query(description="Repeat the parameter for several genres.")]
 
 
 def as_items(state: ServingState, ranked: Ranked) -> list[RecommendedItem]:
@@ -44,13 +41,16 @@ def unprocessable(exc: Exception) -> HTTPException:
     operation_id="get_user_recommendations",
     response_model=Recommendations,
     responses=error_responses(503),
+    openapi_extra=query_openapi(RecommendationQuery),
 )
 async def user_recommendations(
-    state: StateDep,
-    user_id: Annotated[str, Path(min_length=1, max_length=255)],
-    query: Annotated[RecommendationQuery, Query()],
+    request: Request, user_id: Annotated[str, Path(min_length=1, max_length=255)]
 ) -> Recommendations:
     """Top k items for a user. Users without interactions get popular items (strategy "popular")."""
+    # The hottest endpoint reads its state and query itself: as a dependency and a Query()
+    # model they cost FastAPI more time than the recommendation (see service/params.py).
+    state = await current_state(request)
+    query = parse_query(RecommendationQuery, request.query_params)
     try:
         ranked = state.recommend_user(
             user_id, query.k, query.exclude_seen, query.include_genres, query.exclude_genres

@@ -70,6 +70,12 @@ def test_k_outside_bounds_names_the_field(client: TestClient) -> None:
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", "k"]
     assert client.get("/items/i1/similar", params={"k": 0}).status_code == 422
+    response = client.get("/users/u1/recommendations", params={"k": 2, "colour": "red"})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["query", "colour"]]
+    # A repeated single-valued parameter counts once, the last one (as FastAPI reads it).
+    body = client.get("/users/u1/recommendations", params=[("k", "5"), ("k", "2")]).json()
+    assert len(body["items"]) == 2
 
 
 def test_similar_items(client: TestClient) -> None:
