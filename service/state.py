@@ -31,6 +31,7 @@ from recsys.errors import DataError, UnknownIdError
 from recsys.index import INDEX_DIR, ExactIndex, ItemIndex, load_index
 from recsys.models.base import Recommender
 from recsys.scoring import align_to_model
+from service.render import item_fragments
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,6 +138,7 @@ class ServingState:
     items: IdMap  # the model's items
     seen: sp.csr_matrix  # users x items at the snapshot
     catalogue: Catalogue
+    item_json: list[str]  # per item index, its JSON up to the score (service.render)
     popular_ids: np.ndarray  # item indices, most interacted first
     popular_counts: np.ndarray  # float32 interaction count per item index
     feedback: Feedback
@@ -163,6 +165,7 @@ class ServingState:
         similarity = model.similarity_factors
         normalised = similarity / np.maximum(np.linalg.norm(similarity, axis=1, keepdims=True), 1e-12)
         counts = np.bincount(seen.indices, minlength=len(items)).astype(np.float32)
+        aligned = Catalogue.from_frame(len(items), catalogue)
         return cls(
             version=version,
             model_name=model.name,
@@ -172,7 +175,8 @@ class ServingState:
             users=all_users,
             items=items,
             seen=seen,
-            catalogue=Catalogue.from_frame(len(items), catalogue),
+            catalogue=aligned,
+            item_json=item_fragments(items.external_ids, aligned.titles, aligned.genres),
             popular_ids=np.argsort(-counts, kind="stable"),
             popular_counts=counts,
             feedback=Feedback(snapshot_id),

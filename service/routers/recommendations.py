@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from recsys.errors import UnknownIdError
 from service import metrics
 from service.deps import StateDep, current_state
 from service.params import parse_query, query_openapi
+from service.render import recommendations_json
 from service.schemas import (
     HistoryRequest,
     RecommendationQuery,
@@ -32,6 +33,14 @@ def as_items(state: ServingState, ranked: Ranked) -> list[RecommendedItem]:
     ]
 
 
+def recommendations_response(state: ServingState, user_id: str | None, ranked: Ranked) -> Response:
+    """A ``Recommendations`` body written without building models (see service/render.py)."""
+    body = recommendations_json(
+        state.item_json, user_id, ranked.item_ids, ranked.scores, state.version, ranked.strategy
+    )
+    return Response(body, media_type="application/json")
+
+
 def unprocessable(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
 
@@ -45,7 +54,7 @@ def unprocessable(exc: Exception) -> HTTPException:
 )
 async def user_recommendations(
     request: Request, user_id: Annotated[str, Path(min_length=1, max_length=255)]
-) -> Recommendations:
+) -> Response:
     """Top k items for a user. Users without interactions get popular items (strategy "popular")."""
     # The hottest endpoint reads its state and query itself: as a dependency and a Query()
     # model they cost FastAPI more time than the recommendation (see service/params.py).
@@ -59,9 +68,7 @@ async def user_recommendations(
         raise unprocessable(exc) from None
     if ranked.strategy == "popular":
         metrics.FALLBACKS.labels("unknown_user").inc()
-    return Recommendations(
-        user_id=user_id, items=as_items(state, ranked), model_version=state.version, strategy=ranked.strategy
-    )
+    return recommendations_response(state, user_id, ranked)
 
 
 @router.post(
@@ -70,7 +77,7 @@ async def user_recommendations(
     response_model=Recommendations,
     responses=error_responses(404, 503),
 )
-async def history_recommendations(state: StateDep, request: HistoryRequest) -> Recommendations:
+async def history_recommendations(state: StateDep, request: HistoryRequest) -> Response:
     """Top k items for an anonymous user, folded in from the items of their history."""
     try:
         ranked = state.recommend_history(
@@ -85,6 +92,4 @@ async def history_recommendations(state: StateDep, request: HistoryRequest) -> R
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except UnknownGenreError as exc:
         raise unprocessable(exc) from None
-    return Recommendations(
-        user_id=None, items=as_items(state, ranked), model_version=state.version, strategy=ranked.strategy
-    )
+    return recommendations_response(state, None, ranked)

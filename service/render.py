@@ -1,0 +1,48 @@
+"""The JSON body of a recommendation list, joined from per-item fragments written at load time.
+
+Building a ``RecommendedItem`` per result, then a ``Recommendations`` that FastAPI validates
+again before pydantic serialises it, costs more than the search behind it. An item's id, title
+and genres never change while a version is served, so their JSON is written once per item and a
+request only adds the scores. The bytes are those pydantic writes for :class:`Recommendations`
+(``tests/service/test_render.py`` checks it); the endpoints keep it as their ``response_model``,
+so the OpenAPI documentation is unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
+def item_fragments(
+    external_ids: Iterable[object], titles: Iterable[str | None], genres: Iterable[Sequence[str]]
+) -> list[str]:
+    """Per item, its ``RecommendedItem`` JSON up to the score: ``{"item_id":..,"score":``."""
+    return [
+        _dumps({"item_id": str(item), "title": title, "genres": list(names)})[:-1] + ',"score":'
+        for item, title, names in zip(external_ids, titles, genres, strict=True)
+    ]
+
+
+def recommendations_json(
+    fragments: Sequence[str],
+    user_id: str | None,
+    item_ids: np.ndarray,
+    scores: np.ndarray,
+    model_version: str,
+    strategy: str,
+) -> bytes:
+    """A ``Recommendations`` body; ``scores`` are finite (searches leave excluded items out)."""
+    items = ",".join(
+        f"{fragments[item]}{score!r}}}"
+        for item, score in zip(item_ids.tolist(), scores.tolist(), strict=True)
+    )
+    return (
+        f'{{"user_id":{_dumps(user_id)},"items":[{items}],'
+        f'"model_version":{_dumps(model_version)},"strategy":{_dumps(strategy)}}}'
+    ).encode()
