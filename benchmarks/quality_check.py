@@ -6,12 +6,19 @@ split the default hyper-parameters were tuned on.
 
     python benchmarks/quality_check.py ials --dataset ml-100k
     python benchmarks/quality_check.py ials --dataset ml-latest-small --param regularization=80
+    python benchmarks/quality_check.py ials --validation --grid '{"regularization": [4, 6, 9]}'
     python benchmarks/quality_check.py mf --dataset ml-100k
+
+iALS follows ``recsys train`` and the MovieLens benchmark: early stopping on the validation
+carve-out chooses the sweeps, then a refit on the whole train part. ``--grid`` searches on the
+validation carve-outs of both datasets and ranks by their mean nDCG@10 (how the defaults were
+chosen).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -20,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 import recsys  # noqa: F401  # environment for TensorFlow before it is imported
 from recsys.data.interactions import Interactions
 from recsys.evaluation import evaluate_ranking, evaluate_rating
-from recsys.models import create_model
+from recsys.models import FitOptions, create_model
+from recsys.training.trainer import best_epoch
 
 DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -36,6 +45,18 @@ def read_ratings(dataset: str) -> pd.DataFrame:
         )
     frame = pd.read_csv(DATA / dataset / "ratings.csv")
     return frame.rename(columns={"userId": "user_id", "movieId": "item_id"})
+
+
+def load(dataset: str) -> Interactions:
+    """The ratings with the ids the MovieLens benchmark gives them, so that splits are identical."""
+    try:
+        from pipelines.benchmark_movielens import load_dataset
+    except ImportError:
+        ratings = read_ratings(dataset)
+        return Interactions.from_arrays(
+            ratings.user_id, ratings.item_id, ratings.rating.astype(np.float32), ratings.timestamp
+        )
+    return load_dataset(dataset, DATA / dataset, seed=42, quick=False).data
 
 
 def _per_user_split(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
@@ -95,7 +116,9 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
-def check_ials(data: Interactions, params: dict[str, object], on_validation: bool) -> None:
+def implicit_splits(data: Interactions) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Protocol K (every rating a positive interaction): the validation fit part, the validation
+    carve-out, the whole train part and the test part."""
     implicit = Interactions(
         data.users,
         data.items,
@@ -105,17 +128,47 @@ def check_ials(data: Interactions, params: dict[str, object], on_validation: boo
         data.timestamps,
     )
     train, test = protocol_k(implicit)
-    if on_validation:
-        train, test = validation(train)
-    model = create_model("ials", **params)
+    fit_part, valid = validation(train)
+    return fit_part.to_csr(), valid.to_csr(), train.to_csr(), test.to_csr()
+
+
+def validate_ials(
+    fit_part: sp.csr_matrix, valid: sp.csr_matrix, params: dict[str, object]
+) -> tuple[float, int]:
+    """As ``recsys train``: early stopping on the carve-out; the best validation nDCG@10 and its sweep."""
+    model = create_model("ials", **params).fit(fit_part, FitOptions(validation=valid))
+    return max(entry["val_ndcg"] for entry in model.history), int(best_epoch(model) or 0)
+
+
+def check_ials(data: Interactions, params: dict[str, object], on_validation: bool) -> None:
+    fit_part, valid, train, test = implicit_splits(data)
     started = time.perf_counter()
-    model.fit(train.to_csr())
+    ndcg, sweeps = validate_ials(fit_part, valid, params)
+    if on_validation:
+        print(f"ials {params} validation ndcg@10={ndcg:.4f} at sweep {sweeps}")
+        return
+    model = create_model("ials", **params).fit(train, FitOptions(epochs=sweeps))  # the refit
     fit_seconds = time.perf_counter() - started
-    metrics = evaluate_ranking(model, train.to_csr(), test.to_csr(), k=10)
+    metrics = evaluate_ranking(model, train, test, k=10)
     print(
-        f"ials {params} ndcg@10={metrics['ndcg']:.4f} recall@10={metrics['recall']:.4f} "
-        f"precision@10={metrics['precision']:.4f} fit_s={fit_seconds:.2f}"
+        f"ials {params} sweeps={sweeps} ndcg@10={metrics['ndcg']:.4f} recall@10={metrics['recall']:.4f} "
+        f"precision@10={metrics['precision']:.4f} fit_s={fit_seconds:.2f} (validation fit and refit)"
     )
+
+
+def grid_ials(grid: dict[str, list[object]]) -> None:
+    """Every combination of ``grid`` on the validation carve-outs of both datasets, best mean first."""
+    splits = {name: implicit_splits(load(name))[:2] for name in ("ml-100k", "ml-latest-small")}
+    rows = []
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values, strict=True))
+        scores = {name: validate_ials(*split, params) for name, split in splits.items()}
+        mean = float(np.mean([ndcg for ndcg, _ in scores.values()]))
+        shown = " ".join(f"{name}={ndcg:.4f}@{sweeps}" for name, (ndcg, sweeps) in scores.items())
+        print(f"  {json.dumps(params)} mean={mean:.4f} {shown}", flush=True)
+        rows.append((mean, params))
+    best_mean, best = max(rows, key=lambda row: row[0])
+    print(f"best on validation: {json.dumps(best)} mean nDCG@10 {best_mean:.4f}")
 
 
 def check_mf(data: Interactions, params: dict[str, object], on_validation: bool, folds: int) -> None:
@@ -144,12 +197,15 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     parser.add_argument("--validation", action="store_true", help="evaluate on the validation carve-out")
     parser.add_argument("--folds", type=int, default=5, help="Protocol R folds to run (MF)")
+    parser.add_argument(
+        "--grid", type=json.loads, help='iALS: JSON {"param": [values]} searched on validation, both datasets'
+    )
     args = parser.parse_args()
     print(f"{args.dataset}, seed 42, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    ratings = read_ratings(args.dataset)
-    data = Interactions.from_arrays(
-        ratings.user_id, ratings.item_id, ratings.rating.astype(np.float32), ratings.timestamp
-    )
+    if args.grid is not None:
+        grid_ials(args.grid)
+        return
+    data = load(args.dataset)
     params = parse_params(args.param)
     if args.model == "ials":
         check_ials(data, params, args.validation)

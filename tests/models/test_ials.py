@@ -22,7 +22,13 @@ from recsys.training.checkpoint import CHECKPOINT_FILE
 
 from .contract import ModelContract, Planted, planted_data
 
-FAST: dict[str, Any] = {"factors": 16, "regularization": 5.0, "alpha": 4.0, "iterations": 8}
+FAST: dict[str, Any] = {
+    "factors": 16,
+    "regularization": 5.0,
+    "frequency_exponent": 0.5,
+    "alpha": 4.0,
+    "iterations": 8,
+}
 
 
 class TestImplicitALS(ModelContract):
@@ -160,6 +166,57 @@ def test_warm_start_keeps_old_vectors_and_adds_fresh_ones() -> None:
     assert warm_ndcg >= evaluate_ranking(cold, grown, grown_test)["ndcg"]
     with pytest.raises(ConfigError, match="warm-start"):
         ImplicitALS(**{**FAST, "factors": 8}).fit(grown, FitOptions(warm_start=warm))
+
+
+def test_warm_start_from_converged_vectors_needs_few_sweeps_and_keeps_quality() -> None:
+    data = planted_data()
+    params = {**FAST, "iterations": 20, "patience": 3}
+    cold = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test))
+    assert cold.user_factors is not None and cold.item_factors is not None
+    warm = WarmStart(
+        user_factors=cold.user_factors,
+        item_factors=cold.item_factors,
+        known_users=np.ones(data.n_users, bool),
+        known_items=np.ones(data.n_items, bool),
+    )
+    model = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test, warm_start=warm))
+    assert len(model.history) <= ImplicitALS.Config().warm_start_iterations < len(cold.history)
+    cold_ndcg = evaluate_ranking(cold, data.train, data.test)["ndcg"]
+    assert evaluate_ranking(model, data.train, data.test)["ndcg"] >= cold_ndcg - 0.01
+    # Explicit epochs (the refit on all data) still run exactly that many sweeps.
+    assert len(ImplicitALS(**params).fit(data.train, FitOptions(epochs=5, warm_start=warm)).history) == 5
+
+
+def test_warm_start_solves_new_users_and_items_before_the_sweeps() -> None:
+    data = planted_data()
+    old = ImplicitALS(**FAST).fit(data.train)
+    assert old.user_factors is not None and old.item_factors is not None
+    known_users = np.arange(data.n_users) % 10 != 0  # every tenth user is new
+    known_items = np.arange(data.n_items) % 10 != 0  # and every tenth item
+    warm = WarmStart(
+        user_factors=np.where(known_users[:, None], old.user_factors, 0.0).astype(np.float32),
+        item_factors=np.where(known_items[:, None], old.item_factors, 0.0).astype(np.float32),
+        known_users=known_users,
+        known_items=known_items,
+    )
+    started = ImplicitALS(**FAST).fit(data.train, FitOptions(epochs=0, warm_start=warm))
+    assert started.user_factors is not None and started.item_factors is not None
+    np.testing.assert_array_equal(started.user_factors[known_users], old.user_factors[known_users])
+    # New users: the exact solve against the items as they start (new items near zero, random).
+    initial_items = ImplicitALS(**FAST)._initial_factors(data.n_users, data.n_items, warm)[1]
+    new_users = np.flatnonzero(~known_users)
+    with_initial_items = ImplicitALS(**FAST)
+    with_initial_items.item_factors = initial_items
+    np.testing.assert_allclose(
+        started.user_factors[new_users], with_initial_items.fold_in(data.train[new_users]), atol=1e-4
+    )
+    # New items: the exact solve against every user, new ones included.
+    new_items = np.flatnonzero(~known_items)
+    as_users = ImplicitALS(**FAST)
+    as_users.item_factors = started.user_factors
+    item_rows = sp.csr_matrix(data.train.T)[new_items]
+    np.testing.assert_allclose(started.item_factors[new_items], as_users.fold_in(item_rows), atol=1e-4)
+    assert np.linalg.norm(started.item_factors[new_items], axis=1).min() > 0.1
 
 
 @pytest.mark.slow
