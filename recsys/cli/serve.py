@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Annotated
@@ -33,18 +34,21 @@ def serve_command(
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
-    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
-        # Each worker writes its metrics here so that /metrics sums all workers.
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="recsys-metrics-")
     console.print(f"serving on http://{host}:{port} with {workers} worker(s); docs at /docs")
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-    )
+    with contextlib.ExitStack() as cleanup:
+        if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+            # Each worker writes its metrics here so that /metrics sums all workers; the folder
+            # goes when the server stops.
+            metrics_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="recsys-metrics-"))
+            os.environ[MULTIPROC_ENV] = metrics_dir
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+        )
 
 
 def register(root: typer.Typer) -> None:
