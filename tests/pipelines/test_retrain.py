@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from pipelines import retrain
 from pipelines.retrain import PipelineError, run_pipeline
 from recsys.data.synthetic import generate_synthetic
+from recsys.db.models import Recommendation
 from recsys.errors import LockError
 from recsys.ingest import CsvSpec, ingest_frame
 from recsys.settings import Settings
@@ -134,3 +137,41 @@ def test_other_recipe_is_backtested_against_production(
     assert result.metrics["production"] > result.metrics["candidate"] + settings.promotion_tolerance
     assert result.outcome == "not-promoted"
     assert result.production_after == first.candidate
+
+
+def test_promotion_asks_running_services_to_reload(
+    sqlite_engine: Engine, log: pd.DataFrame, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=sqlite_url,
+        api_key="secret",
+        service_urls=["http://127.0.0.1:9/", "http://127.0.0.1:10"],
+        pipeline_score_k=5,
+    )
+    calls: list[tuple[str, dict[str, str]]] = []
+
+    def fake_post(url: str, headers: dict[str, str], timeout: float) -> httpx.Response:
+        calls.append((url, headers))
+        if url.startswith("http://127.0.0.1:10"):
+            raise httpx.ConnectError("refused")  # one service down: reported, not fatal
+        return httpx.Response(200)
+
+    monkeypatch.setattr(retrain.httpx, "post", fake_post)
+    _load(sqlite_engine, log, "all")
+    result = run_pipeline(sqlite_engine, settings, model="popularity")
+    assert result.outcome == "promoted"
+    assert [url for url, _ in calls] == [
+        "http://127.0.0.1:9/admin/reload",
+        "http://127.0.0.1:10/admin/reload",
+    ]
+    assert all(headers == {"X-API-Key": "secret"} for _, headers in calls)
+    assert any("answered 200" in line for line in result.steps)
+    assert any("unreachable" in line for line in result.steps)
+    # Scoring was configured: every user's top 5 unseen items are stored for the promoted version.
+    unseen = log["item_id"].nunique() - log.groupby("user_id")["item_id"].nunique()
+    expected = int(np.minimum(unseen, 5).sum())
+    assert f"score: wrote {expected} recommendations for {result.candidate}" in result.steps
+    with sqlite_engine.connect() as connection:
+        stored = connection.scalar(select(func.count()).where(Recommendation.version == result.candidate))
+    assert stored == expected
