@@ -96,6 +96,7 @@ def test_blocks_bound_memory_without_changing_the_result(
 ) -> None:
     whole = ImplicitALS(factors=4, iterations=2).fit(tiny)
     monkeypatch.setattr("recsys.models.ials.BLOCK_FLOATS", 16)  # a handful of rows per block
+    monkeypatch.setattr("recsys.models.ials.CG_BLOCK_FLOATS", 16)
     blocked = ImplicitALS(factors=4, iterations=2).fit(tiny)
     np.testing.assert_allclose(blocked.item_factors, whole.item_factors, atol=1e-5)  # type: ignore[arg-type]
     np.testing.assert_allclose(blocked.fold_in(tiny), whole.fold_in(tiny), atol=1e-5)
