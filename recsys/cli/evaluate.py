@@ -56,7 +56,12 @@ def _matrix(part: Interactions, users: IdMap, items: IdMap, binary: bool) -> sp.
 
 
 def evaluate_command(
-    version: Annotated[str, typer.Option("--version", help="Registered version id to evaluate.")],
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version", help="Registered version id (default: the production version).", show_default=False
+        ),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="K (top-k ranking) or R (rating prediction).")] = "K",
     k: Annotated[int, typer.Option(help="Cut-off of the ranking metrics.")] = 10,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 42,

@@ -35,8 +35,7 @@ def run_command(
     if as_json:
         print_json(result.to_dict())
         return
-    for line in result.steps:
-        console.print(f"- {line}")
+    # Each step was logged as it ran (on stderr, for cron); stdout gets the outcome.
     console.print(f"[bold]{result.outcome}[/bold]: production is {result.production_after}")
 
 
