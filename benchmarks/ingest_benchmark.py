@@ -15,11 +15,10 @@ import os
 import platform
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psutil
-from sqlalchemy import create_engine, text
+from scratch_postgres import scratch_postgres
 
 from recsys.db import get_engine, upgrade
 from recsys.ingest import CsvSpec, ingest_interactions
@@ -31,26 +30,6 @@ def write_csv(path: Path, rows: int) -> None:
     write_synthetic(
         path, n_users=max(rows // 50, 10), n_items=max(rows // 250, 10), n_interactions=rows, seed=42
     )
-
-
-def fresh_postgres(admin_url: str) -> tuple[str, str]:
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}", name
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    admin = create_engine(
-        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def measure(url: str, path: Path, batch_size: int | None) -> list[tuple[str, int, int, float]]:
@@ -96,12 +75,9 @@ def main() -> None:
         ):
             table.append(("sqlite", label, row_count, loaded, seconds))
         if args.postgres_url:
-            url, name = fresh_postgres(args.postgres_url)
-            try:
+            with scratch_postgres(args.postgres_url) as url:
                 for label, row_count, loaded, seconds in measure(url, path, args.batch_size):
                     table.append(("postgresql", label, row_count, loaded, seconds))
-            finally:
-                drop_postgres(args.postgres_url, name)
         else:
             print("PostgreSQL skipped: pass --postgres-url or set RECSYS_TEST_POSTGRES_URL")
 

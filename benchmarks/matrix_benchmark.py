@@ -14,6 +14,7 @@ fresh SQLite file and a fresh PostgreSQL database (dropped afterwards) with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import platform
@@ -22,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psutil
-from sqlalchemy import Engine, create_engine, text
+from scratch_postgres import scratch_postgres
+from sqlalchemy import Engine, text
 
 from recsys.data.matrix import build_interactions
 from recsys.data.synthetic import generate_synthetic
@@ -96,26 +97,6 @@ def time_builds(engine: Engine, repeats: int) -> tuple[float, int, tuple[int, in
     return statistics.median(seconds), len(data), data.shape
 
 
-def fresh_postgres(admin_url: str) -> tuple[str, str]:
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}", name
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    admin = create_engine(
-        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def measure_generation(n: int, folder: Path) -> tuple[float, float, int]:
     """Seconds and peak RSS (MB) of write_synthetic in a fresh process; file size in bytes."""
     path = folder / "synthetic.csv"
@@ -154,15 +135,12 @@ def main() -> None:
         print(f"  extrapolated to 25M interactions: {gen_seconds * 25_000_000 / n / 60:.1f} min\n")
 
         frame = generate_synthetic(n_users, n_items, n, seed=42)
-        targets: list[tuple[str, str, str | None]] = [
-            ("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", None)
-        ]
-        if args.postgres_url:
-            postgres_url, database = fresh_postgres(args.postgres_url)
-            targets.append(("PostgreSQL", postgres_url, database))
-        rows = []
-        try:
-            for label, url, _ in targets:
+        with contextlib.ExitStack() as scratch:
+            targets = [("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}")]
+            if args.postgres_url:
+                targets.append(("PostgreSQL", scratch.enter_context(scratch_postgres(args.postgres_url))))
+            rows = []
+            for label, url in targets:
                 engine = get_engine(url)
                 upgrade(engine)
                 started = time.perf_counter()
@@ -172,10 +150,6 @@ def main() -> None:
                 rss = psutil.Process().memory_info().rss / 2**20
                 rows.append((label, entries, shape, load_seconds, seconds, rss))
                 engine.dispose()
-        finally:
-            for _, _, scratch in targets:
-                if scratch:
-                    drop_postgres(args.postgres_url, scratch)
 
     print(f"build_interactions (median of {args.repeats})")
     header = (
