@@ -49,7 +49,7 @@ def bare_app() -> Any:
 
     from recsys.index import load_index
     from recsys.models import load_model
-    from recsys.training.registry import load_id_maps
+    from recsys.registry.registry import load_id_maps
 
     version_dir = Path(os.environ[BARE_ENV])
     model = load_model(version_dir / "model")
@@ -157,8 +157,8 @@ def prepare(workdir: Path, data_dir: Path) -> tuple[dict[str, str], Path, list[s
     os.environ.update(env)
     from recsys.db import get_engine, upgrade
     from recsys.ingest import ingest_movielens
+    from recsys.registry.registry import ModelRegistry
     from recsys.settings import get_settings
-    from recsys.training.registry import ModelRegistry
     from recsys.training.trainer import train
 
     get_settings.cache_clear()

@@ -31,10 +31,10 @@ from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
 from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
+from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.scoring import align_to_model, write_database
 from recsys.settings import Settings
 from recsys.training.locks import DatabaseLock
-from recsys.training.registry import ModelRegistry, VersionInfo
 from recsys.training.trainer import parse_config, train
 
 logger = logging.getLogger(__name__)

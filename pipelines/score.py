@@ -38,8 +38,8 @@ def score_version(
     """
     from recsys.data.matrix import build_interactions
     from recsys.errors import ConfigError
+    from recsys.registry.registry import ModelRegistry
     from recsys.scoring import align_to_model, write_database, write_parquet
-    from recsys.training.registry import ModelRegistry
 
     if out != DATABASE_TARGET and not out.endswith(".parquet"):
         raise ConfigError(f"--out must be 'database' or a path ending in .parquet, got {out!r}")

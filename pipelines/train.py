@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recsys.db import ensure_current, get_engine
+from recsys.registry.registry import VersionInfo
 from recsys.settings import Settings, get_settings
 from recsys.training.locks import DatabaseLock
-from recsys.training.registry import VersionInfo
 from recsys.training.trainer import parse_param_options, train
 
 #: Name of the lock a training job holds.

@@ -324,7 +324,7 @@ def load_state(engine: Engine, settings: Settings, version: str | None = None) -
     """
     from recsys.data.catalog import item_catalog
     from recsys.data.matrix import build_interactions
-    from recsys.training.registry import ModelRegistry
+    from recsys.registry.registry import ModelRegistry
 
     started = time.perf_counter()
     registry = ModelRegistry(engine, settings.artifacts)
@@ -427,7 +427,7 @@ def reload_production(
     """Build the production version's state and swap it in (only when the version changed,
     unless ``force``). One reload at a time; requests keep being answered meanwhile.
     Returns None when no version is promoted."""
-    from recsys.training.registry import ModelRegistry
+    from recsys.registry.registry import ModelRegistry
     from service import metrics
 
     with holder.reload_lock:

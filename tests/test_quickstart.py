@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.db import get_engine
 from recsys.ingest import database_stats
+from recsys.registry.registry import ModelRegistry
 from recsys.settings import get_settings
-from recsys.training.registry import ModelRegistry
 
 
 def test_quickstart_loads_trains_indexes_and_recommends(settings_env: Path) -> None:

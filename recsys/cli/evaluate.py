@@ -75,7 +75,7 @@ def evaluate_command(
     from recsys.data.matrix import build_interactions
     from recsys.data.splits import protocol_k_split, protocol_r_folds
     from recsys.evaluation import evaluate_ranking, evaluate_rating
-    from recsys.training.registry import ModelRegistry
+    from recsys.registry.registry import ModelRegistry
     from recsys.training.trainer import RATING_MODELS
 
     if protocol not in ("K", "R"):

@@ -11,7 +11,7 @@ from rich.table import Table
 from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
 
 if TYPE_CHECKING:
-    from recsys.training.registry import ModelRegistry, VersionInfo
+    from recsys.registry.registry import ModelRegistry, VersionInfo
 
 app = typer.Typer(help="Registered model versions and their status.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ VersionArgument = Annotated[str, typer.Argument(help="Version id, as printed by 
 
 
 def _registry(database_url: str | None) -> ModelRegistry:
-    from recsys.training.registry import ModelRegistry
+    from recsys.registry.registry import ModelRegistry
 
     settings = load_settings(database_url)
     return ModelRegistry(open_database(settings), settings.artifacts)
@@ -67,7 +67,7 @@ def show_command(
     version: VersionArgument, json_output: JsonOption = False, database_url: DatabaseUrlOption = None
 ) -> None:
     """Everything recorded about one version (its row and its version.json)."""
-    from recsys.training.registry import VERSION_FILE
+    from recsys.registry.registry import VERSION_FILE
 
     info = _registry(database_url).get(version)
     manifest_file = info.path / VERSION_FILE

@@ -114,8 +114,8 @@ def _show_recommendations(engine: Engine, settings: Settings, version: str, n_us
     from recsys.data.catalog import item_catalog
     from recsys.data.matrix import build_interactions
     from recsys.index import INDEX_DIR, load_index
+    from recsys.registry.registry import ModelRegistry
     from recsys.scoring import align_to_model
-    from recsys.training.registry import ModelRegistry
 
     loaded = ModelRegistry(engine, settings.artifacts).load(version)
     index = load_index(loaded.path / INDEX_DIR)

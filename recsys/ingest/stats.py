@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -44,6 +44,6 @@ def database_stats(engine: Engine) -> dict[str, Any]:
         "density": float(pairs) / (users * items) if users and items else 0.0,
         "newest_timestamp": newest,
         "newest_time": (
-            datetime.fromtimestamp(newest, tz=timezone.utc).isoformat() if newest is not None else None
+            datetime.fromtimestamp(newest, tz=UTC).isoformat() if newest is not None else None
         ),
     }

@@ -32,9 +32,9 @@ from pydantic import Field
 
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
-from recsys.training.checkpoint import load_checkpoint, save_checkpoint
-from recsys.training.device import import_tensorflow
-from recsys.training.monitor import EpochMonitor
+from recsys.runtime.checkpoint import load_checkpoint, save_checkpoint
+from recsys.runtime.device import import_tensorflow
+from recsys.runtime.monitor import EpochMonitor
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The loss is the squared error over the observed ratings only, plus L2 on the factors and biases
 of the pairs in each mini-batch (so frequent users and items are regularised in proportion to
 how often they appear, as in Funk's SGD). Training is mini-batch gradient descent in TensorFlow
-over a tf.data pipeline, under the distribution strategy of :mod:`recsys.training.device`.
+over a tf.data pipeline, under the distribution strategy of :mod:`recsys.runtime.device`.
 
 For top-k retrieval the vectors are augmented so that the inner product is the predicted rating:
 user ``[p_u, 1, mu + b_u]`` and item ``[q_i, b_i, 1]``.
@@ -21,9 +21,9 @@ from pydantic import Field
 
 from recsys.errors import ConfigError, DataError, NotFittedError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
-from recsys.training.checkpoint import load_checkpoint, save_checkpoint
-from recsys.training.device import distribution_strategy, import_tensorflow, use_mixed_precision
-from recsys.training.monitor import EpochMonitor
+from recsys.runtime.checkpoint import load_checkpoint, save_checkpoint
+from recsys.runtime.device import distribution_strategy, import_tensorflow, use_mixed_precision
+from recsys.runtime.monitor import EpochMonitor
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.training.device import import_tensorflow
+from recsys.runtime.device import import_tensorflow
 
 tf = import_tensorflow()
 import tensorflow_recommenders as tfrs  # noqa: E402

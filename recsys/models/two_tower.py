@@ -81,8 +81,8 @@ class TwoTower(Recommender):
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         from recsys.models import towers
-        from recsys.training.device import distribution_strategy, import_tensorflow
-        from recsys.training.monitor import EpochMonitor
+        from recsys.runtime.device import distribution_strategy, import_tensorflow
+        from recsys.runtime.monitor import EpochMonitor
 
         tf = import_tensorflow()
         options = options or FitOptions()
@@ -306,7 +306,7 @@ class TwoTower(Recommender):
 
     @staticmethod
     def _tf() -> Any:
-        from recsys.training.device import import_tensorflow
+        from recsys.runtime.device import import_tensorflow
 
         return import_tensorflow()
 

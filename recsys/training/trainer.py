@@ -29,8 +29,8 @@ from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
 from recsys.models.popularity import Popularity
+from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 
 if TYPE_CHECKING:
     import pandas as pd

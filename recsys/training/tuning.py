@@ -34,8 +34,8 @@ from sqlalchemy import Engine
 from recsys.errors import ConfigError
 from recsys.models import MODEL_CLASSES, get_model_class
 from recsys.models.base import FitOptions
+from recsys.registry.registry import VersionInfo
 from recsys.settings import Settings
-from recsys.training.registry import VersionInfo
 from recsys.training.trainer import (
     CATALOG_MODELS,
     RATING_MODELS,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from recsys.errors import ConfigError
-from recsys.training import device
+from recsys.runtime import device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_without_a_gpu_the_default_strategy_is_used_and_said_once(caplog: pytest
     if tf.config.list_logical_devices("GPU"):
         pytest.fail("this test describes the CPU-only machine the suite runs on")
     device.distribution_strategy.cache_clear()
-    with caplog.at_level(logging.INFO, logger="recsys.training.device"):
+    with caplog.at_level(logging.INFO, logger="recsys.runtime.device"):
         first = device.distribution_strategy()
         second = device.distribution_strategy()
     assert first is second
@@ -54,7 +54,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, "tests")
-    from recsys.training.device import distribution_strategy, split_cpu_for_testing
+    from recsys.runtime.device import distribution_strategy, split_cpu_for_testing
 
     split_cpu_for_testing(2)  # before anything initialises TensorFlow
     from models.contract import planted_data

@@ -18,7 +18,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart, create_model
 from recsys.models.ials import ImplicitALS
-from recsys.training.checkpoint import CHECKPOINT_FILE
+from recsys.runtime.checkpoint import CHECKPOINT_FILE
 
 from .contract import ModelContract, Planted, planted_data
 

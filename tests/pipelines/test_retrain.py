@@ -16,9 +16,9 @@ from recsys.data.synthetic import generate_synthetic
 from recsys.db.models import Recommendation
 from recsys.errors import LockError
 from recsys.ingest import CsvSpec, ingest_frame
+from recsys.registry.registry import ModelRegistry
 from recsys.settings import Settings
 from recsys.training.locks import DatabaseLock
-from recsys.training.registry import ModelRegistry
 
 SPEC = CsvSpec(user_col="user_id", item_col="item_id", value_col="rating", timestamp_col="timestamp")
 

@@ -15,8 +15,8 @@ from recsys.db.engine import session_scope
 from recsys.db.models import Interaction, Item, User
 from recsys.index import build_for_version
 from recsys.models.popularity import Popularity
+from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training.registry import ModelRegistry, VersionInfo
 from service.app import create_app
 
 N_USERS, N_ITEMS = 30, 20

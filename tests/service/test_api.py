@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from recsys.training.registry import VersionInfo
+from recsys.registry.registry import VersionInfo
 from tests.service.conftest import N_ITEMS, item_genres, popularity_counts, seen_items
 
 

@@ -10,8 +10,8 @@ from collections import Counter
 
 from fastapi.testclient import TestClient
 
+from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training.registry import ModelRegistry, VersionInfo
 from service.app import create_app
 from tests.conftest import REPO_ROOT
 from tests.service.conftest import API_KEY, register_popularity

@@ -19,9 +19,9 @@ from recsys.db.models import Interaction
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
+from recsys.registry.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
 from recsys.training import trainer
-from recsys.training.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.training.trainer import (
     align_warm_start,
     best_epoch,

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from recsys.errors import ConfigError
 from recsys.models import MODEL_CLASSES, get_model_class
+from recsys.registry.registry import ModelRegistry
 from recsys.settings import Settings
-from recsys.training.registry import ModelRegistry
 from recsys.training.tuning import SEARCH_SPACES, objective_of, tune
 
 Seeder = Callable[..., None]

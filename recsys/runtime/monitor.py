@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from rich.progress import Progress
 
-from recsys.training.device import import_tensorflow
+from recsys.runtime.device import import_tensorflow
 
 
 class EpochMonitor:

@@ -1,0 +1,4 @@
+"""Runtime helpers below the models: device selection, checkpoints, the epoch monitor.
+
+Models import these; nothing here imports models, training or evaluation.
+"""
