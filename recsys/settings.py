@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
         default=0.95, gt=0, le=1, description="Recall@10 an approximate index must reach."
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as timestamped text, or one JSON object per line (with the request id).",
+    )
     lock_stale_seconds: float = Field(
         default=12 * 3600,
         gt=0,

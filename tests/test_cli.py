@@ -1,0 +1,110 @@
+"""The `recsys` command's conventions: version, flags, fast start-up, quiet output, log format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import recsys
+from recsys.cli import app
+from recsys.log import configure_logging, request_id
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAVY_MODULES = ("tensorflow", "faiss", "sqlalchemy", "pandas", "scipy", "pydantic", "fastapi", "matplotlib")
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"recsys {recsys.__version__}"
+
+
+def test_json_flags_follow_the_typer_convention(settings_env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    help_text = runner.invoke(app, ["stats", "--help"]).output
+    assert "--json / --no-json" in help_text
+    assert "<bool>" not in help_text
+    as_json = runner.invoke(app, ["stats", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["interactions"] == 0
+    as_text = runner.invoke(app, ["stats", "--no-json"])
+    assert as_text.exit_code == 0 and as_text.output.startswith("users")
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`recsys --help` must not load the libraries that make start-up slow (measured, per module,
+    with the interpreter's own import timer)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "recsys", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Usage:" in run.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if "|" in line}
+    loaded_heavy = sorted(name for name in imported if name.split(".")[0] in HEAVY_MODULES)
+    assert loaded_heavy == []
+    assert {"recsys.cli", "recsys.cli.common"} <= imported  # the timer did see the command load
+
+
+def test_generate_synthetic_draws_no_bar_outside_a_terminal(tmp_path: Path) -> None:
+    out = tmp_path / "events.csv"
+    args = ["--users", "50", "--items", "20", "--interactions", "400", "--out", str(out)]
+    result = CliRunner().invoke(app, ["generate-synthetic", *args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"wrote 400 interactions to {out}")
+    assert lines[1] == f"wrote 20 items (id, title, genres) to {tmp_path / 'items.csv'}"
+    assert not any(mark in result.output for mark in ("━", "\r", "\x1b["))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    configure_logging("WARNING", "text")
+
+
+def test_text_log_lines_carry_timestamps(capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+    configure_logging("INFO", "text")
+    logging.getLogger("recsys.test").info("trained %d models", 3)
+    logging.getLogger("some.library").info("not shown: other libraries log warnings only")
+    (line,) = capsys.readouterr().err.splitlines()
+    stamp, level, rest = line.split(" ", 2)
+    assert stamp.endswith("Z") and stamp[4] == "-" and stamp[10] == "T"
+    assert (level, rest) == ("INFO", "recsys.test: trained 3 models")
+
+
+def test_json_log_lines_carry_the_request_id(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("INFO", "json")
+    log = logging.getLogger("service.test")
+    log.info("outside a request")
+    token = request_id.set("req-123")
+    try:
+        log.warning("inside %s", "a request")
+    finally:
+        request_id.reset(token)
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["message"] == "outside a request" and "request_id" not in first
+    assert second["message"] == "inside a request"
+    assert second["request_id"] == "req-123"
+    assert (second["level"], second["logger"]) == ("WARNING", "service.test")
+
+
+def test_invalid_settings_name_the_variable(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_LOG_FORMAT", "xml")
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys", "stats"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "RECSYS_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
