@@ -108,3 +108,41 @@ def test_invalid_settings_name_the_variable(settings_env: Path, monkeypatch: pyt
     )
     assert result.returncode == 1
     assert "RECSYS_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def trained_twice(settings_env: Path, tmp_path: Path) -> list[str]:
+    """A database with a synthetic log and two popularity versions; returns their ids."""
+    runner = CliRunner()
+    events = tmp_path / "events.csv"
+    sizes = ["--users", "120", "--items", "40", "--interactions", "2000"]
+    for command in (
+        ["generate-synthetic", *sizes, "--out", str(events)],
+        ["db", "upgrade"],
+        ["ingest", "csv", str(events)],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+    versions = []
+    for _ in range(2):
+        trained = runner.invoke(app, ["train", "--model", "popularity", "--json"])
+        assert trained.exit_code == 0, trained.output
+        versions.append(json.loads(trained.stdout)["version"])
+    return versions
+
+
+def test_models_list_fits_80_columns_and_wide_shows_all(trained_twice: list[str]) -> None:
+    runner = CliRunner()
+    narrow = runner.invoke(app, ["models", "list"], terminal_width=80)
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in narrow.output
+    for version in trained_twice:  # whole ids, one per row, with their metric
+        (row,) = [line for line in lines if line.startswith(version + " ")]
+        assert row.split()[1] in ("candidate", "production")
+        assert float(row.split()[2]) > 0
+    wide = runner.invoke(app, ["models", "list", "--wide"], terminal_width=80)
+    header = wide.output.splitlines()[0].split()
+    assert {"model", "promoted", "watermark", "fit_seconds", "recall@10"} <= set(header)
+    assert max(len(line) for line in wide.output.splitlines()) > 80
