@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "score",
     "serve",
     "pipeline",
+    "doctor",
 ]
 
 app = typer.Typer(
