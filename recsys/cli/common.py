@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
     from recsys.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line longer than the terminal (a path, a command to copy) is never broken in two;
+# tables still fit the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrlOption = Annotated[
     str | None,
