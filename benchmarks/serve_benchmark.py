@@ -9,7 +9,7 @@ rounds that alternate with the service's at each level, so the service's overhea
 the ratio holds up when other work on the machine comes and goes. p50/p99 are the medians of the
 rounds' figures ("worst" is the highest round p99).
 
-    python benchmarks/serve_benchmark.py [--seconds 5] [--data-dir /work/shared/data/ml-100k]
+    python benchmarks/serve_benchmark.py [--seconds 5] [--data-dir PATH/TO/ml-100k]
 
 Targets on the 2-core machine: p99 < 20 ms at concurrency 8; >= 1000 requests/s at 32; the
 service keeps >= 70 % of the bare endpoint's throughput; zero errors.
@@ -144,7 +144,7 @@ def run_wrk(base: str, users: list[str], concurrency: int, seconds: float, workd
     }
 
 
-def prepare(workdir: Path, data_dir: Path) -> tuple[dict[str, str], Path, list[str]]:
+def prepare(workdir: Path, data_dir: Path | None) -> tuple[dict[str, str], Path, list[str]]:
     """ml-100k in a fresh database and a trained, promoted iALS version with its index."""
     env = {
         **os.environ,
@@ -226,7 +226,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="Duration of each load level.")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ml-100k")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="extracted ml-100k folder (default: download it)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
