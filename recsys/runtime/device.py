@@ -71,7 +71,12 @@ def import_tensorflow() -> ModuleType:
         import tensorflow as tf
 
         # Probing the GPUs loads the CUDA platform (and prints its failures) once, here.
-        tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
+    # The one line about devices: which GPU(s) train; on a CPU machine, nothing at INFO.
+    if gpus:
+        logger.info("training on %d GPU(s): %s", len(gpus), ", ".join(gpu.name for gpu in gpus))
+    else:
+        logger.debug("no GPU found, training on the CPU")
     tf.get_logger().setLevel(logging.ERROR)
     with contextlib.suppress(ImportError):
         from absl import logging as absl_logging
@@ -98,13 +103,12 @@ def distribution_strategy() -> Any:
     tf = import_tensorflow()
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
-        logger.info("training on %d GPU(s): %s", len(gpus), ", ".join(d.name for d in gpus))
+        logger.debug("mirroring over %d GPU(s)", len(gpus))
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     cpus = tf.config.list_logical_devices("CPU")
     if len(cpus) > 1:
-        logger.info("no GPU found, mirroring over %d logical CPU devices", len(cpus))
+        logger.debug("no GPU found, mirroring over %d logical CPU devices", len(cpus))
         return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    logger.info("no GPU found, training on the CPU")
     return tf.distribute.get_strategy()
 
 
