@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -146,3 +147,21 @@ def test_models_list_fits_80_columns_and_wide_shows_all(trained_twice: list[str]
     header = wide.output.splitlines()[0].split()
     assert {"model", "promoted", "watermark", "fit_seconds", "recall@10"} <= set(header)
     assert max(len(line) for line in wide.output.splitlines()) > 80
+
+
+def test_tensorflow_starts_without_noise_and_real_errors_still_show() -> None:
+    script = (
+        "import os\n"
+        "from recsys.runtime import device\n"
+        "device.import_tensorflow()\n"
+        "with device._startup_stderr_filtered():\n"
+        "    os.write(2, b'E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR\\n')\n"
+        "    os.write(2, b'I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\\n')\n"
+        "    os.write(2, b'a real problem\\n')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "a real problem\n"
