@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
 
 import recsys
@@ -22,6 +23,7 @@ from recsys.db import get_engine
 from recsys.errors import RecsysError
 from recsys.settings import Settings, get_settings
 from service.metrics import MetricsMiddleware
+from service.request_id import HEADER, RequestIdMiddleware
 from service.routers import admin, health, interactions, items, recommendations
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
@@ -41,6 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = StateHolder()
     app.state.stamp_path = feedback_stamp(settings)
     app.add_middleware(MetricsMiddleware)
+    if settings.cors_origins:  # off unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", HEADER],
+            expose_headers=[HEADER],
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
     for module in (recommendations, items, interactions, admin, health):
         app.include_router(module.router)
     return app

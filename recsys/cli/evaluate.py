@@ -76,6 +76,8 @@ def evaluate_command(
     from recsys.data.splits import protocol_k_split, protocol_r_folds
     from recsys.evaluation import evaluate_ranking, evaluate_rating
     from recsys.registry.registry import ModelRegistry
+    from recsys.retrieval import Retriever
+    from recsys.retrieval.loading import version_index
     from recsys.training.trainer import RATING_MODELS
 
     if protocol not in ("K", "R"):
@@ -100,7 +102,10 @@ def evaluate_command(
         test_csr = _matrix(test, loaded.users, loaded.items, binary)
         if test_csr.nnz == 0:
             raise DataError("no test interaction is on an item the version knows: nothing to evaluate")
-        metrics = evaluate_ranking(loaded.model, train_csr, test_csr, k=k)
+        # The version's own index, as the service searches it.
+        counts = np.bincount(train_csr.indices, minlength=train_csr.shape[1]).astype(np.float32)
+        retriever = Retriever.for_model(loaded.model, version_index(loaded), popular_counts=counts)
+        metrics = evaluate_ranking(retriever, train_csr, test_csr, k=k)
         tested = [test]
     else:
         folds = protocol_r_folds(data, seed=seed)

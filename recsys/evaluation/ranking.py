@@ -1,4 +1,4 @@
-"""Offline top-k evaluation through the same ``recommend`` path that serving and scoring use."""
+"""Offline top-k evaluation through the retriever, the object the service answers with."""
 
 from __future__ import annotations
 
@@ -7,31 +7,45 @@ import scipy.sparse as sp
 
 from recsys.evaluation.metrics import ranking_metrics
 from recsys.models.base import Recommender
+from recsys.retrieval import RankOptions, Retriever
+
+
+def as_retriever(model: Recommender | Retriever, train: sp.csr_matrix) -> Retriever:
+    """``model`` itself when it is a retriever; else a retriever over the model's exact index
+    whose popular fallback counts the ``train`` interactions."""
+    if isinstance(model, Retriever):
+        return model
+    counts = np.bincount(sp.csr_matrix(train).indices, minlength=train.shape[1]).astype(np.float32)
+    return Retriever.for_model(model, popular_counts=counts)
 
 
 def recommend_top_k(
-    model: Recommender,
+    model: Recommender | Retriever,
     train: sp.csr_matrix,
     users: np.ndarray,
     k: int = 10,
     block_size: int = 2048,
+    options: RankOptions | None = None,
 ) -> np.ndarray:
     """Top ``k`` item indices (``-1`` padded) for ``users``, their ``train`` items excluded.
 
-    Goes through ``model.recommend`` (and so the model's index) in blocks of users, exactly as
-    batch scoring does.
+    Ranks through :meth:`Retriever.recommend` in blocks of users: trained users with their
+    vector, users beyond the trained ones folded in from their ``train`` row, users with an
+    empty row the popular items; ``options`` adds the filters the service takes.
     """
+    retriever = as_retriever(model, train)
     train = sp.csr_matrix(train)
     users = np.asarray(users, dtype=np.int64)
-    top = np.empty((len(users), k), dtype=np.int64)
+    options = RankOptions(k=k) if options is None else options
+    top = np.empty((len(users), options.k), dtype=np.int64)
     for start in range(0, len(users), block_size):
         block = users[start : start + block_size]
-        top[start : start + len(block)] = model.recommend(block, train[block], N=k)[0]
+        top[start : start + len(block)] = retriever.recommend(block, train[block], options).item_ids
     return top
 
 
 def evaluate_ranking(
-    model: Recommender,
+    model: Recommender | Retriever,
     train: sp.csr_matrix,
     test: sp.csr_matrix,
     k: int = 10,

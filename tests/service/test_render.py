@@ -26,9 +26,10 @@ def test_rendered_body_equals_pydantic_serialisation() -> None:
             ],
             model_version="ials-v1",
             strategy="folded-in",
+            recommendation_id='r"1',
         )
         assert body == expected.model_dump_json().encode()
-    empty = recommendations_json(fragments, "u1", np.zeros(0, int), np.zeros(0, np.float32), "v", "popular")
+    empty = recommendations_json(fragments, "u1", np.zeros(0, int), np.zeros(0, np.float32), "v", "popular", "r")
     assert Recommendations.model_validate_json(empty).items == []
 
 
