@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
+from threadpoolctl import threadpool_limits
 
 import recsys
 from recsys.db import get_engine
@@ -60,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
+    # One BLAS thread per worker: a request's products and fold-in solves are small, and on a
+    # busy machine OpenBLAS threads waiting for a core made a 128 x 128 solve 50x slower.
+    blas_limit = threadpool_limits(limits=1, user_api="blas")
     settings: Settings = app.state.settings
     holder: StateHolder = app.state.holder
     app.state.engine = get_engine(settings.database_url)
@@ -79,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        blas_limit.restore_original_limits()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -303,26 +303,54 @@ class Retriever:
         one (users the version does not know, and users with interactions newer than
         ``watermark``), so answering a user is a lookup and a search.
         """
+        all_users, seen = align_to_model(interactions, users, items)
+        return cls.from_matrix(
+            model,
+            all_users,
+            items,
+            seen,
+            fold=changed_since(interactions, users, items, watermark),
+            index=index,
+            catalogue=Catalogue.from_frame(len(items), catalogue),
+            snapshot_id=snapshot_id,
+            cache_size=cache_size,
+        )
+
+    @classmethod
+    def from_matrix(
+        cls,
+        model: VectorModel,
+        users: IdMap,
+        items: IdMap,
+        seen: sp.csr_matrix,
+        *,
+        fold: np.ndarray | None = None,
+        index: ItemIndex | None = None,
+        catalogue: Catalogue | None = None,
+        snapshot_id: int = 0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> Retriever:
+        """A retriever over a users x items history matrix (rows in ``users`` order, the model's
+        trained users first); ``fold`` marks trained users to fold in all the same."""
         item_vectors = model.item_factors
         if item_vectors is None:
             from recsys.errors import NotFittedError
 
             raise NotFittedError(f"the {model.name} model is not fitted; call fit() or load()")
-        all_users, seen = align_to_model(interactions, users, items)
+        seen = sp.csr_matrix(seen, dtype=np.float32)
+        if seen.shape != (len(users), len(items)):
+            raise ValueError(f"seen must be {len(users)} x {len(items)}, got {seen.shape}")
         retriever = cls(
             model=model,
             index=index if index is not None else ExactIndex(item_vectors),
             items=items,
-            users=all_users,
+            users=users,
             seen=seen,
-            catalogue=Catalogue.from_frame(len(items), catalogue),
+            catalogue=catalogue if catalogue is not None else Catalogue.empty(len(items)),
             overlay=Overlay(snapshot_id),
             cache=VectorCache(cache_size),
         )
-        fold = changed_since(interactions, users, items, watermark)
-        retriever.vectors, retriever.strategies = retriever.query_vectors(
-            np.arange(len(all_users)), seen, fold
-        )
+        retriever.vectors, retriever.strategies = retriever.query_vectors(np.arange(len(users)), seen, fold)
         return retriever
 
     # --- the one rule for query vectors -------------------------------------------------------
@@ -351,7 +379,10 @@ class Retriever:
             vectors[trained] = self.model.user_factors[users[trained]]
             strategies[trained] = PERSONALIZED
         folded = ~trained & (np.diff(rows.indptr) > 0)
-        if folded.any():
+        if folded.all():  # a service fold-in: no scipy row selection
+            vectors[:] = self.model.fold_in(rows)
+            strategies[:] = FOLDED_IN
+        elif folded.any():
             vectors[folded] = self.model.fold_in(rows[np.flatnonzero(folded)])
             strategies[folded] = FOLDED_IN
         return vectors, strategies
@@ -469,12 +500,11 @@ class Retriever:
         """An anonymous history's list, folded in from its items (repeats are summed)."""
         indices = self.item_indices(item_ids)
         data = np.ones(len(indices), np.float32) if values is None else np.asarray(values, np.float32)
-        row = sp.csr_matrix(
-            (data, (np.zeros(len(indices), np.int64), indices)), shape=(1, len(self.items)), dtype=np.float32
-        )
-        row.sum_duplicates()
+        columns, position = np.unique(indices, return_inverse=True)
+        summed = np.bincount(position, weights=data, minlength=len(columns)).astype(np.float32)
+        row = _row(columns, summed, len(self.items))
         vector, strategy = self.query_vectors(np.zeros(1, np.int64), row, fold=np.ones(1, bool))
-        return Ranked.row(self.rank(vector, strategy, Exclusions.one(row.indices), options))
+        return Ranked.row(self.rank(vector, strategy, Exclusions.one(columns), options))
 
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Indices of the given item ids; unknown and erased ids raise :class:`UnknownIdError`."""
