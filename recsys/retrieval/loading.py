@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from recsys.retrieval.retriever import DEFAULT_CACHE_SIZE, Retriever
+from recsys.data.interactions import IdMap
+from recsys.retrieval.retriever import DEFAULT_CACHE_SIZE, Retriever, VectorModel
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
     from sqlalchemy import Engine
 
     from recsys.index.base import ItemIndex
-    from recsys.registry.registry import LoadedVersion
+
+
+class VersionInfoLike(Protocol):
+    @property
+    def watermark(self) -> int | None: ...
+
+
+class LoadedVersion(Protocol):
+    """What is read here of ``recsys.registry``'s loaded version (a protocol, so that retrieval
+    stays below the registry, which imports the models)."""
+
+    @property
+    def model(self) -> VectorModel: ...
+    @property
+    def users(self) -> IdMap: ...
+    @property
+    def items(self) -> IdMap: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def info(self) -> VersionInfoLike: ...
 
 
 def version_index(loaded: LoadedVersion) -> ItemIndex | None:
@@ -19,6 +43,12 @@ def version_index(loaded: LoadedVersion) -> ItemIndex | None:
 
     path = loaded.path / INDEX_DIR
     return load_index(path) if path.is_dir() else None
+
+
+def history_rule(loaded: LoadedVersion) -> Callable[[sp.csr_matrix], sp.csr_matrix] | None:
+    """How a version turns history values into what it folds in: the rule it was trained with.
+    Versions are trained on the stored values today, so None (fold in the stored values)."""
+    return None
 
 
 def load_retriever(
@@ -45,4 +75,5 @@ def load_retriever(
         catalogue=item_catalog(engine, loaded.items) if with_catalogue else None,
         snapshot_id=snapshot_id,
         cache_size=cache_size,
+        history_rule=history_rule(loaded),
     )

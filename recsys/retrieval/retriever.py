@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -248,6 +248,9 @@ class Retriever:
     popular_counts: np.ndarray | None = None
     overlay: Overlay = field(default_factory=lambda: Overlay(0))
     cache: VectorCache = field(default_factory=VectorCache)
+    history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None
+    """How history values become what the model folds in (the version's value rule, for example
+    binary); None folds in the stored values. Exclusion always uses every stored item."""
 
     def __post_init__(self) -> None:
         n_items = self.index.n_items
@@ -267,7 +270,11 @@ class Retriever:
 
     @classmethod
     def for_model(
-        cls, model: VectorModel, index: ItemIndex | None = None, popular_counts: np.ndarray | None = None
+        cls,
+        model: VectorModel,
+        index: ItemIndex | None = None,
+        popular_counts: np.ndarray | None = None,
+        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
     ) -> Retriever:
         """A retriever over ``model`` alone (exact index unless one is given); histories are
         passed to :meth:`recommend`."""
@@ -281,6 +288,7 @@ class Retriever:
             index=index if index is not None else ExactIndex(items),
             items=IdMap(np.arange(len(items)).astype(object)),
             popular_counts=popular_counts,
+            history_rule=history_rule,
         )
 
     @classmethod
@@ -296,6 +304,7 @@ class Retriever:
         catalogue: pd.DataFrame | None = None,
         snapshot_id: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
     ) -> Retriever:
         """A version's retriever over the database's interactions.
 
@@ -314,6 +323,7 @@ class Retriever:
             catalogue=Catalogue.from_frame(len(items), catalogue),
             snapshot_id=snapshot_id,
             cache_size=cache_size,
+            history_rule=history_rule,
         )
 
     @classmethod
@@ -329,6 +339,7 @@ class Retriever:
         catalogue: Catalogue | None = None,
         snapshot_id: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
     ) -> Retriever:
         """A retriever over a users x items history matrix (rows in ``users`` order, the model's
         trained users first); ``fold`` marks trained users to fold in all the same."""
@@ -349,6 +360,7 @@ class Retriever:
             catalogue=catalogue if catalogue is not None else Catalogue.empty(len(items)),
             overlay=Overlay(snapshot_id),
             cache=VectorCache(cache_size),
+            history_rule=history_rule,
         )
         retriever.vectors, retriever.strategies = retriever.query_vectors(np.arange(len(users)), seen, fold)
         return retriever
@@ -380,12 +392,15 @@ class Retriever:
             strategies[trained] = PERSONALIZED
         folded = ~trained & (np.diff(rows.indptr) > 0)
         if folded.all():  # a service fold-in: no scipy row selection
-            vectors[:] = self.model.fold_in(rows)
+            vectors[:] = self._fold_in(rows)
             strategies[:] = FOLDED_IN
         elif folded.any():
-            vectors[folded] = self.model.fold_in(rows[np.flatnonzero(folded)])
+            vectors[folded] = self._fold_in(rows[np.flatnonzero(folded)])
             strategies[folded] = FOLDED_IN
         return vectors, strategies
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        return self.model.fold_in(rows if self.history_rule is None else self.history_rule(rows))
 
     # --- ranking ------------------------------------------------------------------------------
 
