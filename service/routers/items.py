@@ -26,7 +26,15 @@ router = APIRouter(tags=["items"])
 )
 async def similar_items(
     request: Request,
-    item_id: Annotated[str, Path(min_length=1, max_length=255, examples=["50"])],
+    item_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=255,
+            description="External item id; any characters, '/' included (percent-encode reserved ones).",
+            examples=["50"],
+        ),
+    ],
 ) -> SimilarItems:
     """The k items whose vectors are most similar (cosine) to this item's, with the same paging,
     genre filters and exclusions as recommendations.

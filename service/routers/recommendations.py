@@ -85,7 +85,15 @@ def unprocessable(exc: Exception) -> HTTPException:
 )
 async def user_recommendations(
     request: Request,
-    user_id: Annotated[str, Path(min_length=1, max_length=255, openapi_examples=USER_ID_EXAMPLES)],
+    user_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=255,
+            description="External user id; any characters, '/' included (percent-encode reserved ones).",
+            openapi_examples=USER_ID_EXAMPLES,
+        ),
+    ],
 ) -> Response:
     """Top k items for a user. Users without interactions get popular items (strategy "popular");
     users whose feedback arrived after the model was trained are folded in ("folded-in").
@@ -99,6 +107,15 @@ async def user_recommendations(
     curl 'http://127.0.0.1:8000/users/196/recommendations?exclude_items=50&exclude_items=181'
     curl 'http://127.0.0.1:8000/users/196/recommendations?include_genres=Comedy&exclude_genres=Horror'
     curl -H 'X-Request-ID: req-42' -i 'http://127.0.0.1:8000/users/196/recommendations'  # echoed
+    ```
+
+    Every response carries `X-Request-ID` (the one sent, or a new one), and every list a
+    `recommendation_id` to send back with feedback on its items. Browser apps on other origins
+    need `RECSYS_CORS_ORIGINS` (off by default):
+
+    ```
+    RECSYS_CORS_ORIGINS='["https://shop.example"]' recsys serve
+    curl -i -H 'Origin: https://shop.example' 'http://127.0.0.1:8000/users/196/recommendations'
     ```
     """
     # The hottest endpoint reads its state and query itself: as a dependency and a Query()
