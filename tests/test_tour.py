@@ -85,7 +85,8 @@ def test_readme_tour_runs_as_written(
             server = subprocess.Popen(
                 ["bash", "-c", command],
                 cwd=tmp_path,
-                env=tour_env,
+                # Structured logs, to check that the service's lines carry the request id.
+                env={**tour_env, "RECSYS_LOG_FORMAT": "json"},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -117,3 +118,12 @@ def test_readme_tour_runs_as_written(
     assert scored["user_id"].nunique() > 990 and scored.groupby("user_id").size().max() == 20
     assert output_of("recsys pipeline run").strip()
     assert "healthy" in output_of("recsys doctor")
+
+    (server,) = servers
+    os.killpg(server.pid, signal.SIGTERM)
+    log, _ = server.communicate(timeout=60)
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(record) for record in records)
+    (access,) = [r for r in records if "GET /users/u42/recommendations" in r["message"]]
+    assert re.fullmatch(r"[0-9a-f]{32}", access["request_id"])
+    assert not NOISE.search(log)
