@@ -52,7 +52,7 @@ def root(
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    """recsys: ingest interactions, train recommenders, serve and score them."""
+    # Runs before every command (not for --help or --version): settings checked, logging set up.
     from pydantic import ValidationError
 
     from recsys.errors import ConfigError
