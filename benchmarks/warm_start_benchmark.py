@@ -40,6 +40,7 @@ from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart
 from recsys.models.ials import ImplicitALS
 from recsys.training.trainer import ValidationSplit, best_epoch, unseen_validation
+from recsys.training.validation import validation_callback
 
 DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: Share of the time span the previous version was trained on.
@@ -67,7 +68,8 @@ def load(dataset: str) -> Interactions:
 def fit_like_recsys(split: ValidationSplit, warm: WarmStart | None = None) -> tuple[ImplicitALS, int, int]:
     """``recsys train``'s two fits: early-stopped on the validation carve-out, then a refit on all
     of ``split.data`` for the chosen sweeps. The model, the sweeps run and the sweeps chosen."""
-    validated = ImplicitALS().fit(split.train_csr, FitOptions(validation=split.valid_csr, warm_start=warm))
+    validate = validation_callback(split.train_csr, split.valid_csr)
+    validated = ImplicitALS().fit(split.train_csr, FitOptions(validate=validate, warm_start=warm))
     sweeps = int(best_epoch(validated) or 0)
     final = ImplicitALS().fit(split.data.to_csr(), FitOptions(epochs=sweeps, warm_start=warm))
     return final, len(validated.history), sweeps

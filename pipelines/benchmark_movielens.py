@@ -285,13 +285,14 @@ def choose_epochs(
     from recsys.models import create_model
     from recsys.models.base import FitOptions
     from recsys.training.trainer import best_epoch, fit_features
+    from recsys.training.validation import validation_callback
 
     validated = create_model(name, seed=seed)
     started = time.perf_counter()
     validated.fit(
         training_matrix(fit_part, name),
         FitOptions(
-            validation=training_matrix(valid, name),
+            validate=validation_callback(training_matrix(fit_part, name), training_matrix(valid, name)),
             epochs=QUICK_EPOCHS if quick else None,
             features=fit_features(fit_part, catalog),
         ),

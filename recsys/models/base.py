@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -52,8 +53,10 @@ class WarmStart:
 class FitOptions:
     """How to run a fit (as opposed to what to learn, which is the model's config)."""
 
-    validation: sp.csr_matrix | None = None
-    """Held-out interactions (same shape as the training matrix) for early stopping."""
+    validate: Callable[[Recommender], dict[str, float]] | None = None
+    """Validation metrics of the model as it stands after an epoch (``{"val_ndcg": ...}``), for
+    early stopping. Built by the caller (``recsys.training.validation.validation_callback``), so
+    that models never import the evaluation code."""
     epochs: int | None = None
     """Train exactly this many epochs/iterations without early stopping (the refit on all data)."""
     log_dir: Path | None = None

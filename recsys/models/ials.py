@@ -101,7 +101,7 @@ class ImplicitALS(Recommender):
         item_reg = config.regularization * (1.0 + item_counts) ** config.frequency_exponent
 
         warm = options.warm_start
-        early_stopping = options.validation is not None and options.epochs is None
+        early_stopping = options.validate is not None and options.epochs is None
         if options.epochs is not None:
             total = options.epochs
         elif warm is not None:
@@ -144,8 +144,8 @@ class ImplicitALS(Recommender):
                     "seconds": time.perf_counter() - started,
                 }
                 self.user_factors, self.item_factors, self._index = users, items, None
-                if options.validation is not None:
-                    entry["val_ndcg"] = self._validation_ndcg(user_items, options.validation)
+                if options.validate is not None:
+                    entry.update(options.validate(self))
                 if monitor.log(entry):
                     best = (users, items)
                 if options.checkpoint_dir is not None:
@@ -370,11 +370,6 @@ class ImplicitALS(Recommender):
                 )
         best = (arrays["best_user"], arrays["best_item"])
         return arrays["user_factors"], arrays["item_factors"], best, list(state["history"])
-
-    def _validation_ndcg(self, train: sp.csr_matrix, validation: sp.csr_matrix) -> float:
-        from recsys.evaluation.ranking import evaluate_ranking
-
-        return evaluate_ranking(self, train, validation, k=10)["ndcg"]
 
 
 @dataclass(frozen=True)

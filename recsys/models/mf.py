@@ -75,7 +75,6 @@ class MatrixFactorization(Recommender):
         self.item_bias: np.ndarray | None = None
         self._user_p: np.ndarray | None = None
         self._item_q: np.ndarray | None = None
-        self._rating_range: tuple[float, float] | None = None
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -89,10 +88,9 @@ class MatrixFactorization(Recommender):
         if ratings.nnz == 0:
             raise DataError("explicit MF needs at least one rating; the training matrix is empty")
         n_users, n_items = ratings.shape
-        early_stopping = options.validation is not None and options.epochs is None
+        early_stopping = options.validate is not None and options.epochs is None
         total = options.epochs if options.epochs is not None else config.epochs
         self.global_mean = float(ratings.data.mean())
-        self._rating_range = (float(ratings.data.min()), float(ratings.data.max()))
         initial = self._initial_arrays(n_users, n_items, options.warm_start)
 
         use_mixed_precision(config.mixed_precision)
@@ -144,8 +142,8 @@ class MatrixFactorization(Recommender):
                     "seconds": time.perf_counter() - started,
                 }
                 self._set_arrays({key: value.numpy() for key, value in variables.items()})
-                if options.validation is not None:
-                    entry["val_rmse"] = self._validation_rmse(options.validation)
+                if options.validate is not None:
+                    entry.update(options.validate(self))
                 if monitor.log(entry):
                     best = {key: value.numpy() for key, value in variables.items()}
                 if options.checkpoint_dir is not None:
@@ -260,12 +258,6 @@ class MatrixFactorization(Recommender):
             variable.assign(arrays[f"optimizer_{i}"])
         best = {key: arrays[f"best_{key}"] for key in variables}
         return best, list(state["history"])
-
-    def _validation_rmse(self, validation: sp.csr_matrix) -> float:
-        pairs = sp.coo_matrix(validation)
-        assert self._rating_range is not None
-        predicted = self.predict(pairs.row, pairs.col, clip=self._rating_range)
-        return float(np.sqrt(np.mean((predicted - pairs.data) ** 2)))
 
     # --- state --------------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class TwoTower(Recommender):
                 .prefetch(tf.data.AUTOTUNE)
             )
 
-        early_stopping = options.validation is not None and options.epochs is None
+        early_stopping = options.validate is not None and options.epochs is None
         if options.epochs is not None:
             total = options.epochs
         else:
@@ -170,11 +170,9 @@ class TwoTower(Recommender):
             for number in range(len(history) + 1, total + 1):
                 fitted = net.fit(epoch_data(number), epochs=1, verbose=0)
                 entry: dict[str, Any] = {"epoch": number, "loss": float(fitted.history["epoch_loss"][-1])}
-                if options.validation is not None:
+                if options.validate is not None:
                     self._export(train)
-                    from recsys.evaluation import evaluate_ranking
-
-                    entry["val_ndcg"] = evaluate_ranking(self, train, options.validation)["ndcg"]
+                    entry.update(options.validate(self))
                 if monitor.log(entry) and early_stopping:
                     best_weights = net.get_weights()
                     if best_manager is not None:

@@ -31,6 +31,7 @@ from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
+from recsys.training.validation import validation_callback
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +123,7 @@ def train(
         model.fit(
             split.train_csr,
             FitOptions(
-                validation=split.valid_csr,
+                validate=validation_callback(split.train_csr, split.valid_csr),
                 log_dir=work / "tensorboard" / "validation",
                 checkpoint_dir=checkpoints / "validation",
                 resume=resume,

@@ -19,6 +19,7 @@ from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart, create_model
 from recsys.models.ials import ImplicitALS
 from recsys.runtime.checkpoint import CHECKPOINT_FILE
+from recsys.training.validation import validation_callback
 
 from .contract import ModelContract, Planted, planted_data
 
@@ -118,7 +119,7 @@ def test_negative_values_are_refused(tiny: sp.csr_matrix) -> None:
 
 def test_early_stopping_keeps_the_best_iteration(tmp_path: Path) -> None:
     data = planted_data()
-    options = FitOptions(validation=data.test, log_dir=tmp_path / "logs")
+    options = FitOptions(validate=validation_callback(data.train, data.test), log_dir=tmp_path / "logs")
     model = ImplicitALS(**{**FAST, "iterations": 12, "patience": 2}).fit(data.train, options)
     scores = [entry["val_ndcg"] for entry in model.history]
     assert 1 <= len(scores) <= 12
@@ -172,7 +173,9 @@ def test_warm_start_keeps_old_vectors_and_adds_fresh_ones() -> None:
 def test_warm_start_from_converged_vectors_needs_few_sweeps_and_keeps_quality() -> None:
     data = planted_data()
     params = {**FAST, "iterations": 20, "patience": 3}
-    cold = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test))
+    cold = ImplicitALS(**params).fit(
+        data.train, FitOptions(validate=validation_callback(data.train, data.test))
+    )
     assert cold.user_factors is not None and cold.item_factors is not None
     warm = WarmStart(
         user_factors=cold.user_factors,
@@ -180,7 +183,9 @@ def test_warm_start_from_converged_vectors_needs_few_sweeps_and_keeps_quality() 
         known_users=np.ones(data.n_users, bool),
         known_items=np.ones(data.n_items, bool),
     )
-    model = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test, warm_start=warm))
+    model = ImplicitALS(**params).fit(
+        data.train, FitOptions(validate=validation_callback(data.train, data.test), warm_start=warm)
+    )
     assert len(model.history) <= ImplicitALS.Config().warm_start_iterations < len(cold.history)
     cold_ndcg = evaluate_ranking(cold, data.train, data.test)["ndcg"]
     assert evaluate_ranking(model, data.train, data.test)["ndcg"] >= cold_ndcg - 0.01

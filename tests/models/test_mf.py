@@ -15,6 +15,7 @@ from recsys.errors import ConfigError, NotFittedError
 from recsys.evaluation import evaluate_rating
 from recsys.models import FitOptions, WarmStart
 from recsys.models.mf import MatrixFactorization
+from recsys.training.validation import validation_callback
 
 from .contract import ModelContract, planted_data
 
@@ -104,7 +105,8 @@ def test_early_stopping_keeps_the_lowest_validation_rmse(tmp_path: Path) -> None
     # Validation ratings: the held-out liked items, rated 5.
     validation = data.test * 5.0
     model = MatrixFactorization(**{**FAST, "epochs": 25, "patience": 2, "regularization": 0.0}).fit(
-        data.train, FitOptions(validation=validation, log_dir=tmp_path / "logs")
+        data.train,
+        FitOptions(validate=validation_callback(data.train, validation), log_dir=tmp_path / "logs"),
     )
     scores = [entry["val_rmse"] for entry in model.history]
     pairs = sp.coo_matrix(validation)

@@ -14,6 +14,7 @@ from recsys.errors import DataError
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart, create_model, load_model
 from recsys.models.two_tower import TwoTower
+from recsys.training.validation import validation_callback
 
 from .contract import ITEMS_PER_CLUSTER, ModelContract, Planted, planted_data
 
@@ -95,7 +96,10 @@ def test_early_stopping_restores_the_best_epoch(planted: Planted, tmp_path: Path
         "two-tower",
         **{**FAST, "learning_rate": 0.05, "history_dropout": 0.0, "max_epochs": 12, "patience": 2},
     )
-    model.fit(planted.train, FitOptions(validation=planted.test, log_dir=tmp_path / "logs"))
+    model.fit(
+        planted.train,
+        FitOptions(validate=validation_callback(planted.train, planted.test), log_dir=tmp_path / "logs"),
+    )
     scores = [entry["val_ndcg"] for entry in model.history]
     best = int(np.argmax(scores))
     assert [entry["epoch"] for entry in model.history] == list(range(1, len(scores) + 1))

@@ -30,6 +30,7 @@ from recsys.training.trainer import (
     parse_param_options,
     train,
 )
+from recsys.training.validation import ValidationCallback
 
 Seeder = Callable[..., None]
 
@@ -45,7 +46,7 @@ class RecordingPopularity(Popularity):
         options = options or FitOptions()
         RecordingPopularity.calls.append((sp.csr_matrix(user_items), options))
         super().fit(user_items, options)
-        if options.validation is not None:
+        if options.validate is not None:
             self.history = [{"epoch": e, "val_ndcg": v} for e, v in ((1, 0.1), (2, 0.3), (3, 0.2))]
         return self
 
@@ -95,9 +96,9 @@ def test_refit_uses_the_best_epoch_and_resume_reaches_the_model(
     info = train(sqlite_engine, training_settings, "popularity", {}, resume=True)
 
     (valid_matrix, valid_options), (full_matrix, full_options) = recording.calls
-    assert valid_options.validation is not None and valid_options.epochs is None
-    assert valid_matrix.nnz + valid_options.validation.nnz == full_matrix.nnz == N_INTERACTIONS
-    assert full_options.validation is None and full_options.epochs == 2  # the best validation epoch
+    assert isinstance(valid_options.validate, ValidationCallback) and valid_options.epochs is None
+    assert valid_matrix.nnz + valid_options.validate.valid.nnz == full_matrix.nnz == N_INTERACTIONS
+    assert full_options.validate is None and full_options.epochs == 2  # the best validation epoch
     assert info.metrics["best_epoch"] == 2
     checkpoints = training_settings.artifacts / "checkpoints"
     assert valid_options.resume and full_options.resume
@@ -197,9 +198,10 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     assert warm.known_items.tolist() == [True] * 36 + [False] * 13
     assert second.params["window_seconds"] == 10_000  # the previous version's parameters carry over
     # Validated only on what the previous version never saw: the late users' held-out items.
-    assert options.validation is not None
-    assert set(options.validation.nonzero()[0]) <= set(range(30, 36)) and options.validation.nnz == 6
-    assert train_matrix.nnz + options.validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
+    assert isinstance(options.validate, ValidationCallback)
+    validation = options.validate.valid
+    assert set(validation.nonzero()[0]) <= set(range(30, 36)) and validation.nnz == 6
+    assert train_matrix.nnz + validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
     details = json.loads((second.path / "version.json").read_text())["training"]
     assert details["validation"] == "held-out, newer than the warm-start version"
     assert details["warm_start"] == first.version
