@@ -167,17 +167,21 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``N`` item indices and scores for one user (1-d result) or many (2-d result).
 
-        ``user_items`` holds the rows of the given users: either the full users x items matrix
-        or exactly one row per requested user. Seen items are excluded by default; slots that
-        cannot be filled hold ``-1`` and ``-inf``.
+        ``user_items`` holds exactly one row per requested user, in the order of ``userid``
+        (as in implicit): row ``i`` is the history of ``userid[i]``. Pass ``matrix[userids]``,
+        not the whole matrix; any other shape is refused. Seen items are excluded by default;
+        slots that cannot be filled hold ``-1`` and ``-inf``.
         """
         single = np.ndim(userid) == 0
         userids = np.atleast_1d(np.asarray(userid, dtype=np.int64))
-        rows = user_items if user_items.shape[0] == len(userids) else user_items[userids]
-        rows = sp.csr_matrix(rows)
         n_items = len(self._require_items())
-        if rows.shape[1] != n_items:
-            raise ValueError(f"user_items must have {n_items} columns, got {rows.shape[1]}")
+        if user_items.shape != (len(userids), n_items):
+            raise ValueError(
+                f"user_items must hold one row per requested user: got shape {user_items.shape}, "
+                f"expected ({len(userids)}, {n_items}) for {len(userids)} users and {n_items} items "
+                "(pass matrix[userids])"
+            )
+        rows = sp.csr_matrix(user_items)
         queries = self.fold_in(rows) if recalculate_user else self.user_vectors(userids, rows)
         exclude = _exclusions(
             rows if filter_already_liked_items else None, filter_items, len(userids), n_items

@@ -159,19 +159,37 @@ class ModelContract:
         user = 3
         seen = planted.train[user].indices
         banned = np.array([i for i in range(planted.n_items) if i not in set(seen)][:4])
-        ids, scores = fitted.recommend(user, planted.train, N=planted.n_items, filter_items=banned)
+        ids, scores = fitted.recommend(user, planted.train[user], N=planted.n_items, filter_items=banned)
         n_allowed = planted.n_items - len(seen) - len(banned)
         assert ids.shape == (planted.n_items,)
         assert set(ids[:n_allowed]) == set(range(planted.n_items)) - set(seen) - set(banned)
         assert (ids[n_allowed:] == -1).all() and np.isneginf(scores[n_allowed:]).all()
         assert np.all(np.diff(scores[:n_allowed]) <= 1e-6)  # best first
-        kept, _ = fitted.recommend(user, planted.train, N=planted.n_items, filter_already_liked_items=False)
+        kept, _ = fitted.recommend(
+            user, planted.train[user], N=planted.n_items, filter_already_liked_items=False
+        )
         assert set(seen) <= set(kept)
+
+    def test_recommend_takes_exactly_one_row_per_requested_user(
+        self, fitted: Recommender, planted: Planted
+    ) -> None:
+        users = np.array([1, 0])
+        # Row i is the history of users[i]: user 1 never gets its own training items back.
+        ids, _ = fitted.recommend(users, planted.train[users], N=10)
+        for row, user in zip(ids, users, strict=True):
+            assert not set(row) & set(planted.train[user].indices)
+        np.testing.assert_array_equal(ids[0], fitted.recommend(1, planted.train[1], N=10)[0])
+        # The whole matrix is not guessed at (a guess once paired user 1 with user 0's row).
+        expected = rf"got shape \({planted.n_users}, {planted.n_items}\), expected \(2, {planted.n_items}\)"
+        with pytest.raises(ValueError, match=expected):
+            fitted.recommend(users, planted.train, N=10)
+        with pytest.raises(ValueError, match=rf"expected \(1, {planted.n_items}\)"):
+            fitted.recommend(1, planted.train[[1, 0]], N=10)
 
     def test_scores_are_inner_products_of_the_exported_vectors(
         self, fitted: Recommender, planted: Planted
     ) -> None:
-        ids, scores = fitted.recommend(5, planted.train, N=10)
+        ids, scores = fitted.recommend(5, planted.train[5], N=10)
         assert fitted.user_factors is not None
         expected = fitted.item_factors[ids] @ fitted.user_factors[5]  # type: ignore[index]
         np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
@@ -217,7 +235,7 @@ class ModelContract:
 
     def test_unfitted_model_refuses_to_recommend(self, planted: Planted) -> None:
         with pytest.raises(NotFittedError):
-            self.new_model().recommend(0, planted.train, N=3)
+            self.new_model().recommend(0, planted.train[0], N=3)
 
     def test_fit_options_epochs_sets_the_history(self, planted: Planted) -> None:
         model = self.new_model().fit(planted.train, FitOptions(epochs=2))
