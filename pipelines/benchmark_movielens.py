@@ -283,8 +283,8 @@ def choose_epochs(
     """As ``recsys train`` does: fit on the train part with the validation carve-out, whose best
     epoch the refit uses. Returns the chosen settings, the validation curve and the seconds."""
     from recsys.models import create_model
-    from recsys.models.base import FitOptions
-    from recsys.training.trainer import best_epoch, fit_features
+    from recsys.models.base import FitOptions, refit_epochs
+    from recsys.training.trainer import fit_features
     from recsys.training.validation import validation_callback
 
     validated = create_model(name, seed=seed)
@@ -298,7 +298,7 @@ def choose_epochs(
         ),
     )
     return {
-        "params": {**validated.params, "chosen_epochs": best_epoch(validated)},
+        "params": {**validated.params, "chosen_epochs": refit_epochs(validated)},
         "tuning_seconds": time.perf_counter() - started,
         "history": validated.history,
     }

@@ -12,14 +12,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
+from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
@@ -32,6 +33,36 @@ class ModelConfig(BaseModel):
 
     seed: int = 42
     """Random seed; every value (0 included) is a fixed seed."""
+
+
+class EpochConfig(ModelConfig):
+    """Hyper-parameters of every model that trains in epochs (sweeps, passes): one name for the
+    limit and one early-stopping rule (:class:`recsys.runtime.epochs.StoppingRule`)."""
+
+    #: Names the epoch settings had before they were shared; configs saved with them still load.
+    FORMER_NAMES: ClassVar[dict[str, str]] = {"iterations": "epochs", "max_epochs": "epochs"}
+
+    epochs: int = Field(default=20, ge=1)
+    """Most epochs: the limit when early stopping on validation, the exact count otherwise."""
+    patience: int = Field(default=3, ge=1)
+    """Early stopping: epochs without a better smoothed validation metric before stopping."""
+    min_epochs: int = Field(default=1, ge=1)
+    """Early stopping never keeps fewer epochs than this (when the limit allows as many)."""
+    smoothing: int = Field(default=3, ge=1)
+    """Validation values averaged (trailing mean) before epochs are compared, so that one noisy
+    epoch neither wins nor ends the fit."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.keys() & cls.FORMER_NAMES.keys():
+            data = dict(data)
+            for old, new in cls.FORMER_NAMES.items():
+                if old in data:
+                    # The former name wins: the two-tower model's "epochs" was the count without
+                    # validation, its "max_epochs" the limit that is now "epochs".
+                    data[new] = data.pop(old)
+        return data
 
 
 @dataclass
@@ -77,6 +108,8 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: The history key early stopping watches, and whether larger values are better.
+    stopping_metric: ClassVar[tuple[str, Literal["max", "min"]]] = ("val_ndcg", "max")
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -90,6 +123,7 @@ class Recommender(ABC):
         self.history: list[dict[str, float]] = []
         """One entry per epoch: loss and validation metrics, as logged."""
         self._index: ExactIndex | None = None
+        self._stopping_rule: StoppingRule | None = None
 
     # --- what each model implements -------------------------------------------------------
 
@@ -112,6 +146,47 @@ class Recommender(ABC):
     def similarity_factors(self) -> np.ndarray:
         """Item vectors used for item-to-item similarity (models with bias columns drop them)."""
         return self._require_items()
+
+    # --- the epoch loop (models that train in epochs) ----------------------------------------
+
+    def stopping_rule(self) -> StoppingRule:
+        """The rule that chose (or will choose) this model's epochs: the one its last fit used,
+        else the one its config describes."""
+        if self._stopping_rule is not None:
+            return self._stopping_rule
+        metric, mode = self.stopping_metric
+        config = self.config
+        if not isinstance(config, EpochConfig):
+            return StoppingRule(metric=metric, mode=mode)
+        return StoppingRule(
+            metric=metric,
+            mode=mode,
+            patience=config.patience,
+            min_epochs=config.min_epochs,
+            window=config.smoothing,
+        )
+
+    def _run_epochs(
+        self, step: EpochStep, options: FitOptions, *, limit: int, rule: StoppingRule | None = None
+    ) -> None:
+        """Train through the shared epoch loop: ``limit`` epochs at most (``options.epochs``
+        exactly), early-stopped by ``rule`` (default :meth:`stopping_rule`) when validating."""
+        self._stopping_rule = rule
+        rule = self.stopping_rule()
+        validate = options.validate
+        self.history = run_epochs(
+            step,
+            name=self.name,
+            limit=options.epochs if options.epochs is not None else limit,
+            rule=rule,
+            validate=None if validate is None else (lambda: validate(self)),
+            early_stopping=options.epochs is None,
+            checkpoint_dir=options.checkpoint_dir,
+            resume=options.resume,
+            log_dir=options.log_dir,
+            progress=options.progress,
+        )
+        self._stopping_rule = rule
 
     # --- shared behaviour -------------------------------------------------------------------
 
@@ -231,6 +306,12 @@ class Recommender(ABC):
         model.history = meta.get("history", [])
         model._restore_extra_arrays(arrays)
         return model
+
+
+def refit_epochs(model: Recommender) -> int | None:
+    """How many epochs a refit on all the data runs: the epoch the model's stopping rule chose on
+    its validation history (every epoch that ran when it had no validation; None: no epochs)."""
+    return model.stopping_rule().chosen_epoch(model.history)
 
 
 def read_model_meta(path: Path) -> dict[str, Any]:

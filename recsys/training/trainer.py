@@ -27,7 +27,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.evaluation.metrics import rmse
 from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, refit_epochs
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
@@ -44,8 +44,6 @@ VALIDATION_K = 10
 RATING_MODELS = frozenset({"mf"})
 #: Models that read item titles and genres from ``FitOptions.features``.
 CATALOG_MODELS = frozenset({"two-tower"})
-#: History keys a model's early stopping watches, in order of preference, and whether larger is better.
-EPOCH_CRITERIA = (("val_ndcg", True), ("val_rmse", False), ("val_loss", False))
 
 
 @dataclass
@@ -134,7 +132,7 @@ def train(
         )
         validation_seconds = time.perf_counter() - started
         metrics: dict[str, Any] = validation_metrics(model, split, model_name)
-        epochs = best_epoch(model)
+        epochs = refit_epochs(model)
 
         final = model_class(config)
         started = time.perf_counter()
@@ -287,18 +285,6 @@ def validation_metrics(model: Recommender, split: ValidationSplit, model_name: s
         mean = np.full(len(split.valid), float(split.train.values.mean()))
         metrics[f"{BASELINE_PREFIX}rmse"] = rmse(mean, split.valid.values)
     return metrics
-
-
-def best_epoch(model: Recommender) -> int | None:
-    """The epoch with the best validation value in the model's history (None: no epochs)."""
-    history = model.history
-    for key, larger_is_better in EPOCH_CRITERIA:
-        scored = [entry for entry in history if entry.get(key) is not None]
-        if scored:
-            pick = max if larger_is_better else min
-            best = pick(scored, key=lambda entry: float(entry[key]))
-            return int(best.get("epoch", history.index(best) + 1))
-    return len(history) or None
 
 
 def data_fingerprint(data: Interactions) -> str:

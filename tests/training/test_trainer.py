@@ -24,7 +24,6 @@ from recsys.settings import Settings
 from recsys.training import trainer
 from recsys.training.trainer import (
     align_warm_start,
-    best_epoch,
     data_fingerprint,
     parse_config,
     parse_param_options,
@@ -47,7 +46,7 @@ class RecordingPopularity(Popularity):
         RecordingPopularity.calls.append((sp.csr_matrix(user_items), options))
         super().fit(user_items, options)
         if options.validate is not None:
-            self.history = [{"epoch": e, "val_ndcg": v} for e, v in ((1, 0.1), (2, 0.3), (3, 0.2))]
+            self.history = [{"epoch": e, "val_ndcg": v} for e, v in ((1, 0.1), (2, 0.3), (3, 0.1))]
         return self
 
 
@@ -108,19 +107,6 @@ def test_refit_uses_the_best_epoch_and_resume_reaches_the_model(
     assert valid_options.checkpoint_dir.parent.name.startswith(f"popularity-{info.data_fingerprint[:16]}-")
     assert valid_options.log_dir is not None and valid_options.log_dir.name == "validation"
     assert valid_options.features is not None and "timestamps" in valid_options.features
-
-
-def test_best_epoch_reads_the_watched_metric() -> None:
-    model = Popularity()
-    assert best_epoch(model) is None
-    model.history = [
-        {"epoch": 1, "val_rmse": 1.0},
-        {"epoch": 2, "val_rmse": 0.9},
-        {"epoch": 3, "val_rmse": 0.95},
-    ]
-    assert best_epoch(model) == 2
-    model.history = [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}]
-    assert best_epoch(model) == 2  # no validation: every epoch that ran
 
 
 class BiasedPopularity(Popularity):
@@ -304,7 +290,7 @@ def test_rating_models_report_rmse_next_to_the_mean_rating_baseline(
 
 # --- with the real iALS model ------------------------------------------------------------------
 
-ALS_PARAMS = {"factors": 8, "iterations": 4, "patience": 4, "regularization": 1.0, "alpha": 5.0}
+ALS_PARAMS = {"factors": 8, "epochs": 4, "patience": 4, "regularization": 1.0, "alpha": 5.0}
 
 
 def test_ials_beats_popularity_on_planted_groups(
@@ -326,9 +312,10 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
     sqlite_engine: Engine, training_settings: Settings, seeder: Seeder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recsys.models import ials
+    from recsys.runtime import epochs
 
     seeder(sqlite_engine)
-    real_save = ials.save_checkpoint
+    real_save = epochs.save_checkpoint
     saved: list[int] = []
 
     def save_then_die(directory: Path, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
@@ -338,7 +325,7 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
             raise Killed("killed after the second epoch")
         return path
 
-    monkeypatch.setattr(ials, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(epochs, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         train(sqlite_engine, training_settings, "ials", ALS_PARAMS)
     registry = ModelRegistry(sqlite_engine, training_settings.artifacts)
@@ -347,7 +334,7 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
         "checkpoints"
     ]
 
-    monkeypatch.setattr(ials, "save_checkpoint", real_save)
+    monkeypatch.setattr(epochs, "save_checkpoint", real_save)
     solves = 0
     real_solve = ials.ImplicitALS._solve
 
