@@ -168,6 +168,12 @@ class ModelRegistry:
         logger.info("registered %s in %s", version, final)
         return self.get(version)
 
+    def add_metrics(self, version: str, metrics: Mapping[str, Any]) -> VersionInfo:
+        """Record metrics measured after registration, such as the pipeline's backtest
+        (``backtest_ndcg@10`` and its ``backtest_split``); version.json keeps the training ones."""
+        self.states.add_metrics(version, dict(metrics))
+        return self.get(version)
+
     def attach(self, version: str, name: str, write: Callable[[Path], None]) -> Path:
         """Add (or replace) sub-folder ``name`` of a version, e.g. its FAISS ``index/``."""
         return artifacts.attach(self.get(version).path, name, write)

@@ -89,6 +89,12 @@ class VersionStates:
             if _production_row(session) is None:
                 _set_production(session, version)
 
+    def add_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        """Merge ``metrics`` into the version's recorded metrics (for example a later backtest)."""
+        with session_scope(self.engine) as session:
+            row = _row(session, version)
+            row.metrics = {**(row.metrics or {}), **_json_ready(metrics)}
+
     def names(self) -> set[str]:
         with session_scope(self.engine) as session:
             return set(session.scalars(select(ModelVersion.version)))

@@ -29,6 +29,7 @@ from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, refit_epochs
 from recsys.models.popularity import Popularity
+from recsys.registry.comparison import HELD_OUT, IN_SAMPLE, SPLIT_KEY, split_record
 from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
 from recsys.training.validation import validation_callback
@@ -91,11 +92,11 @@ def train(
     model_class = get_model_class(model_name)
 
     split = load_split(engine, kinds=kinds, until=until)
-    validation = "held-out"
+    validation, split_kind = "held-out", HELD_OUT
     if previous is not None and previous.info.watermark is not None:
         unseen = unseen_validation(split, previous.info.watermark)
         if unseen is None:
-            validation = "held-out, seen by the warm-start version (optimistic)"
+            validation, split_kind = "held-out, seen by the warm-start version (optimistic)", IN_SAMPLE
             logger.warning(
                 "no held-out interaction is newer than the watermark %s of %s: validating the warm "
                 "start on pairs that version was fitted on, so its metrics are optimistic",
@@ -104,6 +105,7 @@ def train(
             )
         else:
             split, validation = unseen, "held-out, newer than the warm-start version"
+            split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
     data = split.data
     fingerprint = data_fingerprint(data)
     warm = align_warm_start(previous, data.users, data.items) if previous else None
@@ -132,6 +134,7 @@ def train(
         )
         validation_seconds = time.perf_counter() - started
         metrics: dict[str, Any] = validation_metrics(model, split, model_name)
+        metrics[SPLIT_KEY] = split_record(split_kind, fingerprint)
         epochs = refit_epochs(model)
 
         final = model_class(config)

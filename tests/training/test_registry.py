@@ -25,6 +25,7 @@ from recsys.errors import ArtifactError, RegistryError
 from recsys.models.popularity import Popularity
 from recsys.registry import artifacts as artifacts_module
 from recsys.registry import versions as versions_module
+from recsys.registry.comparison import SPLIT_KEY, metric_notes, split_record
 from recsys.registry.registry import CHECKSUMS_FILE, ModelRegistry
 from recsys.settings import get_settings
 
@@ -378,3 +379,56 @@ def test_models_show_and_promote_refuse_a_damaged_version_through_the_cli(
     cleaned = runner.invoke(app, ["models", "clean", "--min-age-hours", "0", "--database-url", sqlite_url])
     assert cleaned.exit_code == 0, cleaned.output
     assert "1 leftover folders removed" in cleaned.stdout
+
+
+def test_metric_notes_mark_in_sample_and_other_split_metrics(registry: ModelRegistry) -> None:
+    users, items = id_maps()
+
+    def version(split: dict[str, object] | None, seed: int) -> str:
+        metrics: dict[str, object] = {"ndcg@10": 0.3, "baseline_ndcg@10": 0.2}
+        if split is not None:
+            metrics[SPLIT_KEY] = split
+        model = fitted_popularity(seed)
+        return registry.register(
+            model, users, items, metrics=metrics, watermark=1, data_fingerprint="f" * 64
+        ).version
+
+    same = split_record("held-out", "a" * 64, seed=43)
+    production = version(same, 0)  # the first version is production
+    comparable = version(split_record("held-out", "a" * 64, seed=43), 1)
+    other_data = version(split_record("held-out", "b" * 64, seed=43), 2)
+    other_seed = version(split_record("held-out", "a" * 64, seed=44), 3)
+    warm = version(split_record("in-sample", "a" * 64, seed=43), 4)
+    old = version(None, 5)
+
+    notes = metric_notes(registry.list())
+    assert notes == {
+        production: "",
+        comparable: "",
+        other_data: "other split",
+        other_seed: "other split",
+        warm: "in-sample",
+        old: "split not recorded",
+    }
+    # Without a production version nothing is a reference, but in-sample figures stay marked.
+    assert metric_notes([registry.get(other_data), registry.get(warm)]) == {other_data: "", warm: "in-sample"}
+
+
+def test_add_metrics_records_a_later_backtest_next_to_the_training_metrics(registry: ModelRegistry) -> None:
+    version = register(registry, ndcg=0.3, baseline=0.2)
+    info = registry.add_metrics(
+        version, {"backtest_ndcg@10": np.float32(0.25), "backtest_split": {"kind": "temporal"}}
+    )
+    assert info.metrics == {
+        "ndcg@10": 0.3,
+        "baseline_ndcg@10": 0.2,
+        "backtest_ndcg@10": pytest.approx(0.25),
+        "backtest_split": {"kind": "temporal"},
+    }
+    assert json.loads((info.path / "version.json").read_text())["metrics"] == {
+        "ndcg@10": 0.3,
+        "baseline_ndcg@10": 0.2,
+    }
+    registry.load(version)  # version.json and its checksums are untouched
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.add_metrics("popularity-missing", {"backtest_ndcg@10": 0.1})

@@ -164,6 +164,7 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     # Nothing new since the first version: validation falls back to pairs it has seen, and says so.
     same = train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
     assert "optimistic" in json.loads((same.path / "version.json").read_text())["training"]["validation"]
+    assert same.metrics["split"]["kind"] == "in-sample"
     seeder(
         sqlite_engine,
         n_users=6,
@@ -190,6 +191,9 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     assert train_matrix.nnz + validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
     details = json.loads((second.path / "version.json").read_text())["training"]
     assert details["validation"] == "held-out, newer than the warm-start version"
+    # Its metrics come from another split than the first version's, and the registry says so.
+    assert second.metrics["split"]["kind"] == f"held-out, newer than {first.watermark}"
+    assert first.metrics["split"] == {"kind": "held-out", "data": first.data_fingerprint[:16], "seed": None}
     assert details["warm_start"] == first.version
 
 
