@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -165,3 +166,59 @@ def test_tensorflow_starts_without_noise_and_real_errors_still_show() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stderr == "a real problem\n"
+
+
+def _version(name: str, status: str, ndcg: float, split: dict[str, Any] | None, **metrics: float) -> Any:
+    from datetime import UTC, datetime
+
+    from recsys.registry.versions import VersionInfo
+
+    recorded: dict[str, Any] = {"ndcg@10": ndcg, "baseline_ndcg@10": 0.3, **metrics}
+    if split is not None:
+        recorded["split"] = split
+    return VersionInfo(
+        version=name,
+        model=name.split("-")[0],
+        status=status,
+        path=Path("/nowhere"),
+        params={},
+        metrics=recorded,
+        watermark=1,
+        data_fingerprint="f",
+        created_at=datetime.now(UTC),
+        promoted_at=None,
+    )
+
+
+def test_models_list_marks_metrics_that_are_not_comparable() -> None:
+    """The warm-started version validated on pairs it had seen is marked, as is one measured on
+    another split; the pipeline's backtest figure has its own column."""
+    from rich.console import Console
+
+    from recsys.cli.models import notes_legend, versions_table
+
+    held_out = {"kind": "held-out", "data": "abc", "seed": 43}
+    versions = [
+        _version(
+            "ials-20260101000003-aaaaaa",
+            "candidate",
+            0.48,
+            {"kind": "in-sample", "data": "abd", "seed": None},
+            **{"backtest_ndcg@10": 0.36},
+        ),
+        _version("ials-20260101000002-bbbbbb", "production", 0.37, held_out, **{"backtest_ndcg@10": 0.35}),
+        _version("mf-20260101000001-cccccc", "candidate", 0.10, {**held_out, "data": "other"}),
+        _version("ials-20260101000000-dddddd", "archived", 0.30, None),
+    ]
+    console = Console(width=80, record=True)
+    console.print(versions_table(versions))
+    rows = {
+        line.split()[0]: line.split() for line in console.export_text().splitlines() if line[:1].isalpha()
+    }
+    assert rows["ials-20260101000003-aaaaaa"][2:5] == ["0.4800*", "0.3000", "0.3600"]
+    assert rows["ials-20260101000002-bbbbbb"][2:5] == ["0.3700", "0.3000", "0.3500"]
+    assert rows["mf-20260101000001-cccccc"][2] == "0.1000~"
+    assert rows["ials-20260101000000-dddddd"][2] == "0.3000?"
+    legend = notes_legend(versions)
+    assert [line[0] for line in legend] == ["*", "~", "?"]
+    assert "in-sample" in legend[0]

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Registered model versions and their status.", no_args_is_help=True)
 
 #: Metrics the narrow table shows; --wide adds every other recorded one.
-NARROW_METRICS = {"ndcg@10", "baseline_ndcg@10"}
+NARROW_METRICS = {"ndcg@10", "baseline_ndcg@10", "backtest_ndcg@10"}
+BACKTEST_SPLIT_KEY = "backtest_split"
+#: Marks after a validation nDCG@10 that cannot be read next to production's, and their legend
+#: (the notes of recsys.registry.comparison.metric_note).
+NOTE_MARKS = {"in-sample": "*", "other split": "~", "split not recorded": "?"}
+NOTE_TEXT = {
+    "in-sample": "in-sample: measured on pairs the version was trained on (optimistic)",
+    "other split": "measured on another split than production's: not comparable with it",
+    "split not recorded": "split not recorded (an older version): not comparable",
+}
 
 VersionArgument = Annotated[str, typer.Argument(help="Version id, as printed by `recsys train`.")]
 
@@ -60,11 +69,19 @@ def list_command(
         console.print(f"{len(versions)} model versions")
     else:
         console.print(table)
+    for line in notes_legend(versions):
+        console.print(line)
 
 
 def versions_table(versions: list[VersionInfo], *, wide: bool = False) -> Table:
     """The `models list` table. The narrow form fits 80 columns with the longest version ids:
-    the model is the first part of the id, so only ``--wide`` repeats it."""
+    the model is the first part of the id, and the id holds the creation time, so only
+    ``--wide`` repeats them. A mark after nDCG@10 says when it cannot be read next to
+    production's (:data:`NOTE_MARKS`); ``backtest`` is the retraining pipeline's figure, measured
+    for candidate and production on one split."""
+    from recsys.registry.comparison import SPLIT_KEY, metric_notes
+
+    notes = metric_notes(versions)
     table = Table(
         # A title is centred over the console's width, which --wide does not know in advance.
         title=None if wide else f"{len(versions)} model versions",
@@ -79,28 +96,40 @@ def versions_table(versions: list[VersionInfo], *, wide: bool = False) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("nDCG@10", no_wrap=True, justify="right")
     table.add_column("popularity", no_wrap=True, justify="right")
-    table.add_column("created", no_wrap=True)
-    extra_metrics = sorted({key for v in versions for key in v.metrics} - NARROW_METRICS) if wide else []
+    table.add_column("backtest", no_wrap=True, justify="right")
+    shown = NARROW_METRICS | {SPLIT_KEY, BACKTEST_SPLIT_KEY}
+    extra_metrics = sorted({key for v in versions for key in v.metrics} - shown) if wide else []
     if wide:
-        table.add_column("promoted", no_wrap=True)
+        for column in ("split", "created", "promoted"):
+            table.add_column(column, no_wrap=True)
         table.add_column("watermark", no_wrap=True, justify="right")
         for key in extra_metrics:
             table.add_column(key, no_wrap=True, justify="right")
     for info in versions:
         row = [info.version, *([info.model] if wide else []), info.status]
-        row += [
-            _metric(info, "ndcg@10"),
-            _metric(info, "baseline_ndcg@10"),
-            _time(info.created_at, wide),
-        ]
+        ndcg = _metric(info, "ndcg@10")
+        mark = NOTE_MARKS.get(notes[info.version], "")
+        row += [f"{ndcg}{mark or ' '}" if ndcg else "", _metric(info, "baseline_ndcg@10")]
+        row.append(_metric(info, "backtest_ndcg@10"))
         if wide:
+            split = info.metrics.get(SPLIT_KEY)
             row += [
-                _time(info.promoted_at, wide),
+                str(split.get("kind", "")) if isinstance(split, dict) else "",
+                _time(info.created_at),
+                _time(info.promoted_at),
                 "" if info.watermark is None else str(info.watermark),
                 *(_format(info.metrics.get(key)) for key in extra_metrics),
             ]
         table.add_row(*row)
     return table
+
+
+def notes_legend(versions: list[VersionInfo]) -> list[str]:
+    """One line per mark that the table shows."""
+    from recsys.registry.comparison import metric_notes
+
+    used = set(metric_notes(versions).values())
+    return [f"{mark} {NOTE_TEXT[note]}" for note, mark in NOTE_MARKS.items() if note in used]
 
 
 @app.command("show")
@@ -194,11 +223,8 @@ def _metric(info: VersionInfo, key: str) -> str:
     return "" if value is None else f"{float(value):.4f}"
 
 
-def _time(moment: datetime | None, wide: bool) -> str:
-    """UTC date and time; the date only in the narrow table (the version id holds the time)."""
-    if moment is None:
-        return ""
-    return f"{moment:%Y-%m-%d %H:%M}" if wide else f"{moment:%Y-%m-%d}"
+def _time(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
 
 
 def _format(value: object) -> str:
