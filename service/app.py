@@ -26,7 +26,7 @@ from recsys.settings import Settings, get_settings
 from service.metrics import MetricsMiddleware
 from service.request_id import HEADER, RequestIdMiddleware
 from service.routers import admin, health, interactions, items, recommendations
-from service.state import StateHolder, describe_line, feedback_stamp, reload_production, stamp_time
+from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -76,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             time.perf_counter() - started,
         )
     else:
-        logger.info("ready in %.2f s, serving %s", time.perf_counter() - started, describe_line(state))
+        logger.info("ready in %.2fs: %s", time.perf_counter() - started, describe(state))
     poller = None
     if settings.reload_poll_seconds > 0:
         poller = asyncio.create_task(_poll_for_new_versions(app, settings.reload_poll_seconds))

@@ -215,11 +215,11 @@ def stamp_time(path: Path) -> int:
         return 0
 
 
-def describe_line(state: ServingState) -> str:
-    """What a worker serves, for its log lines."""
+def describe(state: ServingState) -> str:
+    """What a worker serves, in words for its log lines (not a Python dict)."""
     return (
-        f"{state.version} ({state.model_name}, {len(state.users):,} users, {len(state.items):,} items, "
-        f"{type(state.index).__name__}, loaded in {state.load_seconds:.2f} s)"
+        f"{state.model_name} model, {len(state.users):,} users, {len(state.items):,} items, "
+        f"{type(state.index).__name__}, loaded in {state.load_seconds:.2f} s"
     )
 
 
@@ -262,7 +262,7 @@ def reload_production(
         )
         if previous is not None:
             metrics.RELOADS.inc()
-        logger.info("serving %s", describe_line(state))
+        logger.info("serving %s (%s)", state.version, describe(state))
         return ReloadOutcome(
             True, state.version, previous.version if previous else None, time.perf_counter() - started
         )
