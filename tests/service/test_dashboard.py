@@ -8,6 +8,7 @@ import re
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from recsys.ingest.pipeline import ingest_frame
 from recsys.ingest.specs import CsvSpec
@@ -121,3 +122,16 @@ def test_pages_load_nothing_from_other_hosts(client: TestClient, path: str) -> N
     for asset in re.findall(r"""(?:src|href)=["']?(/[^"' >]+\.(?:js|css))""", html):
         response = client.get(asset)
         assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
+def test_page_says_when_the_database_is_away(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(ModelRegistry, "list", unavailable)
+    page = client.get("/dashboard", params={"item": "i4"})
+    assert page.status_code == 200
+    assert 'id="database-error">the database is unavailable: OperationalError' in page.text
+    assert "connection refused" in page.text
+    similar = page.text[page.text.index('id="item-similar"') :]  # served from memory meanwhile
+    assert similar.count("<tr>") == 1 + 10
