@@ -14,6 +14,7 @@ from recsys.ingest.pipeline import ingest_frame
 from recsys.ingest.specs import CsvSpec
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.settings import Settings
+from service.app import create_app
 from tests.service.conftest import API_KEY, popularity_counts, register_popularity, seen_items
 
 KEY = {"X-API-Key": API_KEY}
@@ -135,3 +136,12 @@ def test_page_says_when_the_database_is_away(client: TestClient, monkeypatch: py
     assert "connection refused" in page.text
     similar = page.text[page.text.index('id="item-similar"') :]  # served from memory meanwhile
     assert similar.count("<tr>") == 1 + 10
+
+
+def test_page_before_any_version(settings: Settings, registry: ModelRegistry) -> None:
+    with TestClient(create_app(settings)) as fresh:
+        html = fresh.get("/dashboard", params={"user": "u3", "item": "i4"}).text
+    assert "No model version is registered yet" in html and "no model loaded" in html
+    history = html[html.index('id="user-history"') : html.index('id="user-recommendations"')]
+    assert all(f"Movie {i}" in history for i in seen_items(3))  # read from the database
+    assert html.count("no model version is loaded") == 2  # the user's and the item's panels
