@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -34,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from recsys.db.models import IngestionRun, Interaction, Item, Lock, RejectedRow, User
 from recsys.errors import RecsysError, UnknownIdError
 from recsys.registry.registry import ModelRegistry, VersionInfo
+from recsys.retrieval import Ranked, RankOptions
 from service import metrics
 from service.deps import EngineDep, HolderDep, SettingsDep
 from service.routers.recommendations import as_items
@@ -181,7 +183,7 @@ def user_panel(engine: Engine, state: ServingState | None, user_id: str) -> User
     ]
     if state is None:
         return UserPanel(user_id, history, int(total or 0), [], None, "no model version is loaded")
-    ranked = state.recommend_user(user_id, SHOWN_RECOMMENDATIONS, True, [], [])
+    ranked = state.retriever.recommend_user(user_id, RankOptions(k=SHOWN_RECOMMENDATIONS))
     return UserPanel(user_id, history, int(total or 0), as_items(state, ranked), ranked.strategy)
 
 
@@ -190,10 +192,13 @@ def item_panel(state: ServingState | None, item_id: str) -> ItemPanel:
     if state is None:
         return ItemPanel(item_id, None, [], [], "no model version is loaded")
     try:
-        index = int(state.item_indices([item_id])[0])
-        similar = as_items(state, state.similar(item_id, SHOWN_RECOMMENDATIONS))
+        indices = state.retriever.item_indices([item_id])
+        similar = as_items(
+            state, Ranked.row(state.retriever.similar(indices, RankOptions(k=SHOWN_RECOMMENDATIONS)))
+        )
     except UnknownIdError as exc:
         return ItemPanel(item_id, None, [], [], str(exc))
+    index = int(indices[0])
     return ItemPanel(item_id, state.catalogue.titles[index], list(state.catalogue.genres[index]), similar)
 
 
@@ -212,7 +217,10 @@ def recent_users(engine: Engine, count: int = 6) -> list[str]:
 def popular_items(state: ServingState | None, count: int = 6) -> list[tuple[str, str | None]]:
     if state is None:
         return []
-    top = state.popular_ids[:count].tolist()
+    counts = state.retriever.popular_counts
+    if counts is None:
+        return []
+    top = np.argsort(-counts, kind="stable")[:count].tolist()
     return [(str(state.items.external_ids[i]), state.catalogue.titles[i]) for i in top]
 
 
