@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from recsys.errors import RecsysError, RegistryError
+from recsys.errors import ArtifactError, RecsysError, RegistryError
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.settings import Settings
 from service.deps import ApiKeyDep, EngineDep, HolderDep, SettingsDep
@@ -35,11 +35,11 @@ VersionId = Annotated[str, Path(min_length=1, max_length=64, description="A regi
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "No registered version has this id."}
 }
-BELOW_BASELINE: dict[int | str, dict[str, Any]] = {
+PROMOTION_REFUSED: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ErrorMessage,
-        "description": "The version is below its popularity baseline (or has none recorded): "
-        "send force=true to promote it anyway.",
+        "description": "The version is below its popularity baseline (or has none recorded): send "
+        "force=true to promote it anyway; or its files are damaged (force does not help).",
     }
 }
 NOTHING_TO_RESTORE: dict[int | str, dict[str, Any]] = {
@@ -100,7 +100,7 @@ def list_versions(engine: EngineDep, settings: SettingsDep) -> list[ModelVersion
     "/versions/{version}/promote",
     operation_id="promote_model_version",
     response_model=ProductionChange,
-    responses={**error_responses(401, 503), **NOT_FOUND, **BELOW_BASELINE},
+    responses={**error_responses(401, 503), **NOT_FOUND, **PROMOTION_REFUSED},
 )
 def promote_version(
     version: VersionId,
@@ -137,10 +137,11 @@ def rollback(holder: HolderDep, engine: EngineDep, settings: SettingsDep) -> Pro
 
 
 def _registry_call(action: Callable[[], T]) -> T:
-    """Run a registry operation; a refusal is the client's 409, an unreachable database a 503."""
+    """Run a registry operation; a refusal (or a damaged version) is a 409 naming the reason, an
+    unreachable database a 503."""
     try:
         return action()
-    except RegistryError as exc:
+    except (RegistryError, ArtifactError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except SQLAlchemyError as exc:
         logger.warning("registry operation failed: %s", exc)
