@@ -220,7 +220,7 @@ function drawTraffic() {
       { label: "mean ms", scale: "ms", stroke: "#1f8a4c", width: 1.5, points: { show: true, size: 4 } },
       { label: "p95 ms", scale: "ms", stroke: "#b26a00", width: 1.5, dash: [5, 3], points: { show: true, size: 4 } },
     ],
-    axes: [{}, { scale: "rate", label: "requests/s" }, { scale: "ms", side: 1, label: "ms", grid: { show: false } }],
+    axes: [{ space: 70, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300] }, { scale: "rate", label: "requests/s" }, { scale: "ms", side: 1, label: "ms", grid: { show: false } }],
   }, data, element);
 }
 

@@ -1,8 +1,8 @@
 """A served recsys in a real browser: headless Chromium (Debian's ``chromium`` and
 ``chromium-driver``) driven by Selenium.
 
-The world is built the way a user builds it: files ingested (with some bad rows), a popularity
-and an iALS version trained by the trainer, then ``python -m recsys serve`` on a free port of
+The world is built the way a user builds it: files ingested (with some bad rows), an iALS and a
+popularity version trained by the trainer, then ``python -m recsys serve`` on a free port of
 127.0.0.1 against that temporary database. The browser resolves no host but 127.0.0.1, so a page
 that needs the internet fails visibly.
 
@@ -93,8 +93,8 @@ def _build(root: Path, settings: Settings) -> tuple[str, str]:
     ingest_items(engine, root / "items.csv")
     report = ingest_interactions(engine, root / "events.csv")
     assert report.rows_rejected == len(BAD_LINES), report
-    popularity = train(engine, settings, "popularity")  # the first version becomes production
-    ials = train(engine, settings, "ials")
+    ials = train(engine, settings, "ials")  # the first version becomes production
+    popularity = train(engine, settings, "popularity")
     return popularity.version, ials.version
 
 
