@@ -125,7 +125,7 @@ def test_every_panel_renders_with_data(world: World, browser: Any) -> None:
     screenshot(browser, "dashboard")
 
 
-def test_promote_button_changes_production(world: World, browser: Any) -> None:
+def test_promote_and_rollback_buttons_change_production(world: World, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     candidate = world.ials if production(world) == world.popularity else world.popularity
@@ -159,6 +159,20 @@ def test_promote_button_changes_production(world: World, browser: Any) -> None:
     # The key is kept for this tab across the reload.
     assert browser.find_element(By.ID, "key-status").text == "key set for this tab"
     screenshot(browser, "dashboard-after-promote")
+
+    # Roll back: the page asks for confirmation, then production returns to the previous version.
+    previous = world.ials if candidate == world.popularity else world.popularity
+    browser.find_element(By.ID, "rollback").click()
+    alert = wait_for(lambda: browser.switch_to.alert, "the rollback confirmation")
+    assert "Roll production back" in alert.text
+    alert.accept()
+    wait_for(
+        lambda: css(browser, "#tile-production .value")[0].text == previous, "production after the rollback"
+    )
+    assert production(world) == previous
+    assert httpx.get(f"{world.url}/ready").json()["model_version"] == previous
+    archived = css(browser, f'#versions-table tr[data-version="{candidate}"] .badge')[0].text
+    assert archived == "archived"
 
 
 def test_swagger_ui_renders_offline(world: World, browser: Any) -> None:
