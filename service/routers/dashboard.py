@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from recsys.db.models import IngestionRun, Interaction, Item, Lock, RejectedRow, User
 from recsys.errors import RecsysError, UnknownIdError
+from recsys.registry.comparison import metric_notes
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.retrieval import Ranked, RankOptions
 from service import metrics
@@ -224,13 +225,15 @@ def popular_items(state: ServingState | None, count: int = 6) -> list[tuple[str,
     return [(str(state.items.external_ids[i]), state.catalogue.titles[i]) for i in top]
 
 
-def version_points(versions: list[VersionInfo]) -> list[dict[str, Any]]:
-    """The versions oldest first, with their numeric metrics, for the chart."""
+def version_points(versions: list[VersionInfo], notes: dict[str, str]) -> list[dict[str, Any]]:
+    """The versions oldest first, with their numeric metrics and why they may not compare with
+    production's (``notes``), for the chart."""
     return [
         {
             "version": info.version,
             "model": info.model,
             "status": info.status,
+            "note": notes.get(info.version, ""),
             "created": info.created_at.timestamp(),
             "metrics": {
                 name: float(value)
@@ -329,10 +332,12 @@ def dashboard(
     try:
         registry = ModelRegistry(engine, settings.artifacts)
         versions = registry.list()
+        notes = metric_notes(versions)
         context.update(
             versions=versions[:SHOWN_VERSIONS],
+            notes=notes,
             production=next((info for info in versions if info.status == "production"), None),
-            points=version_points(versions[: SHOWN_VERSIONS * 4]),
+            points=version_points(versions[: SHOWN_VERSIONS * 4], notes),
             runs=ingestion_runs(engine),
             locks=locks(engine),
             recent_users=recent_users(engine),
@@ -343,7 +348,7 @@ def dashboard(
         )
     except (SQLAlchemyError, RecsysError) as exc:
         context.update(
-            versions=[], production=None, points=[], runs=[], locks=[], recent_users=[],
+            versions=[], notes={}, production=None, points=[], runs=[], locks=[], recent_users=[],
             popular_items=popular_items(state), user_panel=None,
             item_panel=item_panel(state, item) if item else None,
             database_error=f"the database is unavailable: {type(exc).__name__}: {exc}",

@@ -115,7 +115,11 @@ function drawMetric(name) {
   const value = shown.map((point) => point.metrics[name]);
   const baseline = shown.map((point) => point.metrics["baseline_" + name] ?? null);
   const production = shown.map((point) => (point.status === "production" ? point.metrics[name] : null));
-  const label = (u, i) => (i == null || !shown[i] ? "" : `${shown[i].version} (${shown[i].status})`);
+  const label = (u, i) => {
+    if (i == null || !shown[i]) return "";
+    const note = shown[i].note ? `; ${shown[i].note}` : "";
+    return `${shown[i].version} (${shown[i].status}${note})`;
+  };
   const when = (i) => {
     const date = new Date(shown[i].created * 1000);
     return date.toISOString().slice(5, 16).replace("T", " ");

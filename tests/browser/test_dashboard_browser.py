@@ -74,6 +74,8 @@ def test_every_panel_renders_with_data(world: World, browser: Any) -> None:
         marked = [row.get_attribute("data-version") for row in css(browser, "#versions-table tr.production")]
         assert marked == [production(world)]
         assert css(browser, "#tile-production .value")[0].text == production(world)
+        # Both versions validated on the same held-out split: nothing to warn about.
+        assert [cell.text for cell in css(browser, "#versions-table td.note")] == ["", ""]
         options = [option.text for option in css(browser, "#metric-select option")]
         assert "ndcg@10" in options and "recall@10" in options
         assert css(browser, "#metric-select")[0].get_attribute("value") == "ndcg@10"

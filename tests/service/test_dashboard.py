@@ -24,7 +24,8 @@ def test_page_shows_versions_user_and_item(client: TestClient, version: VersionI
     page = client.get("/dashboard", params={"user": "u3", "item": "i4"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
-    assert f'data-version="{version.version}" class="production"' in html
+    row = html[html.index(f'data-version="{version.version}" class="production"') :]
+    assert '<td class="note">split not recorded</td>' in row[: row.index("</tr>")]  # metrics={}
     # u3's history, newest first, with titles; then what the served version recommends.
     history = html[html.index('id="user-history"') : html.index('id="user-recommendations"')]
     assert all(f"Movie {i}" in history for i in seen_items(3))
