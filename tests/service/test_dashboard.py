@@ -146,3 +146,15 @@ def test_page_before_any_version(settings: Settings, registry: ModelRegistry) ->
     history = html[html.index('id="user-history"') : html.index('id="user-recommendations"')]
     assert all(f"Movie {i}" in history for i in seen_items(3))  # read from the database
     assert html.count("no model version is loaded") == 2  # the user's and the item's panels
+
+
+def test_damaged_version_is_refused_with_its_file(
+    client: TestClient, registry: ModelRegistry, settings: Settings, version: VersionInfo
+) -> None:
+    candidate = register_popularity(registry, settings, promote=False)
+    damaged = candidate.path / "id_maps.npz"
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    refused = client.post(f"/admin/versions/{candidate.version}/promote", headers=KEY, json={"force": True})
+    assert refused.status_code == 409
+    assert "damaged" in refused.json()["detail"] and "id_maps.npz" in refused.json()["detail"]
+    assert registry.production().version == version.version  # type: ignore[union-attr]
