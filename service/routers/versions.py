@@ -30,7 +30,15 @@ T = TypeVar("T")
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKeyDep])
 
-VersionId = Annotated[str, Path(min_length=1, max_length=64, description="A registered version id.")]
+VersionId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # no control characters: the database would refuse a NUL
+        description="A registered version id.",
+    ),
+]
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "No registered version has this id."}

@@ -158,3 +158,9 @@ def test_damaged_version_is_refused_with_its_file(
     assert refused.status_code == 409
     assert "damaged" in refused.json()["detail"] and "id_maps.npz" in refused.json()["detail"]
     assert registry.production().version == version.version  # type: ignore[union-attr]
+
+
+def test_promote_names_a_malformed_version_id(client: TestClient) -> None:
+    for bad in ("a%00b", "x" * 65):
+        response = client.post(f"/admin/versions/{bad}/promote", headers=KEY)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "version"]
