@@ -13,16 +13,20 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from sqlalchemy.exc import SQLAlchemyError
 
 import recsys
 from recsys.db import get_engine
 from recsys.errors import RecsysError
+from recsys.ingest.validation import Rules
 from recsys.settings import Settings, get_settings
+from service import errors
 from service.metrics import MetricsMiddleware
-from service.routers import admin, health, interactions, items, recommendations
+from service.routers import admin, deletions, health, interactions, items, recommendations
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
 logger = logging.getLogger("uvicorn.error")
@@ -40,10 +44,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = StateHolder()
     app.state.stamp_path = feedback_stamp(settings)
+    app.state.rules = Rules.from_settings(settings)
+    app.state.clock = time.time  # the "now" of the timestamp rule; tests may fix it
     app.add_middleware(MetricsMiddleware)
-    for module in (recommendations, items, interactions, admin, health):
+    errors.install(app)
+    for module in (recommendations, items, interactions, deletions, admin, health):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi_with_rules(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_rules(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema with the configured input rules as bounds of the event fields.
+
+    The latest accepted timestamp moves with the clock; the schema states it as of its
+    generation, so a client that obeys the schema is never refused by the moving rule."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        rules: Rules = app.state.rules
+        event = schema.get("components", {}).get("schemas", {}).get("InteractionEvent")
+        if event is not None:
+            low, high = rules.value_envelope
+            event["properties"]["value"].update(minimum=low, maximum=high)
+            for option in event["properties"]["timestamp"]["anyOf"]:
+                if option.get("type") == "integer":
+                    option.update(minimum=rules.timestamp_min, maximum=rules.timestamp_max(app.state.clock()))
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 @asynccontextmanager

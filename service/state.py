@@ -75,6 +75,15 @@ class Feedback:
             found = self._rows.get(user)
             return dict(found) if found else None
 
+    def drop_user(self, user: str) -> None:
+        with self._lock:
+            self._rows.pop(user, None)
+
+    def drop_item(self, item: int) -> None:
+        with self._lock:
+            for row in self._rows.values():
+                row.pop(item, None)
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -144,6 +153,21 @@ class ServingState:
     feedback: Feedback
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    # Erased since the snapshot: answered as unknown / never recommended (until the next version).
+    erased_users: set[str] = field(default_factory=set)
+    erased_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def forget_user(self, user_id: str) -> None:
+        """Erasure: from now on the user is answered as an unknown one."""
+        self.erased_users.add(user_id)
+        self.feedback.drop_user(user_id)
+
+    def forget_item(self, item_id: str) -> None:
+        """Erasure: the item is never recommended again by this state."""
+        index = self.items.index(item_id)
+        if index is not None:
+            self.erased_items = np.union1d(self.erased_items, [index]).astype(np.int64)
+            self.feedback.drop_item(index)
 
     @classmethod
     def build(
@@ -192,7 +216,7 @@ class ServingState:
         Plain arrays, not a CSR row: building scipy matrices costs more than the search on the
         hot path, so one is built only when a fold-in needs it.
         """
-        index = self.users.index(user_id)
+        index = self.users.index(user_id) if user_id not in self.erased_users else None
         if index is None:
             columns, values = np.zeros(0, np.int32), np.zeros(0, np.float32)
         else:
@@ -218,7 +242,7 @@ class ServingState:
     ) -> Ranked:
         columns, values, changed = self.user_history(user_id)
         filtered = self.catalogue.filtered_out(include, exclude)
-        index = self.users.index(user_id)
+        index = self.users.index(user_id) if user_id not in self.erased_users else None
         trained = self.model.user_factors
         seen = columns if exclude_seen else None
         if not changed and index is not None and trained is not None and index < len(trained):
@@ -258,8 +282,8 @@ class ServingState:
 
     def popular(self, k: int, filtered: np.ndarray) -> Ranked:
         order = self.popular_ids
-        if len(filtered):
-            order = order[~np.isin(order, filtered)]
+        if len(filtered) or len(self.erased_items):
+            order = order[~np.isin(order, np.concatenate([filtered, self.erased_items]))]
         top = order[:k]
         return Ranked(top, self.popular_counts[top], "popular")
 
@@ -281,7 +305,7 @@ class ServingState:
         filtered: np.ndarray,
         strategy: Strategy,
     ) -> Ranked:
-        parts = [part for part in (seen, filtered) if part is not None and len(part)]
+        parts = [part for part in (seen, filtered, self.erased_items) if part is not None and len(part)]
         exclude = None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts)
         ids, scores = self.index.search_one(query, k, exclude)
         return Ranked(ids, scores, strategy)

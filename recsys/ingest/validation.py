@@ -120,7 +120,7 @@ class _Reasons:
         self.reasons = np.full(n, None, dtype=object)
         self.fields = np.full(n, None, dtype=object)
 
-    def add(self, mask: pd.Series | np.ndarray, reason: str | pd.Series, column: str) -> None:
+    def add(self, mask: pd.Series | np.ndarray, reason: str | pd.Series | np.ndarray, column: str) -> None:
         if isinstance(mask, pd.Series):  # comparisons on missing strings give <NA>: not a violation
             mask = mask.astype("boolean").fillna(False).to_numpy(dtype=bool)
         mask = np.asarray(mask, dtype=bool) & pd.isna(self.reasons)

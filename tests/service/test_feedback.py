@@ -47,6 +47,7 @@ def test_feedback_takes_effect_on_the_next_request(client: TestClient) -> None:
     assert response.json() == {
         "stored": 1,
         "duplicates": 0,
+        "conflicting": 0,
         "new_users": [],
         "new_items": [],
         "not_in_model": [],
@@ -74,6 +75,7 @@ def test_batch_with_new_user_and_new_item(client: TestClient, settings: Settings
     assert response.json() == {
         "stored": 2,
         "duplicates": 0,
+        "conflicting": 0,
         "new_users": ["newcomer"],
         "new_items": ["brand-new"],
         "not_in_model": ["brand-new"],
