@@ -149,29 +149,37 @@ def write_interactions(
     )
     rows = _without_known_events(connection, rows).reset_index(drop=True)
     written = Written()
-    first = ~rows.duplicated(KEY, keep="first").to_numpy()
+    if rows.empty:
+        return written
+    first = ~rows.duplicated(KEY, keep="first")
     values = rows.groupby(KEY, sort=False)["value"]
-    # What a later row of a key meets: the value an update left, or the first one kept.
-    reference = values.shift() if policy == "update" else values.transform("first")
-    conflicts = ~first & (rows["value"] != reference).to_numpy()
+    final = rows.loc[first]
+    if policy == "update":
+        final = final.assign(value=values.transform("last")[first])
+    stage(connection, "recsys_stage_interactions", STAGE_COLUMNS, final)
+    stored_rows = connection.exec_driver_sql(
+        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {_STAGED_KEY}"
+    ).all()
+    stored_by_pos = pd.Series({int(pos): float(value) for pos, value in stored_rows}, dtype="float64")
+    stored = rows.groupby(KEY, sort=False)["pos"].transform("first").map(stored_by_pos)
+    # What each row meets: the stored value (first row of a key), then the value an update left
+    # or the one kept (later rows).
+    if policy == "update":
+        reference = values.shift().where(~first, stored)
+    else:
+        reference = values.transform("first").where(stored.isna(), stored).where(~first, stored)
+    conflicts = (reference.notna() & (rows["value"] != reference)).to_numpy()
     written.conflicting = int(conflicts.sum())
     if policy == "reject":
-        for pos, value, earlier in zip(
-            rows["pos"][conflicts], rows["value"][conflicts], reference[conflicts], strict=True
+        for pos, value, other, is_stored in zip(
+            rows["pos"][conflicts],
+            rows["value"][conflicts],
+            reference[conflicts],
+            stored.notna()[conflicts],
+            strict=True,
         ):
-            written.rejected[int(pos)] = _conflict_reason(value, earlier, "given earlier in the same source")
-    final = rows.loc[first].assign(first_value=rows["value"][first])
-    if policy == "update":
-        final["value"] = values.transform("last")[first]
-    stage(connection, "recsys_stage_interactions", STAGE_COLUMNS, final)
-    clashes = connection.exec_driver_sql(
-        f"SELECT s.pos, s.first_value, i.value FROM recsys_stage_interactions s "
-        f"JOIN interactions i ON {_STAGED_KEY} WHERE i.value <> s.first_value"
-    ).all()
-    written.conflicting += len(clashes)
-    if policy == "reject":
-        for pos, value, stored in clashes:
-            written.rejected[int(pos)] = _conflict_reason(value, stored, "stored")
+            where = "stored" if is_stored else "given earlier in the same source"
+            written.rejected[int(pos)] = _conflict_reason(value, other, where)
     written.loaded = _insert_staged(connection, replace=policy == "update")
     connection.exec_driver_sql("DROP TABLE recsys_stage_interactions")
     return written
@@ -180,7 +188,6 @@ def write_interactions(
 STAGE_COLUMNS = {
     "pos": "BIGINT",
     **INTERACTION_COLUMNS,
-    "first_value": "DOUBLE PRECISION",
     "event_id": "TEXT",
     "recommendation_id": "TEXT",
 }
@@ -273,10 +280,21 @@ def write_rejected(connection: Connection, run_id: int, rejected: pd.DataFrame) 
     # Text columns cannot hold NUL (PostgreSQL) or lone surrogates (UTF-8): store them escaped.
     for column in ("raw", "reason"):
         text = records[column].astype(object)
-        unsafe = text.map(lambda value: not str(value).isprintable())
+        unsafe = text.map(_unstorable)
         if unsafe.any():
             records[column] = text.where(~unsafe, text[unsafe].map(lambda value: printable_text(str(value))))
     connection.execute(insert(RejectedRow), cast(list[dict[str, Any]], records.to_dict("records")))
+
+
+def _unstorable(value: object) -> bool:
+    text = str(value)
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def write_batch(
