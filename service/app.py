@@ -57,25 +57,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _openapi_with_rules(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI schema with the configured input rules as bounds of the event fields.
 
-    The latest accepted timestamp moves with the clock; the schema states it as of its
-    generation, so a client that obeys the schema is never refused by the moving rule."""
+    The latest accepted timestamp moves with the clock: each request for the schema states it
+    as of that moment, so a client that obeys the schema it read is never refused by the rule."""
     if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title,
-            version=app.version,
-            summary=app.summary,
-            routes=app.routes,
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        rules: Rules = app.state.rules
-        event = schema.get("components", {}).get("schemas", {}).get("InteractionEvent")
-        if event is not None:
-            low, high = rules.value_envelope
-            event["properties"]["value"].update(minimum=low, maximum=high)
-            for option in event["properties"]["timestamp"]["anyOf"]:
-                if option.get("type") == "integer":
-                    option.update(minimum=rules.timestamp_min, maximum=rules.timestamp_max(app.state.clock()))
-        app.openapi_schema = schema
-    return app.openapi_schema
+    schema = app.openapi_schema
+    rules: Rules = app.state.rules
+    event = schema.get("components", {}).get("schemas", {}).get("InteractionEvent")
+    if event is not None:
+        low, high = rules.value_envelope
+        event["properties"]["value"].update(minimum=low, maximum=high)
+        for option in event["properties"]["timestamp"]["anyOf"]:
+            if option.get("type") == "integer":
+                option.update(minimum=rules.timestamp_min, maximum=rules.timestamp_max(app.state.clock()))
+    return schema
 
 
 @asynccontextmanager

@@ -6,7 +6,14 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from recsys.ingest.specs import MAX_KIND_LENGTH
 from recsys.ingest.validation import ID_PATTERN
@@ -86,13 +93,27 @@ _ISO_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 
 
 def _iso_text_only(value: object) -> object:
-    """Pydantic would read "1700000000" as a date-time; the schema says ISO 8601 text."""
-    if isinstance(value, str) and not _ISO_START.match(value):
+    """Pydantic would read 1.5 or "1700000000" as a date-time; the schema says ISO 8601 text."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_START.match(value):
         raise ValueError("expected an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T12:00:00Z")
     return value
 
 
 IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text_only)]
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer: 5 and 5.0, never true, "5" or 5.5."""
+    if isinstance(value, bool | str):
+        raise ValueError("expected whole epoch seconds (a number, not a boolean or text)")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+EpochSeconds = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class InteractionEvent(Strict):
@@ -105,7 +126,7 @@ class InteractionEvent(Strict):
     value: float = Field(
         default=1.0, strict=True, allow_inf_nan=False, description="A finite number (not a boolean)."
     )
-    timestamp: StrictInt | IsoTime | None = Field(
+    timestamp: EpochSeconds | IsoTime | None = Field(
         default=None,
         description="Epoch seconds, or an ISO 8601 date-time with a UTC offset; default: now. Times "
         "before RECSYS_TIMESTAMP_MIN or more than RECSYS_TIMESTAMP_MAX_FUTURE_SECONDS ahead are rejected.",
