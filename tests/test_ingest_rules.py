@@ -235,3 +235,15 @@ def test_parquet_booleans_and_huge_values(engine: Engine, tmp_path: Path) -> Non
         report.rows_rejected == 3
         and report.first_reasons[0] == "row 1: non-numeric value 'True' (column 'rating')"
     )
+
+
+def test_a_bare_carriage_return_rejects_its_line_without_shifting_the_others(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "cr.csv"
+    path.write_bytes(HEADER.encode() + b"a,b\rc,d,1,2\nu1,i1,4,5\r\nu2,i2,4,6\n")
+    report = ingest_interactions(engine, path)
+    assert [(line, reason.split(" (")[0]) for line, _, reason in rejected_rows(engine, report.run_id)] == [
+        (2, "carriage return inside a line")
+    ]
+    assert [user for user, *_ in events(engine)] == ["u1", "u2"]

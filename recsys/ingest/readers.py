@@ -291,10 +291,33 @@ def _parse_block(
 ) -> Chunk:
     """Decode ``records`` (starting at the given line numbers) and parse them in one pyarrow call."""
     records, starts, undecodable = _decoded(records, starts, fmt.encoding)
+    records, starts, broken = _without_bare_returns(records, starts)
     frame, numbers, raw, bad = _parse_utf8(records, starts, fmt.sep, names)
     raw_lines = np.empty(len(raw), dtype=object)
     raw_lines[:] = raw
-    return Chunk(frame, numbers, raw_lines, "line", position, sorted([*malformed, *undecodable, *bad]))
+    rejected = sorted([*malformed, *undecodable, *broken, *bad])
+    return Chunk(frame, numbers, raw_lines, "line", position, rejected)
+
+
+_BARE_RETURN = re.compile(rb"\r(?!\n)")
+
+
+def _without_bare_returns(
+    records: list[bytes], starts: list[int]
+) -> tuple[list[bytes], list[int], list[tuple[int, str, str]]]:
+    """Records holding a carriage return that does not end a line are rejected: pyarrow would
+    read it as a row break, splitting one record (and every row number after it) in two."""
+    if not any(b"\r" in record.rstrip(b"\r\n") for record in records):
+        return records, starts, []
+    good, good_starts, bad = [], [], []
+    for record, start in zip(records, starts, strict=True):
+        if _BARE_RETURN.search(record.rstrip(b"\r\n")):
+            text = record.decode("utf-8", errors="replace").rstrip("\r\n")
+            bad.append((start, text, "carriage return inside a line (a line break other than \\n or \\r\\n)"))
+        else:
+            good.append(record)
+            good_starts.append(start)
+    return good, good_starts, bad
 
 
 def _parse_utf8(
@@ -329,17 +352,7 @@ def _parse_utf8(
         if len(records) == 1:
             text = records[0].decode("utf-8", errors="replace").rstrip("\r\n")
             return (*_parse_utf8([], [], sep, names)[:3], [(starts[0], text, f"cannot be parsed: {exc}")])
-        # Parse record by record so the one that pyarrow refuses is rejected alone.
-        parts = [
-            _parse_utf8([record], [start], sep, names) for record, start in zip(records, starts, strict=True)
-        ]
-        frame = pd.concat([part[0] for part in parts], ignore_index=True)
-        return (
-            frame,
-            np.concatenate([part[1] for part in parts]),
-            [raw for part in parts for raw in part[2]],
-            [row for part in parts for row in part[3]],
-        )
+        return _one_by_one(records, starts, sep, names)  # the one pyarrow refuses is rejected alone
     if any(number is None for number, _, _ in invalid):  # pyarrow knows row numbers single-threaded
         raise DataError(f"could not number the malformed rows near line {starts[0]}")
 
@@ -351,6 +364,13 @@ def _parse_utf8(
             (starts[number - 1], text, f"wrong number of fields: expected {len(names)}, found {found}")
         )
     frame = table.to_pandas()
+    if len(frame) + len(invalid) != len(records):
+        # pyarrow saw another number of rows than there are records: parse them one by one so
+        # that no row is ever paired with another row's line number.
+        if len(records) > 1:
+            return _one_by_one(records, starts, sep, names)
+        text = records[0].decode("utf-8", errors="replace").rstrip("\r\n")
+        return (*_parse_utf8([], [], sep, names)[:3], [(starts[0], text, "cannot be read as one row")])
     raw = np.empty(len(records), dtype=object)
     raw[:] = records
     kept_raw = raw[keep]
@@ -361,3 +381,17 @@ def _parse_utf8(
         frame = frame.loc[not_blank].reset_index(drop=True)
         numbers, kept_raw = numbers[not_blank], kept_raw[not_blank]
     return frame, numbers, list(kept_raw), malformed
+
+
+def _one_by_one(
+    records: list[bytes], starts: list[int], sep: str, names: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, list[bytes], list[tuple[int, str, str]]]:
+    parts = [
+        _parse_utf8([record], [start], sep, names) for record, start in zip(records, starts, strict=True)
+    ]
+    return (
+        pd.concat([part[0] for part in parts], ignore_index=True),
+        np.concatenate([part[1] for part in parts]),
+        [raw for part in parts for raw in part[2]],
+        [row for part in parts for row in part[3]],
+    )

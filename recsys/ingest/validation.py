@@ -142,7 +142,8 @@ def as_text(column: pd.Series) -> pd.Series:
     """
     if pd.api.types.is_float_dtype(column):
         finite = column.dropna()
-        if len(finite) and bool((finite == np.floor(finite)).all()):
+        whole = (finite == np.floor(finite)) & (finite.abs() < 2**53)
+        if len(finite) and bool(whole.all()):
             column = column.astype("Int64")  # 7.0 -> "7": ids read through a float column
     try:
         text = column.astype("string")
