@@ -77,7 +77,7 @@ def test_every_bad_row_is_rejected_with_its_line_and_reason(engine: Engine, tmp_
     expected = [(n, line, reason) for n, line, reason in CASES if reason]
     assert [(row[0], row[1]) for row in stored] == [(n, line) for n, line, _ in expected]
     for row, (_, _, reason) in zip(stored, expected, strict=True):
-        assert row[2] == reason or reason.endswith(" ") and row[2].startswith(reason), (row[2], reason)
+        assert row[2] == reason or (reason.endswith(" ") and row[2].startswith(reason)), (row[2], reason)
     assert events(engine) == [
         ("u1", "i1", "rating", 4.5, 1_700_000_000),
         ("u3", "i6", "rating", 2.0, 1_700_000_000),

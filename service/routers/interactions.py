@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Request, status
 from pydantic import Field
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from recsys.ingest.validation import Rules
 from service.deps import ApiKeyDep, EngineDep, HolderDep, SettingsDep
@@ -72,6 +72,12 @@ async def post_interactions(
         ) from None
     except EventsConflict as conflict:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{conflict}; nothing was stored") from None
+    except DataError:
+        raise  # the client's value: 422 (service.errors)
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "a concurrent request stored the same event; nothing was stored"
+        ) from None
     except (SQLAlchemyError, TimeoutError, DeadlinePassed) as exc:
         logger.warning("storing interactions failed: %s", exc)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, UNAVAILABLE) from None

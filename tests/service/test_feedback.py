@@ -360,3 +360,23 @@ def test_an_erased_item_is_never_recommended_and_events_are_deleted_by_id(client
         "interactions": 1,
     }
     assert client.delete("/interactions/e-9", headers=KEY).status_code == 404
+
+
+def test_a_database_data_error_is_422_not_503(settings: Settings, version: object) -> None:
+    """Driver data errors (a value out of a column's range, a NUL byte) are the client's."""
+    from sqlalchemy.exc import DataError
+
+    import service.routers.interactions as interactions_router
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise DataError("INSERT ...", {}, Exception("value out of range for type bigint"))
+
+    original = interactions_router.store_interactions
+    interactions_router.store_interactions = refused  # type: ignore[assignment]
+    try:
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
+    finally:
+        interactions_router.store_interactions = original
+    assert response.status_code == 422
+    assert "value out of range for type bigint" in response.json()["detail"][0]["msg"]
