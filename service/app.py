@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.exc import SQLAlchemyError
+from threadpoolctl import threadpool_limits
 
 import recsys
 from recsys.db import get_engine
@@ -26,6 +28,7 @@ from recsys.ingest.validation import Rules
 from recsys.settings import Settings, get_settings
 from service import errors
 from service.metrics import MetricsMiddleware
+from service.request_id import HEADER, RequestIdMiddleware
 from service.routers import admin, deletions, health, interactions, items, recommendations
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
@@ -47,6 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rules = Rules.from_settings(settings)
     app.state.clock = time.time  # the "now" of the timestamp rule; tests may fix it
     app.add_middleware(MetricsMiddleware)
+    if settings.cors_origins:  # off unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", HEADER],
+            expose_headers=[HEADER],
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
     errors.install(app)
     for module in (recommendations, items, interactions, deletions, admin, health):
         app.include_router(module.router)
@@ -78,6 +90,9 @@ def _openapi_with_rules(app: FastAPI) -> dict[str, Any]:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
+    # One BLAS thread per worker: a request's products and fold-in solves are small, and on a
+    # busy machine OpenBLAS threads waiting for a core made a 128 x 128 solve 50x slower.
+    blas_limit = threadpool_limits(limits=1, user_api="blas")
     settings: Settings = app.state.settings
     holder: StateHolder = app.state.holder
     app.state.engine = get_engine(settings.database_url)
@@ -97,6 +112,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        blas_limit.restore_original_limits()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
