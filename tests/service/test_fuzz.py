@@ -118,6 +118,7 @@ def test_schemathesis_finds_no_failure(served: tuple[str, _Collect], tmp_path: P
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # schemathesis keeps a cache in the working directory
     )
     # Reproducing requests can be kilobytes long: keep every line, but short.
     summary = "\n".join(line[:300] for line in result.stdout.splitlines())[-20000:]
