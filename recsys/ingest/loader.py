@@ -152,15 +152,22 @@ def write_interactions(
     if rows.empty:
         return written
     first = ~rows.duplicated(KEY, keep="first")
+    repeated = rows.duplicated(KEY, keep=False)
     values = rows.groupby(KEY, sort=False)["value"]
-    final = rows.loc[first]
+    final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
     if policy == "update":
         final = final.assign(value=values.transform("last")[first])
     stage(connection, "recsys_stage_interactions", STAGE_COLUMNS, final)
+    # Stored values matter only where they differ from a key's first row or the key repeats;
+    # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
     stored_rows = connection.exec_driver_sql(
-        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {_STAGED_KEY}"
+        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {_STAGED_KEY} "
+        "WHERE i.value <> s.first_value OR s.repeated = 1"
     ).all()
-    stored_by_pos = pd.Series({int(pos): float(value) for pos, value in stored_rows}, dtype="float64")
+    stored_by_pos = pd.Series(
+        np.array([row[1] for row in stored_rows], dtype=np.float64),
+        index=np.array([row[0] for row in stored_rows], dtype=np.int64),
+    )
     stored = rows.groupby(KEY, sort=False)["pos"].transform("first").map(stored_by_pos)
     # What each row meets: the stored value (first row of a key), then the value an update left
     # or the one kept (later rows).
@@ -188,6 +195,8 @@ def write_interactions(
 STAGE_COLUMNS = {
     "pos": "BIGINT",
     **INTERACTION_COLUMNS,
+    "first_value": "DOUBLE PRECISION",  # the value of the key's first row in the batch
+    "repeated": "INTEGER",  # 1 when the key has more than one row in the batch
     "event_id": "TEXT",
     "recommendation_id": "TEXT",
 }

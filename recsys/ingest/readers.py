@@ -201,7 +201,7 @@ class _RecordSplitter:
         self, lines: list[bytes], first: int, at_end: bool
     ) -> tuple[list[bytes], list[int], list[tuple[int, str, str]], list[bytes]]:
         """(records, their first line numbers, malformed rows, lines carried over)."""
-        if not any(b'"' in line for line in lines):
+        if b'"' not in b"".join(lines):
             return lines, list(range(first, first + len(lines))), [], []
         records: list[bytes] = []
         starts: list[int] = []
@@ -307,7 +307,7 @@ def _without_bare_returns(
 ) -> tuple[list[bytes], list[int], list[tuple[int, str, str]]]:
     """Records holding a carriage return that does not end a line are rejected: pyarrow would
     read it as a row break, splitting one record (and every row number after it) in two."""
-    if not any(b"\r" in record.rstrip(b"\r\n") for record in records):
+    if not _BARE_RETURN.search(b"".join(records).replace(b"\r\n", b"\n")):
         return records, starts, []
     good, good_starts, bad = [], [], []
     for record, start in zip(records, starts, strict=True):

@@ -41,6 +41,7 @@ DuplicatePolicy = Literal["update", "keep-first", "reject"]
 DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = ("update", "keep-first", "reject")
 
 #: Control characters (Unicode category Cc) and lone surrogates: never part of an id.
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
 FORBIDDEN_IN_IDS = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
 #: The same rule for JSON Schema (which cannot express surrogates): no control character, and
 #: something other than white space.
@@ -113,6 +114,18 @@ class Checked:
         self.rejected = self.rejected.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class _Quoting:
+    """A reason quoting each row's own text, built only for the rows that break the rule."""
+
+    before: str
+    text: pd.Series
+    after: str = ""
+
+    def for_rows(self, mask: np.ndarray) -> np.ndarray:
+        return (self.before + _quoted(self.text[mask]) + self.after).to_numpy(dtype=object)
+
+
 class _Reasons:
     """Collects the first reason (and the field it concerns) per row; later rules never overwrite."""
 
@@ -120,13 +133,16 @@ class _Reasons:
         self.reasons = np.full(n, None, dtype=object)
         self.fields = np.full(n, None, dtype=object)
 
-    def add(self, mask: pd.Series | np.ndarray, reason: str | pd.Series | np.ndarray, column: str) -> None:
+    def add(self, mask: pd.Series | np.ndarray, reason: str | _Quoting | np.ndarray, column: str) -> None:
         if isinstance(mask, pd.Series):  # comparisons on missing strings give <NA>: not a violation
             mask = mask.astype("boolean").fillna(False).to_numpy(dtype=bool)
         mask = np.asarray(mask, dtype=bool) & pd.isna(self.reasons)
         if not mask.any():
             return
-        self.reasons[mask] = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)[mask]
+        if isinstance(reason, _Quoting):
+            self.reasons[mask] = reason.for_rows(mask)
+        else:
+            self.reasons[mask] = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)[mask]
         self.fields[mask] = column
 
     @property
@@ -154,9 +170,19 @@ def as_text(column: pd.Series) -> pd.Series:
 
 def _quoted(text: pd.Series) -> pd.Series:
     shown = text.fillna("").str.slice(0, 80)
-    if shown.str.contains(FORBIDDEN_IN_IDS, regex=True).any():
+    if _has_forbidden(shown).any():
         shown = shown.map(printable_text)
     return "'" + shown + "'"
+
+
+def _has_forbidden(text: pd.Series) -> pd.Series:
+    """Where ``text`` holds a control character or a lone surrogate.
+
+    Arrow-backed strings cannot hold surrogates, and a pattern naming them would make pandas fall
+    back to Python for the whole column, so they get the pattern without."""
+    if isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow":
+        return text.str.contains(CONTROL_CHARACTERS, regex=True)
+    return text.str.contains(FORBIDDEN_IN_IDS, regex=True)
 
 
 def clean_ids(reasons: _Reasons, column: pd.Series, name: str, what: str, max_length: int) -> pd.Series:
@@ -164,11 +190,14 @@ def clean_ids(reasons: _Reasons, column: pd.Series, name: str, what: str, max_le
     text = as_text(column)
     reasons.add(text.isna() | (text == ""), f"missing {what} (column {name!r})", name)
     reasons.add(
-        text.str.contains(FORBIDDEN_IN_IDS, regex=True),
-        f"{what} " + _quoted(text) + " holds a control character or invalid Unicode",
+        _has_forbidden(text),
+        _Quoting(f"{what} ", text, " holds a control character or invalid Unicode"),
         name,
     )
-    text = text.str.normalize("NFC")
+    not_ascii = ~text.str.isascii().fillna(True).to_numpy(dtype=bool)
+    if not_ascii.any():  # NFC changes nothing in ASCII, and normalising is a Python loop
+        text = text.copy()
+        text[not_ascii] = text[not_ascii].str.normalize("NFC")
     reasons.add(text.str.len() > max_length, f"{what} longer than {max_length} characters", name)
     return text
 
@@ -199,8 +228,8 @@ def _check_value(
     column = spec.value_col
     values, text = _numbers(frame[column])
     reasons.add(text.isna() | (text == ""), f"missing value (column {column!r})", column)
-    reasons.add(values.isna(), "non-numeric value " + _quoted(text) + f" (column {column!r})", column)
-    reasons.add(~np.isfinite(values), "non-finite value " + _quoted(text) + f" (column {column!r})", column)
+    reasons.add(values.isna(), _Quoting("non-numeric value ", text, f" (column {column!r})"), column)
+    reasons.add(~np.isfinite(values), _Quoting("non-finite value ", text, f" (column {column!r})"), column)
     lower = np.full(len(frame), rules.value_min)
     upper = np.full(len(frame), rules.value_max)
     for kind, (low, high) in rules.value_bounds.items():
@@ -215,13 +244,13 @@ def _check_value(
     for bound in np.unique(lower[numbers < lower]):
         reasons.add(
             (numbers < lower) & (lower == bound),
-            "value " + _quoted(text) + f" below the minimum {_format(bound)}",
+            _Quoting("value ", text, f" below the minimum {_format(bound)}"),
             column,
         )
     for bound in np.unique(upper[numbers > upper]):
         reasons.add(
             (numbers > upper) & (upper == bound),
-            "value " + _quoted(text) + f" above the maximum {_format(bound)}",
+            _Quoting("value ", text, f" above the maximum {_format(bound)}"),
             column,
         )
     return numbers
@@ -265,21 +294,25 @@ def _check_timestamp(
     reasons.add(text.isna() | (text == ""), f"missing timestamp (column {column!r})", column)
     reasons.add(
         seconds.isna(),
-        "unparsable timestamp " + _quoted(text) + f" (column {column!r}; expected epoch seconds or ISO 8601)",
+        _Quoting(
+            "unparsable timestamp ", text, f" (column {column!r}; expected epoch seconds or ISO 8601)"
+        ),
         column,
     )
     earliest, latest = rules.timestamp_min, rules.timestamp_max(now)
     reasons.add(
         seconds < earliest,
-        "timestamp " + _quoted(text) + f" before the earliest accepted time {_utc_text(earliest)}",
+        _Quoting("timestamp ", text, f" before the earliest accepted time {_utc_text(earliest)}"),
         column,
     )
     reasons.add(
         ~(seconds <= latest),  # also catches inf
-        "timestamp "
-        + _quoted(text)
-        + f" after the latest accepted time {_utc_text(latest)} (more than "
-        + f"{rules.max_future_seconds} s in the future; milliseconds?)",
+        _Quoting(
+            "timestamp ",
+            text,
+            f" after the latest accepted time {_utc_text(latest)} (more than "
+            f"{rules.max_future_seconds} s in the future; milliseconds?)",
+        ),
         column,
     )
     safe = seconds.where((seconds >= earliest) & (seconds <= latest), 0).fillna(0)
