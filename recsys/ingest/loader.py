@@ -157,7 +157,11 @@ def write_interactions(
     final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
     if policy == "update":
         final = final.assign(value=values.transform("last")[first])
-    stage(connection, "recsys_stage_interactions", STAGE_COLUMNS, final)
+    columns = dict(STAGE_COLUMNS)
+    for optional in ("event_id", "recommendation_id"):  # file loads have neither: stage less
+        if final[optional].isna().all():
+            del columns[optional]
+    stage(connection, "recsys_stage_interactions", columns, final)
     # Stored values matter only where they differ from a key's first row or the key repeats;
     # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
     stored_rows = connection.exec_driver_sql(
@@ -187,7 +191,11 @@ def write_interactions(
         ):
             where = "stored" if is_stored else "given earlier in the same source"
             written.rejected[int(pos)] = _conflict_reason(value, other, where)
-    written.loaded = _insert_staged(connection, replace=policy == "update")
+    # Update replaces stored values only where one differs from the batch's final value; the
+    # stored values that can differ were all fetched above.
+    final_values = final.set_index("pos")["value"]
+    differs = bool((stored_by_pos != final_values.reindex(stored_by_pos.index)).any())
+    written.loaded = _insert_staged(connection, replace=policy == "update" and differs, staged=columns)
     connection.exec_driver_sql("DROP TABLE recsys_stage_interactions")
     return written
 
@@ -225,17 +233,20 @@ def _without_known_events(connection: Connection, rows: pd.DataFrame) -> pd.Data
     return rows.loc[~(repeated | known).to_numpy()]
 
 
-def _insert_staged(connection: Connection, replace: bool) -> int:
+def _insert_staged(connection: Connection, replace: bool, staged: dict[str, str]) -> int:
     """Move the staged events into ``interactions``; returns how many rows were inserted.
 
     With ``replace``, a stored event whose value differs is deleted and inserted again with the
     new value (keeping its event and recommendation ids), so it gets a new, higher id.
     """
+    event = "s.event_id" if "event_id" in staged else "NULL"
+    recommendation = "s.recommendation_id" if "recommendation_id" in staged else "NULL"
     columns = "user_id, item_id, kind, value, ts, event_id, recommendation_id"
     if not replace:
         result = connection.exec_driver_sql(
-            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM recsys_stage_interactions "
-            "WHERE true ON CONFLICT DO NOTHING"
+            f"INSERT INTO interactions ({columns}) "
+            f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, {event}, {recommendation} "
+            "FROM recsys_stage_interactions s WHERE true ON CONFLICT DO NOTHING"
         )
         return int(result.rowcount)
     connection.exec_driver_sql("DROP TABLE IF EXISTS recsys_stage_replaced")
@@ -247,8 +258,8 @@ def _insert_staged(connection: Connection, replace: bool) -> int:
     connection.exec_driver_sql("DELETE FROM interactions WHERE id IN (SELECT id FROM recsys_stage_replaced)")
     result = connection.exec_driver_sql(
         f"INSERT INTO interactions ({columns}) "
-        "SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, COALESCE(s.event_id, r.event_id), "
-        "COALESCE(s.recommendation_id, r.recommendation_id) "
+        f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, COALESCE({event}, r.event_id), "
+        f"COALESCE({recommendation}, r.recommendation_id) "
         "FROM recsys_stage_interactions s LEFT JOIN recsys_stage_replaced r ON r.pos = s.pos "
         "WHERE true ON CONFLICT DO NOTHING"
     )
