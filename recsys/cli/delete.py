@@ -73,7 +73,8 @@ def invalid_command(
 ) -> None:
     """Remove stored interactions that break the current input rules (values out of range,
     timestamps outside the window, bad ids), for example ones stored before the rules existed."""
-    from recsys.db.erasure import delete_interactions, invalid_interactions
+    from recsys.db.erasure import delete_interactions
+    from recsys.ingest.cleanup import invalid_interactions
     from recsys.ingest.validation import Rules
 
     settings = load_settings(database_url)

@@ -1,6 +1,7 @@
 """Removing data: erasing a user or an item with everything recorded about them, one event, or
-the stored events that break the input rules. Each removal is written to the ``deletions`` audit
-table in the same transaction. Used by the API (``DELETE``) and by ``recsys delete``.
+interactions by id (``recsys.ingest.cleanup`` finds the stored ones that break the input rules).
+Each removal is written to the ``deletions`` audit table in the same transaction. Used by the
+API (``DELETE``) and by ``recsys delete``.
 
 An erased user or item is gone from the database at once, so the next trained version never sees
 it; the running service forgets it at once too (``ServingState.forget_user``/``forget_item``).
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import pandas as pd
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from recsys.db.engine import bounded_transaction
@@ -61,42 +61,6 @@ def erase(engine: Engine, target: Target, external_id: str, *, source: str, time
         if erased.found:
             _audit(connection, erased, source)
     return erased
-
-
-def invalid_interactions(engine: Engine, rules: object, batch_size: int = 100_000) -> pd.DataFrame:
-    """Stored interactions that break ``rules`` (a :class:`~recsys.ingest.validation.Rules`):
-    columns id, user, item, kind, value, ts, reason. Checked by the same function as new input."""
-    from recsys.ingest.readers import frame_chunks
-    from recsys.ingest.specs import CsvSpec
-    from recsys.ingest.validation import Rules, validate_interactions
-
-    assert isinstance(rules, Rules)
-    spec = CsvSpec(user_col="user", item_col="item", value_col="value", timestamp_col="ts", kind_col="kind")
-    query = (
-        select(
-            Interaction.id,
-            User.external_id,
-            Item.external_id,
-            Interaction.kind,
-            Interaction.value,
-            Interaction.ts,
-        )
-        .join(User, User.id == Interaction.user_id)
-        .join(Item, Item.id == Interaction.item_id)
-        .order_by(Interaction.id)
-    )
-    found = []
-    with engine.connect() as connection:
-        result = connection.execution_options(yield_per=batch_size).execute(query)
-        for rows in result.partitions():
-            frame = pd.DataFrame(rows, columns=["id", "user", "item", "kind", "value", "ts"])
-            chunk = next(frame_chunks(frame, spec.columns, len(frame)))
-            checked = validate_interactions(chunk, spec, rules)
-            if len(checked.rejected):
-                bad = frame.iloc[checked.rejected["row_number"].to_numpy() - 1]
-                found.append(bad.assign(reason=checked.rejected["reason"].to_numpy()))
-    columns = ["id", "user", "item", "kind", "value", "ts", "reason"]
-    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=columns)
 
 
 def delete_interactions(engine: Engine, ids: list[int], *, source: str, detail: str) -> int:
