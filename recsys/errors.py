@@ -38,3 +38,7 @@ class RegistryError(RecsysError):
 
 class LockError(RecsysError):
     """Another process holds a lock this operation needs."""
+
+
+class DatabaseUnavailableError(RecsysError):
+    """The database stopped answering (or refused a connection) during an operation."""

@@ -110,6 +110,53 @@ class Settings(BaseSettings):
         '(JSON list, e.g. ["http://127.0.0.1:8000"]).',
     )
 
+    # --- input rules: every door that stores interactions applies them (recsys.ingest.validation)
+    interaction_value_min: float = Field(
+        default=0.0,
+        description="Smallest accepted interaction value. Implicit-feedback models (iALS, the default) "
+        "cannot train on negative values; lower it (or set a kind's range) only for explicit models.",
+    )
+    interaction_value_max: float = Field(
+        default=1e6,
+        description="Largest accepted interaction value (huge values overflow the models' float32).",
+    )
+    interaction_value_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description='Value range per kind, overriding the two above (JSON, e.g. {"rating": [0.5, 5]}).',
+    )
+    timestamp_min: int = Field(
+        default=0, description="Earliest accepted event time, epoch seconds (default 1970-01-01)."
+    )
+    timestamp_max_future_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="Latest accepted event time: this many seconds after now (clock skew allowance).",
+    )
+    duplicate_policy: Literal["update", "keep-first", "reject"] = Field(
+        default="update",
+        description="An event with the key (user, item, kind, timestamp) of a stored or earlier one but "
+        "another value: update replaces the value, keep-first keeps the old one, reject rejects the "
+        "new row. Each case is counted and reported.",
+    )
+    database_connect_timeout_seconds: int = Field(
+        default=5, ge=1, description="Seconds to wait for a new database connection."
+    )
+    request_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds the service waits for the database on a request (statement timeout on "
+        "PostgreSQL, busy timeout on SQLite); past it the client gets 503.",
+    )
+
+    @model_validator(mode="after")
+    def _check_input_rules(self) -> Settings:
+        ranges = {"default": (self.interaction_value_min, self.interaction_value_max)}
+        ranges.update(self.interaction_value_bounds)
+        for kind, (low, high) in ranges.items():
+            if not low <= high:
+                raise ValueError(f"value range of {kind!r} is empty: {low} > {high}")
+        return self
+
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()

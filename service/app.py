@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
 from threadpoolctl import threadpool_limits
@@ -23,10 +25,21 @@ from threadpoolctl import threadpool_limits
 import recsys
 from recsys.db import get_engine
 from recsys.errors import RecsysError
+from recsys.ingest.validation import Rules
 from recsys.settings import Settings, get_settings
+from service import errors
 from service.metrics import MetricsMiddleware
 from service.request_id import HEADER, RequestIdMiddleware
-from service.routers import admin, dashboard, health, interactions, items, recommendations, versions
+from service.routers import (
+    admin,
+    dashboard,
+    deletions,
+    health,
+    interactions,
+    items,
+    recommendations,
+    versions,
+)
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
 logger = logging.getLogger("uvicorn.error")
@@ -47,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = StateHolder()
     app.state.stamp_path = feedback_stamp(settings)
+    app.state.rules = Rules.from_settings(settings)
+    app.state.clock = time.time  # the "now" of the timestamp rule; tests may fix it
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:  # off unless configured
         app.add_middleware(
@@ -57,10 +72,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=[HEADER],
         )
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
-    for module in (recommendations, items, interactions, admin, versions, health, dashboard):
+    errors.install(app)
+    for module in (recommendations, items, interactions, deletions, admin, versions, health, dashboard):
         app.include_router(module.router)
     dashboard.mount_static(app)
+    app.openapi = lambda: _openapi_with_rules(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_rules(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema with the configured input rules as bounds of the event fields.
+
+    The latest accepted timestamp moves with the clock: each request for the schema states it
+    as of that moment, so a client that obeys the schema it read is never refused by the rule."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+    schema = app.openapi_schema
+    rules: Rules = app.state.rules
+    event = schema.get("components", {}).get("schemas", {}).get("InteractionEvent")
+    if event is not None:
+        low, high = rules.value_envelope
+        event["properties"]["value"].update(minimum=low, maximum=high)
+        for option in event["properties"]["timestamp"]["anyOf"]:
+            if option.get("type") == "integer":
+                option.update(minimum=rules.timestamp_min, maximum=rules.timestamp_max(app.state.clock()))
+    return schema
 
 
 @asynccontextmanager

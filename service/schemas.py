@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
+from recsys.ingest.specs import MAX_KIND_LENGTH
+from recsys.ingest.validation import ID_PATTERN
 from recsys.retrieval import Strategy
 
 #: Bounds of ``k`` for every endpoint that returns a list.
@@ -130,22 +141,91 @@ class HistoryRequest(Strict):
         return self
 
 
+#: An id as every door accepts it (recsys.ingest.validation): no control character, not blank.
+EventText = Annotated[str, Field(min_length=1, max_length=255, pattern=ID_PATTERN)]
+_ISO_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _iso_text_only(value: object) -> object:
+    """Pydantic would read 1.5 or "1700000000" as a date-time; the schema says ISO 8601 text."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_START.match(value):
+        raise ValueError("expected an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text_only)]
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer: 5 and 5.0, never true, "5" or 5.5."""
+    if isinstance(value, bool | str):
+        raise ValueError("expected whole epoch seconds (a number, not a boolean or text)")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+EpochSeconds = Annotated[int, BeforeValidator(_whole_number)]
+
+
 class InteractionEvent(Strict):
-    user_id: ExternalId
-    item_id: ExternalId
-    kind: str = Field(default="rating", min_length=1, max_length=32)
-    value: float = Field(default=1.0, allow_inf_nan=False)
-    timestamp: int | None = Field(default=None, ge=0, description="Epoch seconds; default: now.")
+    """One event. Values and timestamps obey the server's input rules (the same for file
+    ingestion): the bounds below are the configured ones, see docs/operations.md."""
+
+    user_id: EventText
+    item_id: EventText
+    kind: Annotated[str, Field(min_length=1, max_length=MAX_KIND_LENGTH, pattern=ID_PATTERN)] = "rating"
+    value: float = Field(
+        default=1.0, strict=True, allow_inf_nan=False, description="A finite number (not a boolean)."
+    )
+    timestamp: EpochSeconds | IsoTime | None = Field(
+        default=None,
+        description="Epoch seconds, or an ISO 8601 date-time with a UTC offset; default: now. Times "
+        "before RECSYS_TIMESTAMP_MIN or more than RECSYS_TIMESTAMP_MAX_FUTURE_SECONDS ahead are rejected.",
+        examples=[1714564800, "2024-05-01T12:00:00Z"],
+    )
+    event_id: EventText | None = Field(
+        default=None,
+        description="Your id for this event: a retried request with the same event_id stores nothing "
+        "twice. DELETE /interactions/{event_id} removes it.",
+    )
+    recommendation_id: Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)] | None = Field(
+        default=None, description="The recommendation_id of the list this event responds to."
+    )
+
+    def epoch_seconds(self, now: int) -> int:
+        if self.timestamp is None:
+            return now
+        if isinstance(self.timestamp, datetime):
+            return int(self.timestamp.timestamp() // 1)
+        return self.timestamp
 
 
 class StoredInteractions(Strict):
-    stored: int = Field(description="Events newly stored.")
-    duplicates: int = Field(description="Events already stored (same user, item, kind, timestamp).")
+    stored: int = Field(description="Events newly stored (a replaced value counts as stored).")
+    duplicates: int = Field(
+        description="Events already stored (same user, item, kind, timestamp and value, or same event_id)."
+    )
+    conflicting: int = Field(
+        default=0,
+        description="Events with the key of a stored one but another value, settled by the server's "
+        "duplicate policy (RECSYS_DUPLICATE_POLICY: update replaces the value, keep-first keeps it).",
+    )
     new_users: list[str]
     new_items: list[str]
     not_in_model: list[str] = Field(
         description="Items the loaded model does not know: stored, recommendable after retraining."
     )
+
+
+class Deleted(Strict):
+    """The outcome of a deletion (also written to the ``deletions`` audit table)."""
+
+    target: Literal["user", "item", "interaction"]
+    id: str
+    interactions: int = Field(description="Interactions removed with it.")
 
 
 class ReloadResult(Strict):
@@ -170,11 +250,17 @@ class ErrorMessage(Strict):
     detail: str
 
 
+class InternalError(Strict):
+    detail: str
+    request_id: str = Field(description="Quote it when reporting the error; the server log has the details.")
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI documentation of the error responses an endpoint can give."""
     described = {
         401: "Missing or wrong X-API-Key (the message does not say which), or no key configured.",
-        404: "An item id the loaded model does not know; the message names it.",
-        503: "No model loaded yet, or the database is unavailable for a write.",
+        404: "An id that is not known (the model's items; stored users, items or event ids for DELETE).",
+        409: "An event has the key of a stored one with another value and the duplicate policy is reject.",
+        503: "No model loaded yet, or the database is unavailable (or slower than the request timeout).",
     }
     return {code: {"model": ErrorMessage, "description": described[code]} for code in codes}

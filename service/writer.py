@@ -1,9 +1,11 @@
-"""Storing posted interactions: a small idempotent bulk upsert through SQLAlchemy.
+"""Storing posted interactions through the same rules and the same writer as file ingestion.
 
-The ingest package loads files through staging tables, which suits millions of rows; a request
-carries at most a few thousand events, so one transaction of plain multi-row statements is
-simpler and faster here. Users and items are created on first sight; an event already stored
-(same user, item, kind and timestamp) is skipped, so a retried request stores nothing twice.
+A request is one small batch: its events are checked by :func:`recsys.ingest.validation.
+validate_interactions` (so the API accepts exactly what ingestion accepts, with the same
+messages) and written by :func:`recsys.ingest.loader.write_interactions` in one transaction that
+gives up after the request timeout. Users and items are created on first sight; an event already
+stored (same key and value, or same ``event_id``) is a duplicate, so a retried request stores
+nothing twice.
 """
 
 from __future__ import annotations
@@ -12,63 +14,109 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
+import pandas as pd
+from sqlalchemy import Engine, select
 
-from recsys.db.engine import is_postgres
-from recsys.db.models import Interaction, Item, User
+from recsys.db.engine import bounded_transaction
+from recsys.db.models import Item, User
+from recsys.ingest.loader import IdCache, write_interactions
+from recsys.ingest.readers import frame_chunks
+from recsys.ingest.specs import CsvSpec
+from recsys.ingest.validation import Rules, validate_interactions
 from service.schemas import InteractionEvent
+
+#: The request body's field names, read as an interaction source.
+REQUEST_SPEC = CsvSpec(
+    user_col="user_id", item_col="item_id", value_col="value", timestamp_col="timestamp", kind_col="kind"
+)
 
 
 @dataclass(frozen=True)
 class StoreResult:
     stored: int
     duplicates: int
+    conflicting: int
     new_users: list[str]
     new_items: list[str]
 
 
-def store_interactions(engine: Engine, events: Sequence[InteractionEvent]) -> StoreResult:
-    """Insert the events (and unknown users and items) in one transaction."""
-    insert = postgresql.insert if is_postgres(engine) else sqlite.insert
-    now = int(time.time())
-    with engine.begin() as connection:
-        user_ids, new_users = _resolve(connection, insert, User, [event.user_id for event in events])
-        item_ids, new_items = _resolve(connection, insert, Item, [event.item_id for event in events])
-        rows = [
-            {
-                "user_id": user_ids[event.user_id],
-                "item_id": item_ids[event.item_id],
-                "kind": event.kind,
-                "value": event.value,
-                "ts": now if event.timestamp is None else event.timestamp,
-            }
-            for event in events
-        ]
-        statement = (
-            insert(Interaction)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["user_id", "item_id", "kind", "ts"])
-            .returning(Interaction.id)
-        )
-        stored = len(connection.execute(statement).all())
-    return StoreResult(stored, len(events) - stored, new_users, new_items)
+@dataclass(frozen=True)
+class Problem:
+    """One event the rules rejected: its position in the request, the field and the reason."""
+
+    index: int
+    field: str | None
+    reason: str
 
 
-def _resolve(
-    connection: Connection, insert: object, table: type[User] | type[Item], external_ids: list[str]
-) -> tuple[dict[str, int], list[str]]:
-    """Database ids of the external ids, creating the missing rows; also returns the created ids."""
-    wanted = list(dict.fromkeys(external_ids))
-    query = select(table.external_id, table.id).where(table.external_id.in_(wanted))
-    found: dict[str, int] = {external: key for external, key in connection.execute(query)}
-    missing = [external for external in wanted if external not in found]
-    if missing:
-        statement = (
-            insert(table)  # type: ignore[operator]
-            .values([{"external_id": external, "attributes": {}} for external in missing])
-            .on_conflict_do_nothing(index_elements=["external_id"])
+class EventsRejected(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems[0].reason if problems else "rejected")
+        self.problems = problems
+
+
+class EventsConflict(Exception):
+    """The duplicate policy is ``reject`` and an event conflicts with a stored or earlier one."""
+
+
+class DeadlinePassed(Exception):
+    """The client was already told the database was too slow: do not commit behind its back."""
+
+
+def store_interactions(
+    engine: Engine,
+    events: Sequence[InteractionEvent],
+    rules: Rules,
+    *,
+    now: float | None = None,
+    timeout: float = 5.0,
+    deadline: float | None = None,
+) -> StoreResult:
+    """Check the events against ``rules`` and insert them (and unknown users and items) in one
+    transaction; raises EventsRejected (nothing stored) when any event breaks a rule."""
+    clock = time.time() if now is None else now
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.Series([event.user_id for event in events], dtype=object),
+            "item_id": pd.Series([event.item_id for event in events], dtype=object),
+            "kind": pd.Series([event.kind for event in events], dtype=object),
+            "value": pd.Series([event.value for event in events], dtype="float64"),
+            "timestamp": pd.Series([event.epoch_seconds(int(clock)) for event in events], dtype=object),
+        }
+    )
+    chunk = next(frame_chunks(frame, REQUEST_SPEC.columns, max(len(frame), 1)))
+    checked = validate_interactions(chunk, REQUEST_SPEC, rules, now=clock)
+    if len(checked.rejected):
+        raise EventsRejected(
+            [
+                Problem(int(str(row.row_number)) - 1, _field_name(row.field), str(row.reason))
+                for row in checked.rejected.itertuples()
+            ]
         )
-        connection.execute(statement)
-        found.update({external: key for external, key in connection.execute(query)})
-    return found, missing
+    good = checked.good.assign(
+        event_id=[events[i].event_id for i in checked.good_positions],
+        recommendation_id=[events[i].recommendation_id for i in checked.good_positions],
+    )
+    with bounded_transaction(engine, timeout) as connection:
+        new_users = _unknown(connection, User, good["user"])
+        new_items = _unknown(connection, Item, good["item"])
+        written = write_interactions(connection, good, IdCache(), rules.duplicate_policy)
+        if written.rejected:
+            raise EventsConflict(next(iter(written.rejected.values())))
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlinePassed
+    return StoreResult(
+        written.loaded, len(events) - written.loaded, written.conflicting, new_users, new_items
+    )
+
+
+def _field_name(column: object) -> str | None:
+    return str(column) if isinstance(column, str) else None
+
+
+def _unknown(connection: object, table: type[User] | type[Item], external_ids: pd.Series) -> list[str]:
+    """The ids of ``external_ids`` not stored yet, in first-seen order."""
+    wanted = list(dict.fromkeys(str(external) for external in external_ids))
+    query = select(table.external_id).where(table.external_id.in_(wanted))
+    found = {row[0] for row in connection.execute(query)}  # type: ignore[attr-defined]
+    return [external for external in wanted if external not in found]

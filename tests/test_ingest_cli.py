@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +133,61 @@ def test_commands_refuse_a_database_without_schema(
     assert result.exit_code == 1
     assert isinstance(result.exception, SchemaError)
     assert "run `recsys db upgrade`" in str(result.exception)
+
+
+def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("RECSYS_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_bad_files_never_print_a_traceback(tmp_path: Path) -> None:
+    """Out-of-range dates loaded 0 rows with a traceback, --strict too; a binary header gave a raw
+    UnicodeDecodeError. Now: rows rejected alone, or one line on stderr."""
+    data = tmp_path / "data"
+    assert run_cli("db", "upgrade", data_dir=data).returncode == 0
+    dates = tmp_path / "dates.csv"
+    dates.write_text(
+        "user_id,item_id,rating,timestamp\nu1,i1,4,2024-01-01\nu2,i2,3,9999-12-31\nu3,i3,5,1700000000\n"
+    )
+    loose = run_cli("ingest", "csv", str(dates), data_dir=data)
+    assert loose.returncode == 0 and "2 loaded, 0 duplicates, 1 rejected" in loose.stdout
+    strict = run_cli("ingest", "csv", str(dates), "--strict", data_dir=data)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00u,s\n1,2\n")
+    refused = run_cli("ingest", "csv", str(binary), data_dir=data)
+    for result in (loose, strict, refused):
+        assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert strict.returncode == 1 and strict.stderr.strip().count("\n") == 0
+    assert "line 3: timestamp '9999-12-31' after the latest accepted time" in strict.stderr
+    assert refused.returncode == 1 and "is not utf-8 text (byte 0xff" in refused.stderr
+
+
+def test_delete_commands_erase_and_remove_invalid_rows(
+    sqlite_engine: Engine, settings_env: Path, tmp_path: Path
+) -> None:
+    url = str(sqlite_engine.url)
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,rating,timestamp\nu1,i1,4,10\nu2,i1,5,10\nu2,i2,5,10\n")
+    assert runner.invoke(app, ["ingest", "csv", str(path), "--database-url", url]).exit_code == 0
+    with sqlite_engine.begin() as connection:  # stored before the rules existed
+        connection.execute(text("UPDATE interactions SET value = -2 WHERE id = 1"))
+        connection.execute(text("UPDATE interactions SET ts = 99999999999 WHERE id = 2"))
+    dry = runner.invoke(app, ["delete", "invalid", "--dry-run", "--database-url", url])
+    assert (
+        dry.exit_code == 0 and "2 stored interaction(s) break the input rules; would remove 2" in dry.stdout
+    )
+    assert "value '-2.0' below the minimum 0" in dry.stdout
+    removed = runner.invoke(app, ["delete", "invalid", "--json", "--database-url", url])
+    assert json.loads(removed.stdout)["removed"] == 2
+    erased = runner.invoke(app, ["delete", "user", "u2", "--database-url", url])
+    assert erased.exit_code == 0 and "erased user 'u2' and 1 interaction(s)" in erased.stdout
+    assert runner.invoke(app, ["delete", "user", "u2", "--database-url", url]).exit_code == 1
+    with sqlite_engine.connect() as connection:
+        audit = connection.execute(
+            text("SELECT target, external_id, interactions, source FROM deletions")
+        ).all()
+        assert connection.execute(text("SELECT COUNT(*) FROM interactions")).scalar_one() == 0
+    assert [tuple(row) for row in audit] == [("invalid", None, 2, "cli"), ("user", "u2", 1, "cli")]

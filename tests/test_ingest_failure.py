@@ -24,9 +24,9 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch, failing_call: int) -> None:
     real = loader_module.write_batch
     calls = {"n": 0}
 
-    def flaky(connection, run_id, target, checked, cache):  # type: ignore[no-untyped-def]
+    def flaky(connection, run_id, target, checked, cache, policy):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        counts = real(connection, run_id, target, checked, cache)
+        counts = real(connection, run_id, target, checked, cache, policy)
         if calls["n"] == failing_call:
             raise DatabaseDown("connection lost")  # after the writes: they must roll back
         return counts

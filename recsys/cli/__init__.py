@@ -18,6 +18,7 @@ from recsys.errors import RecsysError
 COMMAND_MODULES = [
     "db",
     "ingest",
+    "delete",
     "data",
     "quickstart",
     "train",
@@ -81,5 +82,5 @@ def main() -> None:
     try:
         app()
     except RecsysError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(1) from None

@@ -17,6 +17,7 @@ from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_setti
 
 if TYPE_CHECKING:
     from recsys.ingest import IngestReport
+    from recsys.ingest.validation import DuplicatePolicy
 
 app = typer.Typer(
     help="Load interaction logs, items, users or MovieLens into the database.", no_args_is_help=True
@@ -47,6 +48,25 @@ BatchOption = Annotated[
     ),
 ]
 EncodingOption = Annotated[str, typer.Option("--encoding", help="Text encoding of a CSV file.")]
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--duplicate-policy",
+        help="An event with the key (user, item, kind, timestamp) of a stored or earlier one but another "
+        "value: update, keep-first or reject (default RECSYS_DUPLICATE_POLICY, update). Always reported.",
+        show_default=False,
+    ),
+]
+
+
+def _policy(value: str | None) -> DuplicatePolicy | None:
+    from recsys.ingest.validation import DUPLICATE_POLICIES
+
+    if value is not None and value not in DUPLICATE_POLICIES:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(DUPLICATE_POLICIES)}", param_hint="--duplicate-policy"
+        )
+    return value
 
 
 def _optional(column: str) -> str | None:
@@ -101,11 +121,14 @@ def csv_command(
         str | None, typer.Option("--kind-col", help="Column holding each event's kind (overrides --kind).")
     ] = None,
     min_value: Annotated[
-        float | None, typer.Option("--min-value", help="Reject values below this (default: no bound).")
+        float | None,
+        typer.Option("--min-value", help="Also reject values below this (narrows the configured range)."),
     ] = None,
     max_value: Annotated[
-        float | None, typer.Option("--max-value", help="Reject values above this (default: no bound).")
+        float | None,
+        typer.Option("--max-value", help="Also reject values above this (narrows the configured range)."),
     ] = None,
+    duplicate_policy: PolicyOption = None,
     sep: SepOption = ",",
     names: NoHeaderOption = None,
     encoding: EncodingOption = "utf-8",
@@ -133,7 +156,13 @@ def csv_command(
     engine = open_database(load_settings(database_url))
     started = time.perf_counter()
     report = ingest_interactions(
-        engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=console.is_terminal
+        engine,
+        path,
+        spec=spec,
+        strict=strict,
+        batch_size=batch_size,
+        progress=console.is_terminal,
+        duplicate_policy=_policy(duplicate_policy),
     )
     _finish([report], as_json, time.perf_counter() - started)
 

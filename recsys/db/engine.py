@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from recsys.errors import ConfigError
+from recsys.settings import get_settings
+
+#: How long a batch job waits for another writer of a SQLite file (requests wait less, see below).
+SQLITE_BUSY_SECONDS = 30
 
 
 def _normalise_url(url: str) -> str:
@@ -32,10 +36,11 @@ def get_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    connect_timeout = get_settings().database_connect_timeout_seconds
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,3 +62,23 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def bounded_transaction(engine: Engine, seconds: float) -> Iterator[Connection]:
+    """A transaction whose statements give up after ``seconds`` instead of waiting on locks or a
+    slow server: ``statement_timeout`` and ``lock_timeout`` on PostgreSQL, the busy timeout on
+    SQLite. For work a client waits for; batch jobs keep the engine's defaults."""
+    milliseconds = max(1, int(seconds * 1000))
+    with engine.begin() as connection:
+        if is_postgres(engine):
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+            yield connection
+            return
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
+        try:
+            yield connection
+        finally:
+            with suppress(Exception):  # the pooled connection goes back with the batch-job default
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_SECONDS * 1000}")

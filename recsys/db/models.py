@@ -54,6 +54,7 @@ class Interaction(Base):
     # The natural key that makes re-loading a file idempotent.
     __table_args__ = (
         UniqueConstraint("user_id", "item_id", "kind", "ts", name="uq_interaction_event"),
+        UniqueConstraint("event_id", name="uq_interactions_event_id"),
         Index("ix_interactions_ts", "ts"),
         Index("ix_interactions_item", "item_id"),
     )
@@ -64,6 +65,10 @@ class Interaction(Base):
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float)
     ts: Mapped[int] = mapped_column(BigInteger)
+    # A client's own id for the event: a retried POST with the same event_id stores nothing twice.
+    event_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The recommendation list the event answers (the id a recommendation response carried).
+    recommendation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class IngestionRun(Base):
@@ -79,7 +84,13 @@ class IngestionRun(Base):
     rows_loaded: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_duplicate: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Rows whose key matched a stored (or earlier) event with another value; how they were treated
+    # (updated, kept the first, rejected) is the run's duplicate policy.
+    rows_conflicting: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    duplicate_policy: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # host:pid of the process running it, so the next run can tell a killed run from a live one.
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class RejectedRow(Base):
@@ -90,6 +101,20 @@ class RejectedRow(Base):
     row_number: Mapped[int] = mapped_column(BigInteger)
     raw: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Deletion(Base):
+    """The audit trail of erasures and removals (API and ``recsys delete``)."""
+
+    __tablename__ = "deletions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    target: Mapped[str] = mapped_column(String(16))  # user, item, interaction or invalid
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    interactions: Mapped[int] = mapped_column(BigInteger, default=0)  # interactions removed
+    source: Mapped[str] = mapped_column(String(16))  # api or cli
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ModelVersion(Base):

@@ -8,15 +8,20 @@ statement count per batch constant, whatever the batch size.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, func, insert, text, update
+import psutil
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
-from recsys.db.models import IngestionRun, RejectedRow
-from recsys.ingest.validation import Checked
+from recsys.db.models import IngestionRun, Interaction, RejectedRow
+from recsys.ingest.readers import printable_text
+from recsys.ingest.validation import Checked, DuplicatePolicy
 
 INTERACTION_COLUMNS = {
     "user_id": "INTEGER",
@@ -45,6 +50,7 @@ class BatchCounts:
     loaded: int
     duplicate: int
     rejected: int
+    conflicting: int = 0
 
 
 def _is_postgres(connection: Connection) -> bool:
@@ -100,30 +106,164 @@ def resolve_ids(connection: Connection, table: str, external_ids: pd.Series, kno
     return pd.concat([known, found]) if len(known) else found
 
 
-def write_interactions(connection: Connection, good: pd.DataFrame, cache: IdCache) -> int:
-    """Insert the batch's events, skipping ones already stored; returns how many were new."""
+@dataclass
+class Written:
+    """What writing a batch of interactions did: rows inserted (a replaced value counts as
+    inserted: it gets a new id, so the service's feedback overlay sees it), rows conflicting with
+    a stored or earlier event, and the rows of ``good`` the duplicate policy rejected."""
+
+    loaded: int = 0
+    conflicting: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)  # position in good -> reason
+
+
+KEY = ["user_id", "item_id", "kind", "ts"]
+_STAGED_KEY = " AND ".join(f"i.{column} = s.{column}" for column in KEY)
+
+
+def write_interactions(
+    connection: Connection, good: pd.DataFrame, cache: IdCache, policy: DuplicatePolicy = "update"
+) -> Written:
+    """Insert the batch's events; an event already stored with the same value is a duplicate.
+
+    An event with the key (user, item, kind, timestamp) of a stored or earlier one but another
+    value is a conflict, settled by ``policy``: ``update`` keeps the newest value, ``keep-first``
+    the stored or earlier one, ``reject`` rejects the newcomer. Events whose ``event_id`` is
+    already stored are duplicates (a retried request).
+    """
     if good.empty:
-        return 0
+        return Written()
     cache.users = resolve_ids(connection, "users", good["user"], cache.users)
     cache.items = resolve_ids(connection, "items", good["item"], cache.items)
     rows = pd.DataFrame(
         {
+            "pos": np.arange(len(good), dtype=np.int64),
             "user_id": good["user"].map(cache.users).to_numpy(dtype=np.int64),
             "item_id": good["item"].map(cache.items).to_numpy(dtype=np.int64),
-            "kind": good["kind"],
-            "value": good["value"],
-            "ts": good["ts"],
+            "kind": good["kind"].to_numpy(dtype=object),
+            "value": good["value"].to_numpy(dtype=np.float64),
+            "ts": good["ts"].to_numpy(dtype=np.int64),
+            "event_id": good.get("event_id", None),
+            "recommendation_id": good.get("recommendation_id", None),
         }
     )
-    stage(connection, "recsys_stage_interactions", INTERACTION_COLUMNS, rows)
-    # One set-wise statement on both databases; on SQLite a direct executemany into the table
-    # measured no faster than this, so both share the staging path.
-    result = connection.exec_driver_sql(
-        "INSERT INTO interactions (user_id, item_id, kind, value, ts) "
-        "SELECT user_id, item_id, kind, value, ts FROM recsys_stage_interactions WHERE true "
-        "ON CONFLICT (user_id, item_id, kind, ts) DO NOTHING"
+    rows = _without_known_events(connection, rows).reset_index(drop=True)
+    written = Written()
+    if rows.empty:
+        return written
+    first = ~rows.duplicated(KEY, keep="first")
+    repeated = rows.duplicated(KEY, keep=False)
+    values = rows.groupby(KEY, sort=False)["value"]
+    final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
+    if policy == "update":
+        final = final.assign(value=values.transform("last")[first])
+    columns = dict(STAGE_COLUMNS)
+    for optional in ("event_id", "recommendation_id"):  # file loads have neither: stage less
+        if final[optional].isna().all():
+            del columns[optional]
+    stage(connection, "recsys_stage_interactions", columns, final)
+    # Stored values matter only where they differ from a key's first row or the key repeats;
+    # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
+    stored_rows = connection.exec_driver_sql(
+        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {_STAGED_KEY} "
+        "WHERE i.value <> s.first_value OR s.repeated = 1"
+    ).all()
+    stored_by_pos = pd.Series(
+        np.array([row[1] for row in stored_rows], dtype=np.float64),
+        index=np.array([row[0] for row in stored_rows], dtype=np.int64),
     )
+    stored = rows.groupby(KEY, sort=False)["pos"].transform("first").map(stored_by_pos)
+    # What each row meets: the stored value (first row of a key), then the value an update left
+    # or the one kept (later rows).
+    if policy == "update":
+        reference = values.shift().where(~first, stored)
+    else:
+        reference = values.transform("first").where(stored.isna(), stored).where(~first, stored)
+    conflicts = (reference.notna() & (rows["value"] != reference)).to_numpy()
+    written.conflicting = int(conflicts.sum())
+    if policy == "reject":
+        for pos, value, other, is_stored in zip(
+            rows["pos"][conflicts],
+            rows["value"][conflicts],
+            reference[conflicts],
+            stored.notna()[conflicts],
+            strict=True,
+        ):
+            where = "stored" if is_stored else "given earlier in the same source"
+            written.rejected[int(pos)] = _conflict_reason(value, other, where)
+    # Update replaces stored values only where one differs from the batch's final value; the
+    # stored values that can differ were all fetched above.
+    final_values = final.set_index("pos")["value"]
+    differs = bool((stored_by_pos != final_values.reindex(stored_by_pos.index)).any())
+    written.loaded = _insert_staged(connection, replace=policy == "update" and differs, staged=columns)
     connection.exec_driver_sql("DROP TABLE recsys_stage_interactions")
+    return written
+
+
+STAGE_COLUMNS = {
+    "pos": "BIGINT",
+    **INTERACTION_COLUMNS,
+    "first_value": "DOUBLE PRECISION",  # the value of the key's first row in the batch
+    "repeated": "INTEGER",  # 1 when the key has more than one row in the batch
+    "event_id": "TEXT",
+    "recommendation_id": "TEXT",
+}
+
+
+def _conflict_reason(value: float, other: float, where: str) -> str:
+    return (
+        f"value {value:g} differs from the value {other:g} {where} for the same user, item, kind and "
+        "timestamp; rejected (duplicate policy 'reject')"
+    )
+
+
+def _without_known_events(connection: Connection, rows: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows whose event id is repeated in the batch or already stored: retries of one event."""
+    ids = rows["event_id"]
+    if ids.isna().all():
+        return rows
+    repeated = ids.notna() & ids.duplicated(keep="first")
+    wanted = [str(event) for event in pd.unique(ids.dropna())]
+    stored: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        part = wanted[start : start + 1000]
+        result = connection.execute(select(Interaction.event_id).where(Interaction.event_id.in_(part)))
+        stored.update(str(row[0]) for row in result)
+    known = ids.isin(list(stored)) if stored else pd.Series(False, index=ids.index)
+    return rows.loc[~(repeated | known).to_numpy()]
+
+
+def _insert_staged(connection: Connection, replace: bool, staged: dict[str, str]) -> int:
+    """Move the staged events into ``interactions``; returns how many rows were inserted.
+
+    With ``replace``, a stored event whose value differs is deleted and inserted again with the
+    new value (keeping its event and recommendation ids), so it gets a new, higher id.
+    """
+    event = "s.event_id" if "event_id" in staged else "NULL"
+    recommendation = "s.recommendation_id" if "recommendation_id" in staged else "NULL"
+    columns = "user_id, item_id, kind, value, ts, event_id, recommendation_id"
+    if not replace:
+        result = connection.exec_driver_sql(
+            f"INSERT INTO interactions ({columns}) "
+            f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, {event}, {recommendation} "
+            "FROM recsys_stage_interactions s WHERE true ON CONFLICT DO NOTHING"
+        )
+        return int(result.rowcount)
+    connection.exec_driver_sql("DROP TABLE IF EXISTS recsys_stage_replaced")
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY TABLE recsys_stage_replaced AS "
+        "SELECT i.id AS id, s.pos AS pos, i.event_id AS event_id, i.recommendation_id AS recommendation_id "
+        f"FROM interactions i JOIN recsys_stage_interactions s ON {_STAGED_KEY} WHERE i.value <> s.value"
+    )
+    connection.exec_driver_sql("DELETE FROM interactions WHERE id IN (SELECT id FROM recsys_stage_replaced)")
+    result = connection.exec_driver_sql(
+        f"INSERT INTO interactions ({columns}) "
+        f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, COALESCE({event}, r.event_id), "
+        f"COALESCE({recommendation}, r.recommendation_id) "
+        "FROM recsys_stage_interactions s LEFT JOIN recsys_stage_replaced r ON r.pos = s.pos "
+        "WHERE true ON CONFLICT DO NOTHING"
+    )
+    connection.exec_driver_sql("DROP TABLE recsys_stage_replaced")
     return int(result.rowcount)
 
 
@@ -157,15 +297,44 @@ def write_rejected(connection: Connection, run_id: int, rejected: pd.DataFrame) 
     if rejected.empty:
         return
     records = rejected.assign(run_id=run_id)[["run_id", "row_number", "raw", "reason"]]
+    # Text columns cannot hold NUL (PostgreSQL) or lone surrogates (UTF-8): store them escaped.
+    for column in ("raw", "reason"):
+        text = records[column].astype(object)
+        unsafe = text.map(_unstorable)
+        if unsafe.any():
+            records[column] = text.where(~unsafe, text[unsafe].map(lambda value: printable_text(str(value))))
     connection.execute(insert(RejectedRow), cast(list[dict[str, Any]], records.to_dict("records")))
 
 
+def _unstorable(value: object) -> bool:
+    text = str(value)
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def write_batch(
-    connection: Connection, run_id: int, target: str, checked: Checked, cache: IdCache
+    connection: Connection,
+    run_id: int,
+    target: str,
+    checked: Checked,
+    cache: IdCache,
+    policy: DuplicatePolicy = "update",
 ) -> BatchCounts:
-    """Everything one batch writes, in the caller's transaction: rows, rejections and run counters."""
+    """Everything one batch writes, in the caller's transaction: rows, rejections and run counters.
+
+    Rows the duplicate policy rejects join ``checked.rejected`` (so the caller reports them too).
+    """
+    conflicting = 0
     if target == "interactions":
-        loaded = write_interactions(connection, checked.good, cache)
+        written = write_interactions(connection, checked.good, cache, policy)
+        loaded, conflicting = written.loaded, written.conflicting
+        if written.rejected:
+            checked.reject_good(written.rejected)
     else:
         loaded = write_entities(connection, target, checked.good)
     counts = BatchCounts(
@@ -173,6 +342,7 @@ def write_batch(
         loaded=loaded,
         duplicate=len(checked.good) - loaded,
         rejected=len(checked.rejected),
+        conflicting=conflicting,
     )
     write_rejected(connection, run_id, checked.rejected)
     connection.execute(
@@ -183,12 +353,54 @@ def write_batch(
             rows_loaded=IngestionRun.rows_loaded + counts.loaded,
             rows_duplicate=IngestionRun.rows_duplicate + counts.duplicate,
             rows_rejected=IngestionRun.rows_rejected + counts.rejected,
+            rows_conflicting=IngestionRun.rows_conflicting + counts.conflicting,
         )
     )
     return counts
 
 
-def start_run(engine: Engine, source: str, target: str) -> int:
+def process_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def mark_interrupted(engine: Engine, stale_after: float) -> int:
+    """Mark runs still 'running' whose process is gone as 'interrupted'; returns how many.
+
+    A run of this host is interrupted when its process no longer exists; a run of another host
+    (or without an owner) when it started more than ``stale_after`` seconds ago.
+    """
+    with engine.begin() as connection:
+        running = connection.execute(
+            select(IngestionRun.id, IngestionRun.owner, IngestionRun.started_at).where(
+                IngestionRun.status == "running"
+            )
+        ).all()
+        host, now = socket.gethostname(), datetime.now(UTC)
+        gone = []
+        for run_id, owner, started_at in running:
+            owner_host, _, pid = (owner or "").partition(":")
+            if owner_host == host and pid.isdigit():
+                dead = not psutil.pid_exists(int(pid))
+            else:
+                started = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+                dead = (now - started).total_seconds() > stale_after
+            if dead:
+                gone.append(run_id)
+        if gone:
+            connection.execute(
+                update(IngestionRun)
+                .where(IngestionRun.id.in_(gone), IngestionRun.status == "running")
+                .values(
+                    status="interrupted",
+                    finished_at=func.now(),
+                    error="the process running it stopped before it finished (killed or crashed); "
+                    "its committed batches are stored, re-run the source to load the rest",
+                )
+            )
+    return len(gone)
+
+
+def start_run(engine: Engine, source: str, target: str, policy: DuplicatePolicy | None = None) -> int:
     with engine.begin() as connection:
         result = connection.execute(
             insert(IngestionRun)
@@ -200,6 +412,9 @@ def start_run(engine: Engine, source: str, target: str) -> int:
                 rows_loaded=0,
                 rows_duplicate=0,
                 rows_rejected=0,
+                rows_conflicting=0,
+                duplicate_policy=policy,
+                owner=process_owner(),
             )
             .returning(IngestionRun.id)
         )

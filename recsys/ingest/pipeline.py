@@ -8,6 +8,7 @@ Strict runs write everything in one transaction and roll it back at the first ba
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,14 +16,23 @@ from pathlib import Path
 import pandas as pd
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from recsys.db.schema import ensure_current
-from recsys.errors import DataError
+from recsys.errors import DatabaseUnavailableError, DataError
 from recsys.ingest import loader
 from recsys.ingest.readers import Chunk, frame_chunks, read_chunks, source_size
 from recsys.ingest.specs import AnySpec, CsvSpec, IngestReport, ItemSpec, UserSpec, target_of
-from recsys.ingest.validation import Checked, validate_entities, validate_interactions
+from recsys.ingest.validation import (
+    Checked,
+    DuplicatePolicy,
+    Rules,
+    validate_entities,
+    validate_interactions,
+)
 from recsys.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 FIRST_REASONS = 10
 
@@ -42,14 +52,16 @@ def ingest_interactions(
     strict: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
+    duplicate_policy: DuplicatePolicy | None = None,
 ) -> IngestReport:
     """Load an interaction log (CSV, or Parquet by extension) into ``interactions``.
 
     Users and items named by the log are created when new. Bad rows are rejected into
     ``rejected_rows`` with their line number and reason; ``strict`` instead rejects the whole
-    file at the first bad row (raising :class:`DataError`) and loads nothing.
+    file at the first bad row (raising :class:`DataError`) and loads nothing. The rules are the
+    settings' (:class:`~recsys.ingest.validation.Rules`); ``duplicate_policy`` overrides theirs.
     """
-    return _ingest_path(engine, Path(path), spec or CsvSpec(), strict, batch_size, progress)
+    return _ingest_path(engine, Path(path), spec or CsvSpec(), strict, batch_size, progress, duplicate_policy)
 
 
 def ingest_items(
@@ -87,24 +99,32 @@ def ingest_frame(
     strict: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
+    duplicate_policy: DuplicatePolicy | None = None,
 ) -> IngestReport:
     """Load an in-memory frame; the spec's type chooses the table (CsvSpec: interactions,
     ItemSpec: items, UserSpec: users). Row numbers in rejections are 1-based positions."""
     size = batch_size or get_settings().ingest_batch_size
-    return _run(engine, frame_chunks(frame, spec.columns, size), spec, source, strict, len(frame), progress)
+    chunks = frame_chunks(frame, spec.columns, size)
+    return _run(engine, chunks, spec, source, strict, len(frame), progress, duplicate_policy)
 
 
 def _ingest_path(
-    engine: Engine, path: Path, spec: AnySpec, strict: bool, batch_size: int | None, progress: bool
+    engine: Engine,
+    path: Path,
+    spec: AnySpec,
+    strict: bool,
+    batch_size: int | None,
+    progress: bool,
+    duplicate_policy: DuplicatePolicy | None = None,
 ) -> IngestReport:
     size = batch_size or get_settings().ingest_batch_size
     chunks = read_chunks(path, spec, spec.columns, size)  # checks the file and its columns up front
-    return _run(engine, chunks, spec, str(path), strict, source_size(path), progress)
+    return _run(engine, chunks, spec, str(path), strict, source_size(path), progress, duplicate_policy)
 
 
-def _validate(chunk: Chunk, spec: AnySpec) -> Checked:
+def _validate(chunk: Chunk, spec: AnySpec, rules: Rules) -> Checked:
     if isinstance(spec, CsvSpec):
-        return validate_interactions(chunk, spec)
+        return validate_interactions(chunk, spec, rules)
     return validate_entities(chunk, spec)
 
 
@@ -116,11 +136,22 @@ def _run(
     strict: bool,
     total: int,
     progress: bool,
+    duplicate_policy: DuplicatePolicy | None = None,
 ) -> IngestReport:
-    ensure_current(engine)
+    settings = get_settings()
+    rules = Rules.from_settings(settings)
+    policy = duplicate_policy or rules.duplicate_policy
     target = target_of(spec)
+    try:
+        ensure_current(engine)
+        interrupted = loader.mark_interrupted(engine, settings.lock_stale_seconds)
+        if interrupted:
+            logger.warning("marked %d ingestion run(s) whose process is gone as interrupted", interrupted)
+        run_id = loader.start_run(engine, source, target, policy if target == "interactions" else None)
+    except DBAPIError as exc:
+        raise _unavailable(engine, source, None, exc) from None
     started = time.perf_counter()
-    report = IngestReport(run_id=loader.start_run(engine, source, target), source=source, target=target)
+    report = IngestReport(run_id=run_id, source=source, target=target, duplicate_policy=policy)
     cache = loader.IdCache()
     try:
         with _progress_bar(progress, source, total) as advance:
@@ -128,14 +159,20 @@ def _run(
             strict_scope = engine.begin() if strict else contextlib.nullcontext(None)
             with strict_scope as strict_connection:
                 for chunk in chunks:
-                    checked = _validate(chunk, spec)
+                    checked = _validate(chunk, spec, rules)
                     if strict and len(checked.rejected):
                         raise _StrictRejection(chunk, checked.rejected)
                     if strict_connection is not None:
-                        counts = loader.write_batch(strict_connection, report.run_id, target, checked, cache)
+                        counts = loader.write_batch(
+                            strict_connection, report.run_id, target, checked, cache, policy
+                        )
+                        if len(checked.rejected):  # the duplicate policy rejected a row
+                            raise _StrictRejection(chunk, checked.rejected)
                     else:
                         with engine.begin() as connection:
-                            counts = loader.write_batch(connection, report.run_id, target, checked, cache)
+                            counts = loader.write_batch(
+                                connection, report.run_id, target, checked, cache, policy
+                            )
                     _add(report, counts, checked, chunk.row_label)
                     advance(chunk.progress)
     except _StrictRejection as rejection:
@@ -146,6 +183,8 @@ def _run(
         )
         loader.finish_run(engine, report.run_id, "failed", error=message, rejected=rejection.rejected)
         raise DataError(message) from None
+    except DBAPIError as exc:
+        raise _unavailable(engine, source, report.run_id, exc) from None
     except BaseException as exc:
         loader.finish_run(engine, report.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -154,11 +193,33 @@ def _run(
     return report
 
 
+def _unavailable(
+    engine: Engine, source: str, run_id: int | None, exc: DBAPIError
+) -> DatabaseUnavailableError:
+    """One clear error for a database that failed mid-run; the run is marked failed if it still can."""
+    cause = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    first_line = cause[0] if cause else type(exc).__name__
+    if run_id is not None:
+        with contextlib.suppress(DBAPIError):  # still down: the next run marks it interrupted
+            loader.finish_run(engine, run_id, "failed", error=f"database error: {first_line}")
+    where = engine.url.render_as_string(hide_password=True)
+    stored = (
+        f"the batches committed before are stored (run {run_id}); run the same command again to load "
+        "the rest (stored rows count as duplicates)"
+        if run_id is not None
+        else "nothing was loaded"
+    )
+    return DatabaseUnavailableError(
+        f"the database {where} failed while loading {source}: {first_line}; {stored}"
+    )
+
+
 def _add(report: IngestReport, counts: loader.BatchCounts, checked: Checked, label: str) -> None:
     report.rows_read += counts.read
     report.rows_loaded += counts.loaded
     report.rows_duplicate += counts.duplicate
     report.rows_rejected += counts.rejected
+    report.rows_conflicting += counts.conflicting
     room = FIRST_REASONS - len(report.first_reasons)
     for row in checked.rejected.head(max(room, 0)).itertuples():
         report.first_reasons.append(f"{label} {row.row_number}: {row.reason}")

@@ -104,6 +104,10 @@ def target_of(spec: AnySpec) -> str:
 class IngestReport:
     """The outcome of one run; ``rows_read == rows_loaded + rows_duplicate + rows_rejected``.
 
+    ``rows_conflicting`` counts rows whose key matched a stored or earlier event with another
+    value; ``duplicate_policy`` says whether they were loaded (update), counted as duplicates
+    (keep-first) or rejected (reject).
+
     ``first_reasons`` holds up to ten rejections as ``"line N: reason"`` strings.
     """
 
@@ -114,12 +118,21 @@ class IngestReport:
     rows_loaded: int = 0
     rows_duplicate: int = 0
     rows_rejected: int = 0
+    rows_conflicting: int = 0
+    duplicate_policy: str | None = None
     first_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.source} -> {self.target}: {self.rows_loaded:,} loaded, "
             f"{self.rows_duplicate:,} duplicates, {self.rows_rejected:,} rejected "
             f"of {self.rows_read:,} rows in {self.seconds:.2f} s"
         )
+        if self.rows_conflicting:
+            outcome = {"update": "updated", "keep-first": "kept the first value", "reject": "rejected"}
+            text += (
+                f"; {self.rows_conflicting:,} conflicting (same user, item, kind and timestamp as a "
+                f"stored or earlier event but another value: {outcome.get(self.duplicate_policy or '', '?')})"
+            )
+        return text

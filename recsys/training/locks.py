@@ -3,6 +3,10 @@
 Acquiring inserts a row whose primary key is the lock name, so the database itself decides who
 wins: a second insert fails. A lock whose holder died is taken over: at once when the holder ran on
 this host and its process is gone, otherwise once it is older than ``stale_after`` seconds.
+
+While a lock is held, a heartbeat thread renews its time every ``stale_after / 3`` seconds, so a
+job that runs longer than ``stale_after`` keeps its lock; only a holder that stopped beating
+(killed, frozen, cut off from the database) goes stale.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -65,6 +70,9 @@ class DatabaseLock:
         self.stale_after = stale_after
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.held = False
+        self.lost = False  # set by the heartbeat when another process took the lock over
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise LockError naming the holder; a stale lock is taken over."""
@@ -97,11 +105,18 @@ class DatabaseLock:
 
     def release(self) -> None:
         """Give the lock back; only this holder's row is deleted."""
+        self._stop_heartbeat()
         if not self.held:
             return
         with session_scope(self.engine) as session:
             session.execute(delete(Lock).where(Lock.name == self.name, Lock.owner == self.owner))
         self.held = False
+
+    def ensure_held(self) -> None:
+        """Raise LockError when the heartbeat found the lock taken over (call before committing
+        to something only the holder may do, such as promoting a version)."""
+        if self.lost or not self.held:
+            raise LockError(f"lock {self.name!r} is no longer held by {self.owner}")
 
     def refresh(self) -> None:
         """Renew the acquisition time so a long job's lock does not look stale."""
@@ -136,7 +151,33 @@ class DatabaseLock:
         except IntegrityError:
             return False
         self.held = True
+        self._start_heartbeat()
         return True
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"lock-heartbeat-{self.name}", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
+        self._heartbeat = None
+
+    def _beat(self) -> None:
+        interval = self.stale_after / 3
+        while not self._stop.wait(interval):
+            try:
+                self.refresh()
+            except LockError as exc:
+                self.lost = True
+                logger.error("%s; the job holding it should stop", exc)
+                return
+            except Exception as exc:  # database away for a moment: try again next beat
+                logger.warning("could not refresh lock %r: %s", self.name, exc)
 
     def _is_stale(self, holder: LockHolder) -> bool:
         if holder.age_seconds() > self.stale_after:

@@ -7,7 +7,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 from recsys.data.interactions import IdMap, Interactions
 from recsys.db.engine import session_scope
@@ -47,6 +47,7 @@ def test_feedback_takes_effect_on_the_next_request(client: TestClient) -> None:
     assert response.json() == {
         "stored": 1,
         "duplicates": 0,
+        "conflicting": 0,
         "new_users": [],
         "new_items": [],
         "not_in_model": [],
@@ -74,6 +75,7 @@ def test_batch_with_new_user_and_new_item(client: TestClient, settings: Settings
     assert response.json() == {
         "stored": 2,
         "duplicates": 0,
+        "conflicting": 0,
         "new_users": ["newcomer"],
         "new_items": ["brand-new"],
         "not_in_model": ["brand-new"],
@@ -190,3 +192,191 @@ def test_user_vector_is_refreshed_by_feedback(client: TestClient) -> None:
     row = sp.csr_matrix(([4.0] * (len(seen) - 1) + [2.0], ([0] * len(seen), seen)), shape=(1, N_ITEMS))
     assert body["strategy"] == "folded-in"
     assert [item["item_id"] for item in body["items"]] == exact_top(model, model.fold_in(row), seen, 4)
+
+
+# --- input rules at the API: the same as ingestion, client errors are 4xx ----------------------
+
+
+def post_raw(client: TestClient, body: str) -> tuple[int, object]:
+    response = client.post(
+        "/interactions",
+        content=body.encode("utf-8", "surrogatepass"),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    return response.status_code, response.json()
+
+
+def test_bodies_that_gave_500_or_503_are_422_naming_the_field(client: TestClient) -> None:
+    cases = {
+        '{"user_id": "u1", "item_id": "i1", "value": NaN}': "value",
+        '{"user_id": "u1", "item_id": "i1", "value": Infinity}': "value",
+        '{"user_id": "u1", "item_id": "i1", "value": 1e999}': "value",
+        '{"user_id": "u1", "item_id": "i1", "value": 1e308}': "value",
+        '{"user_id": "u1", "item_id": "i1", "value": -1}': "value",
+        '{"user_id": "u1", "item_id": "i1", "value": true}': "value",
+        '{"user_id": "\\ud800", "item_id": "i1"}': "user_id",
+        '{"user_id": "u\\u0000", "item_id": "i1"}': "user_id",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": 9223372036854775808}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": 1e30}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": 1000000000000000000000000000000}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": false}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": 99999999999}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": "9999-12-31T00:00:00Z"}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": "1700000000"}': "timestamp",
+        '{"user_id": "u1", "item_id": "i1", "timestamp": "1969-12-31T23:59:59Z"}': "timestamp",
+        '[{"user_id": "u1", "item_id": "i1"}, {"user_id": "u1", "item_id": "i2", "value": -5}]': "value",
+    }
+    for body, field in cases.items():
+        status, answer = post_raw(client, body)
+        assert status == 422, (body, status, answer)
+        assert isinstance(answer, dict) and isinstance(answer["detail"], list), answer
+        assert any(field in error["loc"] for error in answer["detail"]), (body, answer)
+    status, answer = post_raw(
+        client, '[{"user_id": "u1", "item_id": "i1"}, {"user_id": "u1", "item_id": "i2", "value": -5}]'
+    )
+    assert answer["detail"][0]["loc"] == ["body", 1, "value"]  # type: ignore[index]
+    assert answer["detail"][0]["msg"] == "value '-5.0' below the minimum 0"  # type: ignore[index]
+    assert post_raw(client, '{"user_id": ')[0] == 422  # unparsable: documented 422, not 400
+    with session_scope(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        assert session.scalar(select(func.count()).select_from(Interaction).where(Interaction.ts > 2000)) == 0
+
+
+def test_iso_timestamps_event_ids_and_recommendation_ids(client: TestClient) -> None:
+    epoch = {"user_id": "u3", "item_id": "i2", "timestamp": 1_700_000_000}
+    iso = {"user_id": "u3", "item_id": "i2", "timestamp": "2023-11-15T00:13:20+02:00"}
+    assert client.post("/interactions", json=epoch, headers=KEY).json()["stored"] == 1
+    assert client.post("/interactions", json=iso, headers=KEY).json()["duplicates"] == 1  # the same instant
+    event = {"user_id": "u3", "item_id": "i9", "event_id": "evt-1", "recommendation_id": "rec-42"}
+    first = client.post("/interactions", json=event, headers=KEY).json()
+    retry = client.post("/interactions", json=event, headers=KEY).json()  # no timestamp: "now" again
+    assert (first["stored"], retry["stored"], retry["duplicates"]) == (1, 0, 1)
+    with session_scope(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        stored = session.execute(
+            select(Interaction.event_id, Interaction.recommendation_id).where(Interaction.event_id == "evt-1")
+        ).all()
+    assert [tuple(row) for row in stored] == [("evt-1", "rec-42")]
+
+
+def test_a_changed_value_follows_the_duplicate_policy(client: TestClient, settings: Settings) -> None:
+    event = {"user_id": "u4", "item_id": "i1", "value": 2, "timestamp": 50}
+    client.post("/interactions", json=event, headers=KEY)
+    changed = client.post("/interactions", json={**event, "value": 3}, headers=KEY).json()
+    assert (changed["stored"], changed["conflicting"]) == (1, 1)  # update (the default) replaces it
+    strict = settings.model_copy(update={"duplicate_policy": "reject"})
+    with TestClient(create_app(strict)) as other:
+        refused = other.post("/interactions", json={**event, "value": 4}, headers=KEY)
+    assert refused.status_code == 409 and "differs from the value 3 stored" in refused.json()["detail"]
+    with session_scope(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        values = session.scalars(select(Interaction.value).where(Interaction.ts == 50)).all()
+    assert values == [3.0]
+
+
+def test_a_locked_database_gives_503_within_the_request_timeout(settings: Settings, version: object) -> None:
+    import threading
+    import time
+
+    quick = settings.model_copy(update={"request_timeout_seconds": 0.5})
+    with TestClient(create_app(quick)) as client:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        held, release = threading.Event(), threading.Event()
+
+        def hold_lock() -> None:
+            with engine.connect() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                else:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    connection.exec_driver_sql("INSERT INTO locks (name, owner) VALUES ('x', 'y')")
+                held.set()
+                release.wait(10)
+                connection.rollback()
+
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        held.wait(5)
+        started = time.perf_counter()
+        response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
+        elapsed = time.perf_counter() - started
+        release.set()
+        holder.join()
+    assert response.status_code == 503 and "unavailable" in response.json()["detail"]
+    assert elapsed < 3, elapsed
+
+
+def test_an_unexpected_error_is_a_json_500_with_a_request_id(settings: Settings, version: object) -> None:
+    import service.routers.interactions as interactions_router
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    app = create_app(settings)
+    original = interactions_router.store_interactions
+    interactions_router.store_interactions = broken  # type: ignore[assignment]
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.post(
+                "/interactions",
+                json={"user_id": "u1", "item_id": "i1"},
+                headers={**KEY, "X-Request-ID": "abc"},
+            )
+    finally:
+        interactions_router.store_interactions = original
+    assert response.status_code == 500
+    assert response.json()["request_id"] == "abc" and "a bug" not in response.text
+
+
+# --- deletion -------------------------------------------------------------------------------
+
+
+def test_an_erased_user_is_gone_at_once_and_audited(client: TestClient) -> None:
+    assert client.delete("/users/u3").status_code == 401
+    assert client.get("/users/u3/recommendations").json()["strategy"] == "personalized"
+    response = client.delete("/users/u3", headers=KEY)
+    assert response.status_code == 200
+    assert response.json() == {"target": "user", "id": "u3", "interactions": len(seen_items(3))}
+    assert client.get("/users/u3/recommendations").json()["strategy"] == "popular"
+    assert client.delete("/users/u3", headers=KEY).status_code == 404
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        assert session.scalar(select(User.id).where(User.external_id == "u3")) is None
+        audit = session.execute(text("SELECT target, external_id, interactions, source FROM deletions")).all()
+    assert [tuple(row) for row in audit] == [("user", "u3", len(seen_items(3)), "api")]
+    # The next trained version never sees the user.
+    from recsys.data.matrix import build_interactions
+
+    assert "u3" not in set(build_interactions(engine).users.external_ids)
+
+
+def test_an_erased_item_is_never_recommended_and_events_are_deleted_by_id(client: TestClient) -> None:
+    top = client.get("/users/nobody/recommendations", params={"k": 1}).json()["items"][0]["item_id"]
+    assert client.delete(f"/items/{top}", headers=KEY).json()["target"] == "item"
+    for user in ("nobody", "u1", "u2"):
+        body = client.get(f"/users/{user}/recommendations", params={"k": N_ITEMS}).json()
+        assert top not in [item["item_id"] for item in body["items"]]
+    client.post("/interactions", json={"user_id": "u1", "item_id": "i5", "event_id": "e-9"}, headers=KEY)
+    assert client.delete("/interactions/e-9", headers=KEY).json() == {
+        "target": "interaction",
+        "id": "e-9",
+        "interactions": 1,
+    }
+    assert client.delete("/interactions/e-9", headers=KEY).status_code == 404
+
+
+def test_a_database_data_error_is_422_not_503(settings: Settings, version: object) -> None:
+    """Driver data errors (a value out of a column's range, a NUL byte) are the client's."""
+    from sqlalchemy.exc import DataError
+
+    import service.routers.interactions as interactions_router
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise DataError("INSERT ...", {}, Exception("value out of range for type bigint"))
+
+    original = interactions_router.store_interactions
+    interactions_router.store_interactions = refused  # type: ignore[assignment]
+    try:
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
+    finally:
+        interactions_router.store_interactions = original
+    assert response.status_code == 422
+    assert "value out of range for type bigint" in response.json()["detail"][0]["msg"]

@@ -112,3 +112,37 @@ def test_bad_arguments_are_named() -> None:
         DatabaseLock(None, "", stale_after=HOUR)  # type: ignore[arg-type]
     with pytest.raises(LockError, match="stale_after must be positive, got 0"):
         DatabaseLock(None, "x", stale_after=0)  # type: ignore[arg-type]
+
+
+def test_a_live_holder_keeps_its_lock_past_the_stale_time(engine: Engine) -> None:
+    """The heartbeat: with a stale time of 0.6 s, a holder alive for 2 s is never taken over
+    (without it, a second pipeline run took the lock of a live one and both promoted)."""
+    import time
+
+    first = DatabaseLock(engine, "retrain", stale_after=0.6)
+    second = DatabaseLock(engine, "retrain", stale_after=0.6)
+    with first:
+        for _ in range(4):
+            time.sleep(0.5)
+            holder = holder_of(engine, "retrain")
+            assert holder is not None and holder.owner == first.owner and holder.age_seconds() < 0.6
+            with pytest.raises(LockError, match="is held by"):
+                second.acquire()
+        first.ensure_held()
+    second.acquire()  # released: free at once
+    second.release()
+
+
+def test_the_heartbeat_notices_a_takeover(engine: Engine) -> None:
+    import time
+
+    lock = DatabaseLock(engine, "retrain", stale_after=0.3)
+    lock.acquire()
+    with session_scope(engine) as session:  # another process took it over as stale
+        session.execute(update(Lock).where(Lock.name == "retrain").values(owner="elsewhere:1:cafe"))
+    time.sleep(0.5)
+    assert lock.lost
+    with pytest.raises(LockError, match="no longer held"):
+        lock.ensure_held()
+    lock.release()  # must not delete the new holder's row
+    assert holder_of(engine, "retrain").owner == "elsewhere:1:cafe"  # type: ignore[union-attr]
