@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+from recsys.cli.train import CombineOption, KindsOption, WeightOption, split_kinds
 
 app = typer.Typer(help="The retraining pipeline (safe to run from cron).", no_args_is_help=True)
 
@@ -21,6 +22,9 @@ def run_command(
     full: Annotated[
         bool, typer.Option("--full", help="Retrain from scratch even when a warm start would do.")
     ] = False,
+    kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -28,10 +32,20 @@ def run_command(
     promote when not worse than production (within RECSYS_PROMOTION_TOLERANCE) and popularity,
     build the index, score users if RECSYS_PIPELINE_SCORE_K > 0, and ask services to reload."""
     from pipelines.retrain import run_pipeline
+    from recsys.data.recipe import parse_weights
 
     settings = load_settings(database_url)
     logging.getLogger("pipelines").setLevel(settings.log_level)
-    result = run_pipeline(open_database(settings), settings, model=model, full=full, progress=not as_json)
+    result = run_pipeline(
+        open_database(settings),
+        settings,
+        model=model,
+        full=full,
+        progress=not as_json,
+        kinds=split_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
+    )
     if as_json:
         print_json(result.to_dict())
         return

@@ -21,11 +21,11 @@ from recsys.errors import ConfigError
 from recsys.models import MODEL_CLASSES
 
 ModelOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
-        help=f"Model: {', '.join(sorted(MODEL_CLASSES))}.",
+        help=f"Model: {', '.join(sorted(MODEL_CLASSES))} (default: RECSYS_DEFAULT_MODEL).",
         show_default=False,
     ),
 ]
@@ -43,7 +43,24 @@ KindsOption = Annotated[
     list[str] | None,
     typer.Option(
         "--kinds",
-        help="Interaction kinds to train on (repeatable or comma-separated; default: all).",
+        help="Interaction kinds to train on (repeatable or comma-separated; default: the model's recipe, "
+        "which takes all).",
+        show_default=False,
+    ),
+]
+WeightOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--weight",
+        help="Weight of a kind as KIND=W (repeatable): each event counts value x W (default 1).",
+        show_default=False,
+    ),
+]
+CombineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--combine",
+        help="Repeated events of a (user, item) pair: last, sum or max (default: the model's recipe).",
         show_default=False,
     ),
 ]
@@ -58,9 +75,11 @@ UntilOption = Annotated[
 
 
 def train_command(
-    model: ModelOption,
+    model: ModelOption = None,
     param: ParamOption = None,
     kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     until: UntilOption = None,
     warm_start: Annotated[
         str | None,
@@ -82,6 +101,7 @@ def train_command(
 ) -> None:
     """Train a model on the database's interactions, register it and print its version id."""
     from recsys.cli.common import print_json
+    from recsys.data.recipe import parse_weights
     from recsys.training.trainer import parse_param_options, train, version_summary
 
     settings = load_settings(database_url)
@@ -92,6 +112,8 @@ def train_command(
         model,
         parse_param_options(param or []),
         kinds=split_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
         until=parse_until(until),
         warm_start=warm_start,
         resume=resume,
@@ -112,7 +134,7 @@ def train_command(
 
 
 def tune_command(
-    model: ModelOption,
+    model: ModelOption = None,
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Number of trials.")] = 20,
     timeout: Annotated[
         float | None,
@@ -122,6 +144,8 @@ def tune_command(
     ] = None,
     param: ParamOption = None,
     kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     until: UntilOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 42,
     register: Annotated[
@@ -132,11 +156,13 @@ def tune_command(
 ) -> None:
     """Search the model's hyper-parameters on the validation split (Optuna TPE)."""
     from recsys.cli.common import print_json
+    from recsys.data.recipe import parse_weights
     from recsys.training.trainer import parse_param_options
     from recsys.training.tuning import tune
 
     settings = load_settings(database_url)
     engine = open_database(settings)
+    model = model or settings.default_model
     result = tune(
         engine,
         settings,
@@ -145,6 +171,8 @@ def tune_command(
         timeout=timeout,
         params=parse_param_options(param or []),
         kinds=split_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
         until=parse_until(until),
         seed=seed,
         register=register,

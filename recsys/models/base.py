@@ -33,6 +33,18 @@ class ModelConfig(BaseModel):
     """Random seed; every value (0 included) is a fixed seed."""
 
 
+@dataclass(frozen=True)
+class SearchRange:
+    """One tuned parameter's range: integers or floats from ``low`` to ``high`` (inclusive),
+    sampled uniformly, or uniformly in log scale with ``log``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
 @dataclass
 class WarmStart:
     """Vectors of a previous version, aligned to the new id maps.

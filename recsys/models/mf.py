@@ -19,8 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError, NotFittedError
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 from recsys.runtime.checkpoint import load_checkpoint, save_checkpoint
 from recsys.runtime.device import distribution_strategy, import_tensorflow, use_mixed_precision
 from recsys.runtime.monitor import EpochMonitor
@@ -66,6 +67,16 @@ class MatrixFactorization(Recommender):
 
     name = "mf"
     Config = MatrixFactorizationConfig
+    recipe = Recipe(values="raw")  # learns the ratings themselves
+    predicts_ratings = True
+    uses_catalog = False
+    search_space = (
+        SearchRange("factors", 16, 256, log=True, integer=True),
+        SearchRange("regularization", 1e-3, 0.3, log=True),
+        SearchRange("bias_regularization", 1e-4, 0.1, log=True),
+        SearchRange("learning_rate", 3e-4, 3e-2, log=True),
+    )
+    epoch_limit = "epochs"
     config: MatrixFactorizationConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
