@@ -44,7 +44,7 @@ class EASE(Recommender):
     recipe = Recipe(values="binary")  # X is the binary history matrix of the paper
     predicts_ratings = False
     uses_catalog = False
-    search_space = SearchRange("l2", 10.0, 5000.0, log=True)
+    search_space = (SearchRange("l2", 10.0, 5000.0, log=True),)
     epoch_limit = None
     config: EASEConfig
 

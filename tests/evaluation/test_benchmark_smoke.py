@@ -140,3 +140,57 @@ def test_evaluate_a_registered_version(
 
     with pytest.raises(ConfigError, match="K or R"):
         run("evaluate", "--version", version, "--protocol", "X", "--database-url", sqlite_url)
+
+
+def test_the_benchmark_and_recsys_train_give_identical_vectors_on_the_same_split(
+    tmp_path: Path, settings_env: Path
+) -> None:
+    """The benchmark's fit of a model on the Protocol K train part is exactly what `recsys train`
+    gives a user whose database holds that train part."""
+    import shutil
+
+    import numpy as np
+    from sqlalchemy import delete, select
+
+    from pipelines.benchmark_movielens import Options, fit_recsys_model, load_dataset
+    from recsys.data.splits import protocol_k_split
+    from recsys.db.engine import get_engine
+    from recsys.db.models import Interaction, Item, User
+    from recsys.registry.registry import ModelRegistry
+    from recsys.settings import get_settings
+
+    scratch = tmp_path / "benchmark"
+    scratch.mkdir()
+    options = Options(dataset="synthetic", quick=True, seed=42)
+    dataset, engine = load_dataset("synthetic", None, 42, True, None, scratch)
+    train, _ = protocol_k_split(dataset.data, seed=options.seed)
+    benchmarked = fit_recsys_model("ials", options, train, None, ModelRegistry(engine, scratch / "artifacts"))
+
+    # The user's database: the same ingested tables, holding only the train part's interactions.
+    user_db = tmp_path / "user.db"
+    engine.dispose()  # closing the connections checkpoints SQLite's write-ahead log into the file
+    shutil.copy(scratch / "benchmark.db", user_db)
+    user_engine = get_engine(f"sqlite:///{user_db}")
+    users, items = train.users.external_ids, train.items.external_ids
+    kept = set(zip(users[train.user_index], items[train.item_index], strict=True))
+    with user_engine.begin() as connection:
+        rows = connection.execute(
+            select(Interaction.id, User.external_id, Item.external_id)
+            .join(User, User.id == Interaction.user_id)
+            .join(Item, Item.id == Interaction.item_id)
+        ).all()
+        dropped = [row[0] for row in rows if (row[1], row[2]) not in kept]
+        connection.execute(delete(Interaction).where(Interaction.id.in_(dropped)))
+    url = f"sqlite:///{user_db}"
+    code, stdout = run(
+        "train", "--model", "ials", "--param", "iterations=2", "--json", "--database-url", url
+    )  # the benchmark's --quick epoch cap, otherwise the user's defaults
+    assert code == 0, stdout
+    version = json.loads(stdout)["version"]
+    trained = ModelRegistry(user_engine, get_settings().artifacts).load(version).model
+
+    assert len(dropped) >= len(dataset.data) - len(train) > 0  # the test part (and --quick's cut users)
+    assert benchmarked.model.user_factors is not None and trained.user_factors is not None
+    np.testing.assert_array_equal(trained.item_factors, benchmarked.model.item_factors)
+    np.testing.assert_array_equal(trained.user_factors, benchmarked.model.user_factors)
+    assert benchmarked.epochs == json.loads(stdout)["metrics"]["best_epoch"]

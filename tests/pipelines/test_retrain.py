@@ -129,14 +129,57 @@ def test_other_recipe_is_backtested_against_production(
 ) -> None:
     older, newer = _older_and_newer(log)
     _load(sqlite_engine, older, "older")
-    first = run_pipeline(sqlite_engine, settings, model="ials")
+    first = run_pipeline(sqlite_engine, settings, model="ease")
     _load(sqlite_engine, newer, "newer")
-    # Popularity as a candidate recipe is backtested against production's iALS recipe and loses.
+    # Popularity as a candidate recipe is backtested against production's EASE recipe and loses.
     result = run_pipeline(sqlite_engine, settings, model="popularity")
     assert result.metrics["candidate"] == pytest.approx(result.metrics["popularity"])
     assert result.metrics["production"] > result.metrics["candidate"] + settings.promotion_tolerance
     assert result.outcome == "not-promoted"
     assert result.production_after == first.candidate
+
+
+def test_a_model_added_by_its_file_alone_runs_through_the_pipeline(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame
+) -> None:
+    """EASE is named nowhere in the pipeline: its class says it is closed-form (no warm start)."""
+    older, newer = _older_and_newer(log)
+    _load(sqlite_engine, older, "older")
+    first = run_pipeline(sqlite_engine, settings, model="ease")
+    assert first.outcome == "promoted" and first.metrics["candidate"] > first.metrics["popularity"]
+    _load(sqlite_engine, newer, "newer")
+    second = run_pipeline(sqlite_engine, settings)  # production's model, a little new data
+    assert second.outcome == "promoted" and second.model == "ease"
+    assert "train: full retrain of ease" in second.steps
+    assert "recipe: kinds=all, combine=last, values=binary" in second.steps
+    registry = ModelRegistry(sqlite_engine, settings.artifacts)
+    production = registry.load(second.production_after or "")
+    assert production.model.name == "ease" and production.model.user_factors is None
+    assert (production.path / "index").is_dir()
+
+
+def test_the_backtest_runs_the_fit_that_is_promoted(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backtest and registered candidate go through the same fitting function, same recipe."""
+    from recsys.training import fitting
+
+    calls: list[tuple[str, dict, str, int]] = []
+    real = fitting.fit_version
+
+    def recording(name: str, params: dict, data: object, **kwargs: object) -> object:
+        recipe = kwargs.get("recipe")
+        calls.append((name, dict(params), recipe.describe() if recipe else "", len(data)))  # type: ignore[arg-type, attr-defined]
+        return real(name, params, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retrain, "fit_version", recording)
+    monkeypatch.setattr("recsys.training.trainer.fit_version", recording)
+    _load(sqlite_engine, log, "all")
+    result = run_pipeline(sqlite_engine, settings, model="ials", kinds=["rating"], combine="max")
+    assert result.outcome == "promoted"
+    (backtest, registered) = calls
+    assert backtest[:3] == registered[:3] == ("ials", {}, "kinds=rating, combine=max, values=binary")
+    assert backtest[3] < registered[3] == len(log)  # the older part, then everything
 
 
 def test_promotion_asks_running_services_to_reload(

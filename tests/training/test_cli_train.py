@@ -61,7 +61,7 @@ def test_train_prints_the_version_and_models_commands_manage_it(seeded: str) -> 
 
     shown = json.loads(invoke("models", "show", second, "--json", "--database-url", seeded))
     assert shown["params"]["window_seconds"] == 2000
-    assert shown["training"]["kinds"] == ["rating"]
+    assert shown["training"]["recipe"]["kinds"] == ["rating"]
     assert shown["libraries"]["numpy"]
     assert second in invoke("models", "show", second, "--database-url", seeded)
 
@@ -75,6 +75,54 @@ def test_train_prints_the_version_and_models_commands_manage_it(seeded: str) -> 
 
     result = runner.invoke(app, ["models", "archive", first, "--database-url", seeded])
     assert isinstance(result.exception, RegistryError) and "production version" in str(result.exception)
+
+
+def test_train_without_model_trains_the_default_model(
+    seeded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.settings import get_settings
+
+    monkeypatch.setenv("RECSYS_DEFAULT_MODEL", "popularity")
+    get_settings.cache_clear()
+    summary = json.loads(invoke("train", "--json", "--database-url", seeded))
+    assert summary["model"] == "popularity"
+    assert summary["recipe"] == {
+        "kinds": None, "weights": {}, "combine": "last", "values": "binary", "threshold": None
+    }  # fmt: skip
+
+
+def test_recipe_flags_override_the_model_recipe_and_are_stored(seeded: str, sqlite_engine: Engine) -> None:
+    from sqlalchemy import insert, select
+
+    from recsys.db.models import Interaction
+
+    with sqlite_engine.begin() as connection:  # 12 "view" events on 6 pairs (each viewed twice)
+        pairs = connection.execute(select(Interaction.user_id, Interaction.item_id).limit(6)).all()
+        connection.execute(
+            insert(Interaction),
+            [
+                {"user_id": u, "item_id": i, "kind": "view", "value": 2.0, "ts": 3_000_000 + n}
+                for n, (u, i) in enumerate(pairs * 2)
+            ],
+        )
+    summary = json.loads(
+        invoke(
+            "train", "-m", "popularity", "--kinds", "rating", "--kinds", "view", "--weight", "view=0.5",
+            "--combine", "sum", "--json", "--database-url", seeded,
+        )  # fmt: skip
+    )
+    assert summary["recipe"] == {
+        "kinds": ["rating", "view"], "weights": {"view": 0.5}, "combine": "sum", "values": "binary",
+        "threshold": None,
+    }  # fmt: skip
+    shown = json.loads(invoke("models", "show", summary["version"], "--json", "--database-url", seeded))
+    assert shown["training"]["recipe"] == summary["recipe"]
+    assert shown["training"]["interactions"] == 60 * 9  # the views fall on rated pairs: summed in
+
+    result = runner.invoke(app, ["train", "-m", "popularity", "--weight", "view", "--database-url", seeded])
+    assert isinstance(result.exception, ConfigError) and "KIND=NUMBER" in str(result.exception)
+    result = runner.invoke(app, ["train", "-m", "popularity", "--combine", "mean", "--database-url", seeded])
+    assert isinstance(result.exception, ConfigError) and "last, sum, max" in str(result.exception)
 
 
 def test_bad_param_is_named(seeded: str) -> None:

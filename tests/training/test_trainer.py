@@ -14,22 +14,17 @@ import scipy.sparse as sp
 from sqlalchemy import Engine, func, select
 
 from recsys.data.interactions import IdMap
-from recsys.data.matrix import build_interactions
+from recsys.data.matrix import build_interactions, data_fingerprint
+from recsys.data.recipe import Recipe
 from recsys.db.models import Interaction
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training import trainer
-from recsys.training.trainer import (
-    align_warm_start,
-    best_epoch,
-    data_fingerprint,
-    parse_config,
-    parse_param_options,
-    train,
-)
+from recsys.training import fitting, trainer
+from recsys.training.fitting import ValidationSplit, best_epoch, parse_config, validation_metrics
+from recsys.training.trainer import align_warm_start, parse_param_options, train, version_recipe
 
 Seeder = Callable[..., None]
 
@@ -54,6 +49,7 @@ class RecordingPopularity(Popularity):
 def recording(monkeypatch: pytest.MonkeyPatch) -> type[RecordingPopularity]:
     RecordingPopularity.calls = []
     monkeypatch.setattr(trainer, "get_model_class", lambda name: RecordingPopularity)
+    monkeypatch.setattr(fitting, "get_model_class", lambda name: RecordingPopularity)
     return RecordingPopularity
 
 
@@ -231,14 +227,14 @@ def test_promote_flag_applies_the_guard(
     seeder(sqlite_engine)
     first = train(sqlite_engine, training_settings, "popularity", {})
     # A model worse than popularity: make the measured nDCG fall below the baseline.
-    real = trainer.validation_metrics
+    real = fitting.validation_metrics
 
     def worse(*args: Any, **kwargs: Any) -> dict[str, float]:
         metrics = real(*args, **kwargs)
         metrics["ndcg@10"] = metrics["baseline_ndcg@10"] / 2
         return metrics
 
-    monkeypatch.setattr(trainer, "validation_metrics", worse)
+    monkeypatch.setattr(fitting, "validation_metrics", worse)
     with pytest.raises(Exception, match="below the popularity baseline"):
         train(sqlite_engine, training_settings, "popularity", {}, promote=True)
     registry = ModelRegistry(sqlite_engine, training_settings.artifacts)
@@ -280,6 +276,9 @@ def test_fingerprint_changes_with_the_data(sqlite_engine: Engine, seeder: Seeder
 class ConstantRating(Popularity):
     """Predicts 4.0 for every pair: its RMSE can be computed by hand."""
 
+    predicts_ratings = True
+    recipe = Recipe(values="raw")
+
     def predict(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         return np.full(len(user_index), 4.0)
 
@@ -288,16 +287,20 @@ def test_rating_models_report_rmse_next_to_the_mean_rating_baseline(
     sqlite_engine: Engine, seeder: Seeder
 ) -> None:
     seeder(sqlite_engine)
-    split = trainer.load_split(sqlite_engine)
-    model = ConstantRating().fit(split.train_csr)
-    metrics = trainer.validation_metrics(model, split, "mf")
+    split = ValidationSplit.carve(build_interactions(sqlite_engine))
+    model = ConstantRating().fit(split.train.to_csr())
+    metrics = validation_metrics(model, split)
     held_out = split.valid.values.astype(np.float64)
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((held_out - 4.0) ** 2)))
     mean = split.train.values.astype(np.float64).mean()
     assert metrics["baseline_rmse"] == pytest.approx(np.sqrt(np.mean((held_out - mean) ** 2)), rel=1e-6)
     assert "ndcg@10" in metrics and "baseline_ndcg@10" in metrics
+
+    class Declared(Popularity):
+        predicts_ratings = True
+
     with pytest.raises(ConfigError, match="has no predict"):
-        trainer.validation_metrics(Popularity().fit(split.train_csr), split, "mf")
+        validation_metrics(Declared().fit(split.train.to_csr()), split)
 
 
 # --- with the real iALS model ------------------------------------------------------------------
