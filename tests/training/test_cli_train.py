@@ -105,12 +105,8 @@ def test_recipe_flags_override_the_model_recipe_and_are_stored(seeded: str, sqli
                 for n, (u, i) in enumerate(pairs * 2)
             ],
         )
-    summary = json.loads(
-        invoke(
-            "train", "-m", "popularity", "--kinds", "rating", "--kinds", "view", "--weight", "view=0.5",
-            "--combine", "sum", "--json", "--database-url", seeded,
-        )  # fmt: skip
-    )
+    flags = ["--kinds", "rating", "--kinds", "view", "--weight", "view=0.5", "--combine", "sum"]
+    summary = json.loads(invoke("train", "-m", "popularity", *flags, "--json", "--database-url", seeded))
     assert summary["recipe"] == {
         "kinds": ["rating", "view"], "weights": {"view": 0.5}, "combine": "sum", "values": "binary",
         "threshold": None,

@@ -24,7 +24,7 @@ from recsys.registry.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistr
 from recsys.settings import Settings
 from recsys.training import fitting, trainer
 from recsys.training.fitting import ValidationSplit, best_epoch, parse_config, validation_metrics
-from recsys.training.trainer import align_warm_start, parse_param_options, train, version_recipe
+from recsys.training.trainer import align_warm_start, parse_param_options, train
 
 Seeder = Callable[..., None]
 
