@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
-from recsys.cli.train import CombineOption, KindsOption, WeightOption, split_kinds
+from recsys.cli.data import parse_kinds, parse_weights
+from recsys.cli.train import CombineOption, KindsOption, WeightOption
 
 app = typer.Typer(help="The retraining pipeline (safe to run from cron).", no_args_is_help=True)
 
@@ -32,7 +33,6 @@ def run_command(
     promote when not worse than production (within RECSYS_PROMOTION_TOLERANCE) and popularity,
     build the index, score users if RECSYS_PIPELINE_SCORE_K > 0, and ask services to reload."""
     from pipelines.retrain import run_pipeline
-    from recsys.data.recipe import parse_weights
 
     settings = load_settings(database_url)
     logging.getLogger("pipelines").setLevel(settings.log_level)
@@ -42,7 +42,7 @@ def run_command(
         model=model,
         full=full,
         progress=not as_json,
-        kinds=split_kinds(kinds),
+        kinds=parse_kinds(kinds),
         weights=parse_weights(weight or []),
         combine=combine,
     )

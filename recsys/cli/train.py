@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -17,7 +16,7 @@ from recsys.cli.common import (
     load_settings,
     open_database,
 )
-from recsys.errors import ConfigError
+from recsys.cli.data import parse_kinds, parse_timestamp, parse_weights
 from recsys.models import MODEL_CLASSES
 
 ModelOption = Annotated[
@@ -101,7 +100,6 @@ def train_command(
 ) -> None:
     """Train a model on the database's interactions, register it and print its version id."""
     from recsys.cli.common import print_json
-    from recsys.data.recipe import parse_weights
     from recsys.training.trainer import parse_param_options, train, version_summary
 
     settings = load_settings(database_url)
@@ -111,10 +109,10 @@ def train_command(
         settings,
         model,
         parse_param_options(param or []),
-        kinds=split_kinds(kinds),
+        kinds=parse_kinds(kinds),
         weights=parse_weights(weight or []),
         combine=combine,
-        until=parse_until(until),
+        until=parse_timestamp(until),
         warm_start=warm_start,
         resume=resume,
         promote=promote,
@@ -156,7 +154,6 @@ def tune_command(
 ) -> None:
     """Search the model's hyper-parameters on the validation split (Optuna TPE)."""
     from recsys.cli.common import print_json
-    from recsys.data.recipe import parse_weights
     from recsys.training.trainer import parse_param_options
     from recsys.training.tuning import tune
 
@@ -170,10 +167,10 @@ def tune_command(
         trials=trials,
         timeout=timeout,
         params=parse_param_options(param or []),
-        kinds=split_kinds(kinds),
+        kinds=parse_kinds(kinds),
         weights=parse_weights(weight or []),
         combine=combine,
-        until=parse_until(until),
+        until=parse_timestamp(until),
         seed=seed,
         register=register,
     )
@@ -192,30 +189,6 @@ def tune_command(
     console.print(f"best {result.metric} {result.best_value:.4f}: {best}")
     if result.version is not None:
         console.print(f"registered {result.version.version} ({result.version.status})")
-
-
-def split_kinds(kinds: list[str] | None) -> list[str] | None:
-    """``--kinds view --kinds buy,like`` -> ``["view", "buy", "like"]``."""
-    if not kinds:
-        return None
-    return [kind.strip() for option in kinds for kind in option.split(",") if kind.strip()]
-
-
-def parse_until(until: str | None) -> int | None:
-    """Epoch seconds from ``--until`` (epoch seconds or ISO 8601; naive times are UTC)."""
-    if until is None:
-        return None
-    if until.strip().lstrip("-").isdigit():
-        return int(until)
-    try:
-        moment = datetime.fromisoformat(until.strip())
-    except ValueError:
-        raise ConfigError(
-            f"--until {until!r} is neither epoch seconds nor an ISO date/time such as 2024-05-01T12:00:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
 
 
 def _short(value: object) -> str:

@@ -19,7 +19,7 @@ Every model class declares its default recipe (``Recommender.recipe``); ``recsys
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -122,19 +122,3 @@ class Recipe(BaseModel):
             return values, None
         keep = values > 0 if self.values == "binary" else values >= np.float32(self.threshold)
         return np.ones_like(values), keep
-
-
-def parse_weights(options: Iterable[str]) -> dict[str, float]:
-    """``["view=1", "buy=5"]`` -> ``{"view": 1.0, "buy": 5.0}`` (the ``--weight`` option)."""
-    weights: dict[str, float] = {}
-    for option in options:
-        kind, sep, raw = option.partition("=")
-        kind = kind.strip()
-        try:
-            weight = float(raw)
-        except ValueError:
-            weight = float("nan")
-        if not sep or not kind or not np.isfinite(weight):
-            raise ConfigError(f"--weight takes KIND=NUMBER (for example buy=5), got {option!r}")
-        weights[kind] = weight
-    return weights
