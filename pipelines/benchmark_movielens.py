@@ -565,14 +565,6 @@ def check_thresholds(result: dict[str, Any], thresholds: list[dict[str, Any]]) -
     return checks
 
 
-def check_line(check: dict[str, Any]) -> str:
-    """``ials ndcg 0.4500 >= 0.4400 (1.0 x ease-reference)``."""
-    line = f"{check['model']} {check['metric']} {check['value']:.4f} {check['op']} {check['bound']:.4f}"
-    if check.get("relative_to"):
-        line += f" ({check['factor']} x {check['relative_to']})"
-    return line
-
-
 # --- command line ---------------------------------------------------------------------------
 
 
@@ -643,7 +635,7 @@ def benchmark_command(
     ] = None,
 ) -> None:
     """Benchmark every recsys model against public peers on MovieLens (or synthetic data)."""
-    from recsys.evaluation.report import markdown
+    from recsys.evaluation.report import check_line, markdown
 
     options = Options(
         dataset=dataset, data_dir=data_dir, protocol=protocol, models=split_names(models), seed=seed,

@@ -52,7 +52,7 @@ NEW_ROW_CG_STEPS = 12
 class ImplicitALSConfig(ModelConfig):
     """Hyper-parameters of implicit ALS. Defaults are the best mean validation nDCG@10 over ml-100k
     and ml-latest-small: Protocol K train part (seed 42), validation carve-out (seed 43), early
-    stopping as in ``recsys train`` (``benchmarks/quality_check.py ials --validation --grid``).
+    stopping as in ``recsys train`` (``benchmarks/quality_check.py ials --grid``).
     The optimum is a broad plateau (mean 0.2570; regularization 4-9, frequency_exponent 0.3-0.45,
     alpha 2-6 all within 0.001). 192 factors scored 0.2576, within noise, at 1.5x the fit time, so
     128 stay. Constant regularization (exponent 0, the form of benfred/implicit) is about 0.008

@@ -34,7 +34,7 @@ FOLD_IN_BLOCK_FLOATS = 1 << 24
 
 class MatrixFactorizationConfig(ModelConfig):
     """Hyper-parameters of explicit MF. Defaults were tuned on a validation carve-out of the
-    Protocol R train part of ml-100k (benchmarks/quality_check.py mf --validation): SGD with
+    Protocol R train part of ml-100k: SGD with
     momentum at a constant step beat Adam there (validation RMSE 0.910 against 0.918)."""
 
     factors: int = Field(default=128, ge=1)
