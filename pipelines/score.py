@@ -36,10 +36,11 @@ def score_version(
 
     ``out`` is ``"database"`` (the ``recommendations`` table) or a path ending in ``.parquet``.
     """
-    from recsys.data.matrix import build_interactions
+    from recsys.data.matrix import recipe_interactions
     from recsys.errors import ConfigError
     from recsys.registry.registry import ModelRegistry
     from recsys.scoring import align_to_model, write_database, write_parquet
+    from recsys.training.trainer import version_recipe
 
     if out != DATABASE_TARGET and not out.endswith(".parquet"):
         raise ConfigError(f"--out must be 'database' or a path ending in .parquet, got {out!r}")
@@ -47,7 +48,10 @@ def score_version(
     engine = get_engine(settings.database_url)
     ensure_current(engine)
     loaded = ModelRegistry(engine, settings.artifacts).load(version)
-    users, user_items = align_to_model(build_interactions(engine), loaded.users, loaded.items)
+    # Histories are read with the recipe the version was trained with (kinds, weights, combine).
+    recipe = version_recipe(loaded.info) or loaded.model.recipe
+    users, user_items = align_to_model(recipe_interactions(engine, recipe), loaded.users, loaded.items)
+    user_items = recipe.apply_matrix(user_items)  # new users are folded in from what training saw
     loaded_at = time.perf_counter()
     name = loaded.info.version
     if out == DATABASE_TARGET:

@@ -193,10 +193,9 @@ class ImplicitALS(Recommender):
     # --- the solve ------------------------------------------------------------------------------
 
     def _confidence_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
-        """``C - 1`` (``alpha * value``) on the observed pairs, explicit zeros dropped. The values
-        pass the recipe's value rule first, so that a history folded in at serving time is read as
-        the training matrix was."""
-        matrix = self.recipe.apply_matrix(user_items)
+        """``C - 1`` (``alpha * value``) on the observed pairs, explicit zeros dropped."""
+        matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+        matrix.eliminate_zeros()
         matrix.sort_indices()
         if matrix.nnz and matrix.data.min() < 0:
             raise DataError(
