@@ -258,3 +258,12 @@ def test_recipe_overrides_and_bad_recipes() -> None:
         Recipe(values="threshold")
     with pytest.raises(ValidationError, match="finite"):
         Recipe(weights={"view": float("inf")})
+
+
+def test_recipe_overrides_that_break_a_rule_are_config_errors() -> None:
+    from recsys.data.recipe import Recipe
+
+    with pytest.raises(ConfigError, match="invalid recipe: kind weights must be finite"):
+        Recipe().override(weights={"view": float("nan")})
+    with pytest.raises(ConfigError, match="invalid recipe: kinds is empty"):
+        Recipe().override(kinds=[])

@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
@@ -81,7 +81,13 @@ class Recipe(BaseModel):
                     f"unknown combine rule {combine!r}; choose one of {', '.join(COMBINE_RULES)}"
                 )
             changes["combine"] = combine
-        return self.model_validate({**self.model_dump(), **changes}) if changes else self
+        if not changes:
+            return self
+        try:
+            return self.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+            raise ConfigError(f"invalid recipe: {problems}") from None
 
     def apply(self, data: Interactions) -> Interactions:
         """The value rule applied to combined interactions (pairs it drops are removed)."""

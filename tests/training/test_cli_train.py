@@ -177,3 +177,17 @@ def test_models_clean_removes_old_leftovers(seeded: str, settings_env: Path) -> 
     assert leftover.is_dir()
     output = invoke("models", "clean", "--min-age-hours", "0", "--database-url", seeded)
     assert "1 leftover folders removed" in output and not leftover.exists()
+
+
+def test_a_user_error_outside_recsys_errors_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path), "RECSYS_PROMOTION_TOLERANCE": "-1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", "train", "--model", "popularity"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "promotion_tolerance" in done.stderr and "Traceback" not in done.stderr
