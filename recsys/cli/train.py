@@ -123,6 +123,13 @@ def train_command(
         print_json(version_summary(info))
         return
     metrics = info.metrics
+    if "ndcg@10" not in metrics:
+        err_console.print(
+            f"{info.model} {info.status}: NOT VALIDATED (too little data to hold some out; see the log); "
+            f"promoting it needs --force; fit {metrics.get('fit_seconds', float('nan')):.1f} s"
+        )
+        print(info.version)
+        return
     err_console.print(
         f"{info.model} {info.status}: validation nDCG@10 {metrics.get('ndcg@10', float('nan')):.4f} "
         f"(popularity {metrics.get('baseline_ndcg@10', float('nan')):.4f}), "

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 VALIDATION_K = 10
 #: Seed of the validation carve-out (the Protocol K rule with another seed than the test split's).
 VALIDATION_SEED = 43
+#: Interactions a user needs before the carve-out holds some of theirs out (the protocol's rule).
+MIN_VALIDATED_USER_INTERACTIONS = 5
 #: History keys a model's early stopping watches, in order of preference, and whether larger is better.
 EPOCH_CRITERIA = (("val_ndcg", True), ("val_rmse", False), ("val_loss", False))
 
@@ -60,15 +62,26 @@ class ValidationSplit:
     @classmethod
     def carve(cls, data: Interactions, seed: int = VALIDATION_SEED) -> ValidationSplit:
         """Hold out validation pairs by the Protocol K rule; refuses data too small to validate."""
+        split = cls.try_carve(data, seed)
+        if split is None:
+            raise DataError(f"the validation split is empty: {too_small(data)}")
+        return split
+
+    @classmethod
+    def try_carve(cls, data: Interactions, seed: int = VALIDATION_SEED) -> ValidationSplit | None:
+        """The carve-out, or None when no user has enough interactions to hold some out."""
         if len(data) == 0:
             raise DataError("there are no interactions to train on; ingest some first (`recsys ingest`)")
         train_part, valid = validation_split(data, seed=seed)
-        if len(valid) == 0:
-            raise DataError(
-                f"the validation split is empty: no user has the 5 interactions needed to hold some out "
-                f"({len(data)} interactions from {len(data.users)} users)"
-            )
-        return cls(data=data, train=train_part, valid=valid)
+        return cls(data=data, train=train_part, valid=valid) if len(valid) else None
+
+
+def too_small(data: Interactions) -> str:
+    """Why ``data`` cannot be validated, in words."""
+    return (
+        f"no user has the {MIN_VALIDATED_USER_INTERACTIONS} interactions needed to hold some out "
+        f"({len(data)} interactions from {len(np.unique(data.user_index))} users)"
+    )
 
 
 @dataclass
@@ -167,12 +180,15 @@ def fit_version(
     ``data`` is the log as the recipe selected and combined it, values as stored
     (:func:`recsys.data.matrix.recipe_interactions`); ``recipe`` defaults to the model's own.
     ``validation`` replaces the default carve-out (a warm start validates on newer pairs only).
-    Without a ``registry`` nothing is written (a tuning trial's refit, a test).
+    Without a ``registry`` nothing is written (a backtest, a test).
+
+    Data too small to hold validation pairs out is fitted on everything with the model's own
+    epoch default and recorded as unvalidated: no metrics, so promotion needs ``--force``.
     """
     model_class = get_model_class(model_name)
     recipe = recipe or model_class.recipe
     config = parse_config(model_name, params)
-    split = validation or ValidationSplit.carve(data)
+    split = validation or ValidationSplit.try_carve(data)
     fingerprint = data_fingerprint(data)
     version = registry.new_version_id(model_name) if registry else None
     work = registry.work_dir(version) if registry and version else None
@@ -185,25 +201,36 @@ def fit_version(
         model_name, len(data), *data.shape, recipe.describe(),
     )  # fmt: skip
     try:
-        validated = validate(
-            model_name,
-            config,
-            split,
-            recipe,
-            catalog=catalog,
-            warm_start=warm_start,
-            log_dir=work / "tensorboard" / "validation" if work else None,
-            checkpoint_dir=checkpoints / "validation" if checkpoints else None,
-            resume=resume,
-            progress=progress,
+        validated = (
+            None
+            if split is None
+            else validate(
+                model_name,
+                config,
+                split,
+                recipe,
+                catalog=catalog,
+                warm_start=warm_start,
+                log_dir=work / "tensorboard" / "validation" if work else None,
+                checkpoint_dir=checkpoints / "validation" if checkpoints else None,
+                resume=resume,
+                progress=progress,
+            )
         )
+        if validated is None:
+            logger.warning(
+                "could not validate %s: %s; fitting on everything with its default epochs, and the "
+                "version is recorded as unvalidated (promoting it needs --force)",
+                model_name, too_small(data),
+            )  # fmt: skip
+        epochs = validated.epochs if validated else None
         learned = recipe.apply(data)
         final = model_class(config)
         started = time.perf_counter()
         final.fit(
             learned.to_csr(),
             FitOptions(
-                epochs=validated.epochs,
+                epochs=epochs,
                 log_dir=work / "tensorboard" / "full" if work else None,
                 checkpoint_dir=checkpoints / "full" if checkpoints else None,
                 resume=resume,
@@ -212,21 +239,19 @@ def fit_version(
                 features=fit_features(learned, catalog),
             ),
         )
-        metrics = dict(validated.metrics)
-        metrics.update(
-            fit_seconds=time.perf_counter() - started,
-            validation_fit_seconds=validated.seconds,
-            best_epoch=validated.epochs,
-        )
+        metrics: dict[str, Any] = dict(validated.metrics) if validated else {}
+        metrics.update(fit_seconds=time.perf_counter() - started, best_epoch=epochs)
+        if validated:
+            metrics["validation_fit_seconds"] = validated.seconds
         recorded = {
             **dict(details or {}),
             "recipe": recipe.model_dump(mode="json"),
             "interactions": len(data),
-            "validation_interactions": len(split.valid),
+            "validation_interactions": len(split.valid) if split else 0,
         }
-        fitted = Fitted(
-            model=final, metrics=metrics, epochs=validated.epochs, recipe=recipe, details=recorded
-        )
+        if split is None:
+            recorded["validation"] = f"none, the version is unvalidated: {too_small(data)}"
+        fitted = Fitted(model=final, metrics=metrics, epochs=epochs, recipe=recipe, details=recorded)
         if registry is not None:
             fitted.info = registry.register(
                 final,

@@ -64,9 +64,9 @@ def train(
     parse_config(model_name, merged)  # a bad parameter fails before any data is read
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
     data = load_data(engine, recipe, until=until)
-    split = ValidationSplit.carve(data)
+    split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation = "held-out"
-    if previous is not None and previous.info.watermark is not None:
+    if split is not None and previous is not None and previous.info.watermark is not None:
         unseen = unseen_validation(split, previous.info.watermark)
         if unseen is None:
             validation = "held-out, seen by the warm-start version (optimistic)"

@@ -365,3 +365,25 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
     assert info.metrics["ndcg@10"] > info.metrics["baseline_ndcg@10"]
     assert registry.get(info.version).status == "production"
     assert sqlite_engine.connect().execute(select(func.count()).select_from(Interaction)).scalar() == 540
+
+
+def test_too_little_data_to_validate_fits_on_everything_and_promotion_needs_force(
+    sqlite_engine: Engine, training_settings: Settings, seeder: Seeder, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeder(sqlite_engine, n_users=6, per_user=4)  # 24 interactions, nobody has the 5 to hold some out
+    with caplog.at_level("WARNING"):
+        first = train(sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3})
+    assert "could not validate ials" in caplog.text and "unvalidated" in caplog.text
+    assert "ndcg@10" not in first.metrics and first.metrics["best_epoch"] is None
+    details = json.loads((first.path / "version.json").read_text())["training"]
+    assert details["validation"].startswith("none, the version is unvalidated: no user has the 5")
+    assert details["validation_interactions"] == 0
+    loaded = ModelRegistry(sqlite_engine, training_settings.artifacts).load(first.version)
+    assert len(loaded.model.history) == 3  # the model's own epoch default, on all 24 interactions
+
+    with pytest.raises(Exception, match=r"has no validation ndcg@10 .* pass --force"):
+        train(sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3}, promote=True)
+    forced = train(
+        sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3}, promote=True, force=True
+    )
+    assert forced.status == "production"
