@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -39,7 +40,7 @@ from recsys.scoring import align_to_model, write_database
 from recsys.settings import Settings
 from recsys.training.fitting import fit_version
 from recsys.training.locks import DatabaseLock
-from recsys.training.trainer import load_catalog, load_data, train, version_recipe
+from recsys.training.trainer import future_interactions, load_catalog, load_data, train, version_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,16 @@ def run_pipeline(
         result.production_before = result.production_after = production.version if production else None
         if production and model is None:
             result.model = production.model
-        new, total = step("inspect", lambda: _count_new(engine, production))
+        now = int(time.time())
+        new, total = step("inspect", lambda: _count_new(engine, production, now))
         note(f"inspect: {new} of {total} interactions are newer than the production watermark")
+        future, newest = future_interactions(engine, now)
+        if future:
+            stamp = datetime.fromtimestamp(newest or now, UTC).isoformat()
+            note(
+                f"inspect: skipping {future} interaction(s) stamped in the future (the newest at {stamp}); "
+                "they count once their time has come"
+            )
         if production is not None and new == 0 and not full:
             result.outcome = "up-to-date"
             note("inspect: nothing new since the production version; no training")
@@ -127,7 +136,7 @@ def run_pipeline(
         )
         note(f"recipe: {recipe.describe()}")
 
-        data = step("load", lambda: load_data(engine, recipe))
+        data = step("load", lambda: load_data(engine, recipe, until=now))
         scores = step("evaluate", lambda: _evaluate(engine, data, result.model, params, recipe, production))
         result.metrics = scores
         note(
@@ -150,6 +159,7 @@ def run_pipeline(
                 kinds=recipe.kinds,
                 weights=recipe.weights,
                 combine=recipe.combine,
+                until=now,
                 warm_start=warm,
                 progress=progress,
             ),
@@ -171,13 +181,17 @@ def run_pipeline(
         lock.release()
 
 
-def _count_new(engine: Engine, production: VersionInfo | None) -> tuple[int, int]:
+def _count_new(engine: Engine, production: VersionInfo | None, now: int) -> tuple[int, int]:
+    """Interactions up to ``now``: those newer than production's watermark, and all of them."""
     watermark = production.watermark if production and production.watermark is not None else None
     with engine.connect() as connection:
-        total = connection.scalar(select(func.count()).select_from(Interaction)) or 0
+        total = connection.scalar(select(func.count()).where(Interaction.ts <= now)) or 0
         if watermark is None:
             return int(total), int(total)
-        new = connection.scalar(select(func.count()).where(Interaction.ts > watermark)) or 0
+        new = (
+            connection.scalar(select(func.count()).where(Interaction.ts > watermark, Interaction.ts <= now))
+            or 0
+        )
     return int(new), int(total)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +65,7 @@ def train(
     merged = {**(previous.info.params if previous else {}), **dict(params or {})}
     parse_config(model_name, merged)  # a bad parameter fails before any data is read
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
-    data = load_data(engine, recipe, until=until)
+    data = load_data(engine, recipe, until=not_after_now(engine, until))
     split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation = "held-out"
     if split is not None and previous is not None and previous.info.watermark is not None:
@@ -120,6 +122,34 @@ def parse_param_options(options: Iterable[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key] = raw
     return params
+
+
+def not_after_now(engine: Engine, until: int | None, now: int | None = None) -> int:
+    """``until`` clamped to now: events stamped in the future are skipped (and counted in the
+    log) until their time comes, so that no version's watermark is ever past now."""
+    now = int(time.time()) if now is None else now
+    skipped, newest = future_interactions(engine, now)
+    if skipped:
+        logger.warning(
+            "skipping %d interaction(s) stamped in the future (the newest at %s): they are "
+            "trained on once their time has come",
+            skipped,
+            datetime.fromtimestamp(newest or now, UTC).isoformat(),
+        )
+    return now if until is None else min(until, now)
+
+
+def future_interactions(engine: Engine, now: int) -> tuple[int, int | None]:
+    """How many interactions are stamped after ``now``, and the newest stamp among them."""
+    from sqlalchemy import func, select
+
+    from recsys.db.models import Interaction
+
+    with engine.connect() as connection:
+        count, newest = connection.execute(
+            select(func.count(), func.max(Interaction.ts)).where(Interaction.ts > now)
+        ).one()
+    return int(count or 0), None if newest is None else int(newest)
 
 
 def load_data(engine: Engine, recipe: Recipe, *, until: int | None = None) -> Interactions:

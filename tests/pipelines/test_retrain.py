@@ -218,3 +218,38 @@ def test_promotion_asks_running_services_to_reload(
     with sqlite_engine.connect() as connection:
         stored = connection.scalar(select(func.count()).where(Recommendation.version == result.candidate))
     assert stored == expected
+
+
+def test_events_stamped_in_the_future_are_reported_and_skipped(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame
+) -> None:
+    import time
+
+    from sqlalchemy import insert
+
+    from recsys.db.models import Interaction
+
+    older, newer = _older_and_newer(log)
+    _load(sqlite_engine, older, "older")
+    with sqlite_engine.begin() as connection:  # stored by another door that did not check the time
+        user_id, item_id = connection.execute(select(Interaction.user_id, Interaction.item_id).limit(1)).one()
+        connection.execute(
+            insert(Interaction).values(
+                user_id=user_id, item_id=item_id, kind="click", value=1.0, ts=99_999_999_999
+            )
+        )
+    first = run_pipeline(sqlite_engine, settings, model="popularity")
+    assert first.outcome == "promoted"
+    assert any(
+        "skipping 1 interaction(s) stamped in the future (the newest at 5138-" in s for s in first.steps
+    )
+    production = ModelRegistry(sqlite_engine, settings.artifacts).production()
+    assert production is not None and production.watermark is not None
+    assert production.watermark <= time.time()  # never past now: later data still counts as new
+    _load(sqlite_engine, newer, "newer")
+    second = run_pipeline(sqlite_engine, settings)
+    assert second.outcome == "promoted"
+    assert (
+        f"inspect: {len(newer)} of {len(log)} interactions are newer than the production watermark"
+        in second.steps
+    )
