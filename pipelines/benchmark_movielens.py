@@ -293,7 +293,7 @@ def recsys_figures(fitted: Fitted) -> dict[str, Any]:
         "params": {**fitted.model.params, "chosen_epochs": fitted.epochs},
         "recipe": fitted.recipe.model_dump(mode="json"),
         "data": f"the train ratings through its recipe ({fitted.recipe.describe()})",
-        "history": fitted.model.history,
+        "history": fitted.validation_history,
         "fit_seconds": fitted.metrics["fit_seconds"],
         "tuning_seconds": fitted.metrics["validation_fit_seconds"],
         "version": fitted.info.version if fitted.info else None,

@@ -104,6 +104,8 @@ class Fitted:
     recipe: Recipe
     info: VersionInfo | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    validation_history: list[dict[str, float]] = field(default_factory=list)
+    """The validation fit's history: one entry per epoch with its validation metric."""
 
 
 def parse_config(model_name: str, params: Mapping[str, Any]) -> ModelConfig:
@@ -251,7 +253,14 @@ def fit_version(
         }
         if split is None:
             recorded["validation"] = f"none, the version is unvalidated: {too_small(data)}"
-        fitted = Fitted(model=final, metrics=metrics, epochs=epochs, recipe=recipe, details=recorded)
+        fitted = Fitted(
+            model=final,
+            metrics=metrics,
+            epochs=epochs,
+            recipe=recipe,
+            details=recorded,
+            validation_history=validated.model.history if validated else [],
+        )
         if registry is not None:
             fitted.info = registry.register(
                 final,
