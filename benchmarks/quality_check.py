@@ -10,9 +10,12 @@ pipelines.benchmark_movielens``), which trains through the whole path.
 
     python benchmarks/quality_check.py ials --data-dir DIR --grid '{"regularization": [4, 6, 9]}'
     python benchmarks/quality_check.py ease --data-dir DIR --grid '{"l2": [100, 250, 500]}'
+    python benchmarks/quality_check.py ials --data-dir DIR --values raw binary threshold=4
 
 ``DIR`` holds the extracted ``ml-100k`` and ``ml-latest-small`` folders. Rows are ranked by the
-mean over the datasets of validation nDCG@10 (RMSE for models that predict ratings).
+mean over the datasets of validation nDCG@10 (RMSE for models that predict ratings). ``--values``
+compares value rules of the recipe (how ratings become what the model learns from) for every
+grid point: how each model's default recipe was chosen.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 import recsys  # noqa: F401  # environment for TensorFlow before it is imported
 from pipelines.benchmark_movielens import load_dataset
+from recsys.data.recipe import Recipe
 from recsys.data.splits import protocol_k_split
 from recsys.models import MODEL_CLASSES, get_model_class
 from recsys.training.fitting import ValidationSplit, parse_config, validate
@@ -54,13 +58,21 @@ def main() -> None:
         "--data-dir", type=Path, required=True, help="folder with ml-100k/ and ml-latest-small/"
     )
     parser.add_argument("--grid", type=json.loads, default={}, help='JSON {"param": [values]}')
+    parser.add_argument(
+        "--values", nargs="+", default=None, help="value rules to compare: raw, binary, threshold=T"
+    )
     args = parser.parse_args()
     model_class = get_model_class(args.model)
     metric, direction = objective_of(model_class)
     with tempfile.TemporaryDirectory() as scratch:
         splits = carve_outs(args.data_dir, Path(scratch))
+        recipes = (
+            [value_rule(model_class.recipe, rule) for rule in args.values]
+            if args.values
+            else [model_class.recipe]
+        )
         rows = []
-        for values in itertools.product(*args.grid.values()):
+        for recipe, values in itertools.product(recipes, itertools.product(*args.grid.values())):
             params = dict(zip(args.grid, values, strict=True))
             config = parse_config(args.model, params)
             scores = {}
@@ -69,18 +81,27 @@ def main() -> None:
                     args.model,
                     config,
                     split,
-                    model_class.recipe,
+                    recipe,
                     catalog=catalog if model_class.uses_catalog else None,  # type: ignore[arg-type]
                 )
                 scores[name] = (validated.metrics[metric], validated.epochs)
             mean = float(np.mean([value for value, _ in scores.values()]))
             shown = " ".join(f"{name}={value:.4f}@{epochs}" for name, (value, epochs) in scores.items())
-            print(f"  {json.dumps(params)} mean {metric}={mean:.4f} {shown}", flush=True)
-            rows.append((mean, params))
+            label = f"values={recipe.values}" + (
+                f">={recipe.threshold:g}" if recipe.threshold is not None else ""
+            )
+            print(f"  {label} {json.dumps(params)} mean {metric}={mean:.4f} {shown}", flush=True)
+            rows.append((mean, label, params))
     pick = max if direction == "maximize" else min
-    best_mean, best = pick(rows, key=lambda row: row[0])
-    recipe = model_class.recipe.describe()
-    print(f"best on validation ({recipe}): {json.dumps(best)} mean {metric} {best_mean:.4f}")
+    best_mean, label, best = pick(rows, key=lambda row: row[0])
+    print(f"best on validation: {label} {json.dumps(best)} mean {metric} {best_mean:.4f}")
+
+
+def value_rule(recipe: Recipe, rule: str) -> Recipe:
+    """``recipe`` with the value rule ``raw``, ``binary`` or ``threshold=T``."""
+    name, _, threshold = rule.partition("=")
+    changes = {"values": name, "threshold": float(threshold) if threshold else None}
+    return Recipe.model_validate({**recipe.model_dump(), **changes})
 
 
 if __name__ == "__main__":
