@@ -36,7 +36,9 @@ from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import ModelRegistry, VersionInfo
-from recsys.scoring import align_to_model, write_database
+from recsys.retrieval import Retriever
+from recsys.retrieval.loading import version_index
+from recsys.scoring import write_database
 from recsys.settings import Settings
 from recsys.training.fitting import fit_version
 from recsys.training.locks import DatabaseLock
@@ -260,8 +262,11 @@ def _score(
     engine: Engine, registry: ModelRegistry, candidate: VersionInfo, data: Interactions, k: int
 ) -> int:
     loaded = registry.load(candidate.version)
-    users, rows = align_to_model(data, loaded.users, loaded.items)
-    return write_database(engine, loaded.model, rows, users, loaded.items, k=k, version=candidate.version)
+    retriever = Retriever.build(
+        loaded.model, loaded.users, loaded.items, data,
+        index=version_index(loaded), watermark=loaded.info.watermark,
+    )  # fmt: skip
+    return write_database(engine, retriever, k=k, version=candidate.version)
 
 
 def _notify(url: str, settings: Settings) -> str:

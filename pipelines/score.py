@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +31,21 @@ def score_version(
     k: int = 10,
     out: str = DATABASE_TARGET,
     block_size: int = 4096,
+    include_genres: Sequence[str] = (),
+    exclude_genres: Sequence[str] = (),
     progress: bool = False,
 ) -> ScoreReport:
     """Score every user of the database with ``version`` (default: production), seen items excluded.
 
     ``out`` is ``"database"`` (the ``recommendations`` table) or a path ending in ``.parquet``.
+    Lists come from the version's retriever, the object the service answers with, so they are
+    the lists the service gives (folded-in users and the popular fallback included).
     """
-    from recsys.data.matrix import recipe_interactions
     from recsys.errors import ConfigError
     from recsys.registry.registry import ModelRegistry
-    from recsys.scoring import align_to_model, write_database, write_parquet
-    from recsys.training.trainer import version_recipe
+    from recsys.retrieval import RankOptions
+    from recsys.retrieval.loading import load_retriever
+    from recsys.scoring import write_database, write_parquet
 
     if out != DATABASE_TARGET and not out.endswith(".parquet"):
         raise ConfigError(f"--out must be 'database' or a path ending in .parquet, got {out!r}")
@@ -48,26 +53,25 @@ def score_version(
     engine = get_engine(settings.database_url)
     ensure_current(engine)
     loaded = ModelRegistry(engine, settings.artifacts).load(version)
-    # Histories are read with the recipe the version was trained with (kinds, weights, combine).
-    recipe = version_recipe(loaded.info) or loaded.model.recipe
-    users, user_items = align_to_model(recipe_interactions(engine, recipe), loaded.users, loaded.items)
-    user_items = recipe.apply_matrix(user_items)  # new users are folded in from what training saw
+    retriever = load_retriever(engine, loaded, with_catalogue=bool(include_genres or exclude_genres))
+    options = RankOptions(k=k, include_genres=tuple(include_genres), exclude_genres=tuple(exclude_genres))
+    retriever.catalogue.filtered_out(
+        options.include_genres, options.exclude_genres
+    )  # unknown genre: fail now
     loaded_at = time.perf_counter()
     name = loaded.info.version
     if out == DATABASE_TARGET:
         rows = write_database(
-            engine, loaded.model, user_items, users, loaded.items,
-            k=k, version=name, block_size=block_size, progress=progress,
-        )  # fmt: skip
+            engine, retriever, k=k, version=name, block_size=block_size, options=options, progress=progress
+        )
     else:
         rows = write_parquet(
-            loaded.model, user_items, users, loaded.items, Path(out),
-            k=k, version=name, block_size=block_size, progress=progress,
-        )  # fmt: skip
+            retriever, Path(out), k=k, version=name, block_size=block_size, options=options, progress=progress
+        )
     return ScoreReport(
         version=loaded.info.version,
         target=out,
-        users=len(users),
+        users=len(retriever.users),
         rows=rows,
         k=k,
         load_seconds=round(loaded_at - started, 3),

@@ -1,7 +1,8 @@
 """Batch offline scoring: every user's top k, in blocks of users, to Parquet or the database.
 
-Scoring runs through the same index search the service uses (exclusion of seen items included),
-one block of users at a time, so memory is bounded by ``block_size x n_items`` scores at most.
+Scoring ranks through the version's :class:`~recsys.retrieval.Retriever`, the object the service
+answers with (its index, fold-in, exclusion of seen items, filters and popular fallback), one
+block of users at a time, so memory is bounded by ``block_size x n_items`` scores at most.
 Parquet output is written per block into a hidden parts folder that a re-run resumes from;
 database output replaces the version's rows in one transaction.
 """
@@ -12,20 +13,21 @@ import json
 import os
 import shutil
 from collections.abc import Container, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 from sqlalchemy import Engine, delete, insert
 
-from recsys.data.interactions import IdMap, Interactions
+from recsys.data.interactions import IdMap
 from recsys.db.engine import session_scope
 from recsys.db.models import Recommendation
 from recsys.errors import ConfigError
-from recsys.index.base import PAD_ID, ItemIndex
-from recsys.models.base import Recommender
+from recsys.index.base import PAD_ID
+from recsys.retrieval import RankOptions, Retriever, align_to_model
+
+__all__ = ["align_to_model", "block_table", "score_all_users", "write_database", "write_parquet"]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,57 +47,27 @@ class ScoredBlock:
     scores: np.ndarray  # (n, k) float32, -inf where padded
 
 
-def align_to_model(data: Interactions, users: IdMap, items: IdMap) -> tuple[IdMap, sp.csr_matrix]:
-    """The interaction matrix in a model's index space.
-
-    Rows: the model's users in its order, then users the database has and the model does not
-    (folded in when scored). Columns: the model's items; interactions with items the model does
-    not know are dropped, since they can neither be recommended nor folded in.
-    """
-    db_users = data.users.to_list()
-    new_users = [user for user in db_users if user not in users]
-    all_users = IdMap(np.asarray(users.to_list() + new_users, dtype=object)) if new_users else users
-    user_of = all_users.indices(db_users)[data.user_index]
-    item_of = items.indices(data.items.to_list())[data.item_index]
-    known = item_of >= 0
-    matrix = sp.csr_matrix(
-        (data.values[known].astype(np.float32), (user_of[known], item_of[known])),
-        shape=(len(all_users), len(items)),
-        dtype=np.float32,
-    )
-    matrix.sum_duplicates()
-    return all_users, matrix
-
-
 def score_all_users(
-    model: Recommender,
-    user_items: sp.csr_matrix,
+    retriever: Retriever,
     k: int,
     block_size: int = 4096,
-    exclude_seen: bool = True,
+    options: RankOptions | None = None,
     progress: bool = False,
     *,
-    index: ItemIndex | None = None,
     skip_blocks: Container[int] = (),
 ) -> Iterator[ScoredBlock]:
-    """Top ``k`` items of every row of ``user_items``, one block of ``block_size`` users at a time.
+    """Top ``k`` items of every user of ``retriever``'s snapshot, one block of ``block_size``
+    users at a time, through :meth:`Retriever.recommend_known` (the lists the service answers).
 
-    Rows beyond the model's trained users are folded in from their interactions. ``index``
-    defaults to an exact FAISS index over the model's item vectors; blocks whose number is in
-    ``skip_blocks`` (already written by an interrupted run) are not computed.
+    ``options`` adds filters and exclusions (its ``k`` is replaced by ``k``); blocks whose number
+    is in ``skip_blocks`` (already written by an interrupted run) are not computed.
     """
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     if block_size < 1:
         raise ConfigError(f"block_size must be at least 1, got {block_size}")
-    user_items = sp.csr_matrix(user_items)
-    if index is None:
-        from recsys.index.faiss_index import FaissIndex
-
-        index = FaissIndex.flat(model._require_items())
-    if user_items.shape[1] != index.n_items:
-        raise ConfigError(f"user_items has {user_items.shape[1]} columns, the index {index.n_items} items")
-    n_users = user_items.shape[0]
+    options = replace(options or RankOptions(), k=k)
+    n_users = len(retriever.users)
     numbered: Iterable[tuple[int, int]] = list(enumerate(range(0, n_users, block_size)))
     if progress:
         from rich.progress import track
@@ -105,10 +77,8 @@ def score_all_users(
         if number in skip_blocks:
             continue
         users = np.arange(start, min(start + block_size, n_users), dtype=np.int64)
-        rows = user_items[users]
-        queries = model.user_vectors(users, rows)
-        item_ids, scores = index.search(queries, k, rows if exclude_seen else None)
-        yield ScoredBlock(number, users, item_ids, scores)
+        ranking = retriever.recommend_known(users, options)
+        yield ScoredBlock(number, users, ranking.item_ids, ranking.scores)
 
 
 def block_table(block: ScoredBlock, users: IdMap, items: IdMap) -> pa.Table:
@@ -132,16 +102,13 @@ def block_table(block: ScoredBlock, users: IdMap, items: IdMap) -> pa.Table:
 
 
 def write_parquet(
-    model: Recommender,
-    user_items: sp.csr_matrix,
-    users: IdMap,
-    items: IdMap,
+    retriever: Retriever,
     path: Path,
     *,
     k: int,
     version: str,
     block_size: int = 4096,
-    index: ItemIndex | None = None,
+    options: RankOptions | None = None,
     progress: bool = False,
 ) -> int:
     """Score every user into ``path`` (Parquet); returns the number of rows written.
@@ -155,16 +122,21 @@ def write_parquet(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = path.parent / f".{path.name}.parts"
-    manifest = {"version": version, "k": k, "block_size": block_size, "n_users": int(user_items.shape[0])}
+    manifest = {
+        "version": version,
+        "k": k,
+        "block_size": block_size,
+        "n_users": len(retriever.users),
+        "options": repr(options),
+    }
     manifest_file = parts / "manifest.json"
     if parts.exists() and (not manifest_file.is_file() or json.loads(manifest_file.read_text()) != manifest):
         shutil.rmtree(parts)  # left by a run with other parameters: its blocks do not fit
     parts.mkdir(exist_ok=True)
     manifest_file.write_text(json.dumps(manifest))
     done = {int(part.stem.split("-")[1]) for part in parts.glob("part-*.parquet")}
-    for block in score_all_users(
-        model, user_items, k, block_size, progress=progress, index=index, skip_blocks=done
-    ):
+    users, items = retriever.users, retriever.items
+    for block in score_all_users(retriever, k, block_size, options, progress=progress, skip_blocks=done):
         part = parts / f"part-{block.number:06d}.parquet"
         pq.write_table(block_table(block, users, items), part.with_suffix(".tmp"))
         os.replace(part.with_suffix(".tmp"), part)
@@ -186,15 +158,12 @@ def write_parquet(
 
 def write_database(
     engine: Engine,
-    model: Recommender,
-    user_items: sp.csr_matrix,
-    users: IdMap,
-    items: IdMap,
+    retriever: Retriever,
     *,
     k: int,
     version: str,
     block_size: int = 4096,
-    index: ItemIndex | None = None,
+    options: RankOptions | None = None,
     progress: bool = False,
 ) -> int:
     """Replace ``version``'s rows of the ``recommendations`` table with every user's top k.
@@ -205,8 +174,8 @@ def write_database(
     written = 0
     with session_scope(engine) as session:
         session.execute(delete(Recommendation).where(Recommendation.version == version))
-        for block in score_all_users(model, user_items, k, block_size, progress=progress, index=index):
-            rows = block_table(block, users, items).to_pylist()
+        for block in score_all_users(retriever, k, block_size, options, progress=progress):
+            rows = block_table(block, retriever.users, retriever.items).to_pylist()
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 session.execute(insert(Recommendation), [{"version": version, **row} for row in chunk])

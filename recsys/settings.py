@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     min_index_recall: float = Field(
         default=0.95, gt=0, le=1, description="Recall@10 an approximate index must reach."
     )
+    fold_in_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="Folded-in vectors of users with new feedback the service keeps per worker "
+        "(least recently used dropped; 0 disables the cache).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins browsers may call the API from (JSON list, e.g. "
+        '["https://shop.example"]; ["*"] for any); empty disables CORS.',
+    )
     log_level: str = Field(default="INFO", description="Logging level.")
     lock_stale_seconds: float = Field(
         default=12 * 3600,

@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import SQLAlchemyError
+from threadpoolctl import threadpool_limits
 
 import recsys
 from recsys.db import get_engine
 from recsys.errors import RecsysError
 from recsys.settings import Settings, get_settings
 from service.metrics import MetricsMiddleware
+from service.request_id import HEADER, RequestIdMiddleware
 from service.routers import admin, health, interactions, items, recommendations
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
@@ -41,6 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = StateHolder()
     app.state.stamp_path = feedback_stamp(settings)
     app.add_middleware(MetricsMiddleware)
+    if settings.cors_origins:  # off unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", HEADER],
+            expose_headers=[HEADER],
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
     for module in (recommendations, items, interactions, admin, health):
         app.include_router(module.router)
     return app
@@ -49,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
+    # One BLAS thread per worker: a request's products and fold-in solves are small, and on a
+    # busy machine OpenBLAS threads waiting for a core made a 128 x 128 solve 50x slower.
+    blas_limit = threadpool_limits(limits=1, user_api="blas")
     settings: Settings = app.state.settings
     holder: StateHolder = app.state.holder
     app.state.engine = get_engine(settings.database_url)
@@ -68,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        blas_limit.restore_original_limits()
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

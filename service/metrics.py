@@ -84,7 +84,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = scope.get("route")
-            key = (getattr(route, "path", "unmatched"), scope["method"], status[0])
+            # path_format: the template without convertors ("{user_id}", not "{user_id:path}").
+            key = (getattr(route, "path_format", "unmatched"), scope["method"], status[0])
             children = self._children.get(key)
             if children is None:
                 endpoint, method, code = key

@@ -36,6 +36,7 @@ def recommendations_json(
     scores: np.ndarray,
     model_version: str,
     strategy: str,
+    recommendation_id: str,
 ) -> bytes:
     """A ``Recommendations`` body; ``scores`` are finite (searches leave excluded items out)."""
     items = ",".join(
@@ -44,5 +45,6 @@ def recommendations_json(
     )
     return (
         f'{{"user_id":{_dumps(user_id)},"items":[{items}],'
-        f'"model_version":{_dumps(model_version)},"strategy":{_dumps(strategy)}}}'
+        f'"model_version":{_dumps(model_version)},"strategy":{_dumps(strategy)},'
+        f'"recommendation_id":{_dumps(recommendation_id)}}}'
     ).encode()

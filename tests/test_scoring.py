@@ -15,6 +15,7 @@ from recsys.data.interactions import IdMap, Interactions
 from recsys.db.engine import session_scope
 from recsys.db.models import Recommendation
 from recsys.models.base import FitOptions, Recommender
+from recsys.retrieval import Retriever
 from recsys.scoring import align_to_model, score_all_users, write_database, write_parquet
 
 N_USERS, N_ITEMS, DIM = 50, 30, 6
@@ -24,7 +25,6 @@ class FixedVectors(Recommender):
     """Hand-made vectors; fold-in averages the vectors of the items in a row."""
 
     name = "fixed"
-    fail_from_user: int | None = None
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         return self
@@ -33,10 +33,27 @@ class FixedVectors(Recommender):
         counts = np.maximum(np.asarray(user_items.getnnz(axis=1)), 1)[:, None]
         return np.asarray((user_items != 0) @ self._require_items() / counts, dtype=np.float32)
 
-    def user_vectors(self, userids: np.ndarray, rows: sp.csr_matrix | None = None) -> np.ndarray:
-        if self.fail_from_user is not None and np.max(userids) >= self.fail_from_user:
-            raise KeyboardInterrupt  # an interrupted run
-        return super().user_vectors(userids, rows)
+
+class Interruptible(Retriever):
+    """Fails (like an interrupted run) on a block holding a user from ``fail_from_user`` on, and
+    records the first user of each block it ranks."""
+
+    fail_from_user: int | None = None
+    calls: list[int]
+
+    def recommend_known(self, users, options=None):  # type: ignore[no-untyped-def]
+        if self.fail_from_user is not None and np.max(users) >= self.fail_from_user:
+            raise KeyboardInterrupt
+        self.calls.append(int(users[0]))
+        return super().recommend_known(users, options)
+
+
+def retriever_of(model: FixedVectors, seen: sp.csr_matrix, user_map: IdMap | None = None) -> Interruptible:
+    user_map = user_map or IdMap(np.array([f"u{i}" for i in range(seen.shape[0])], dtype=object))
+    retriever = Interruptible.from_matrix(model, user_map, items, seen)
+    assert isinstance(retriever, Interruptible)
+    retriever.calls = []
+    return retriever
 
 
 @pytest.fixture
@@ -71,7 +88,7 @@ items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))
 
 
 def test_blocks_equal_naive_computation(model: FixedVectors, seen: sp.csr_matrix) -> None:
-    blocks = list(score_all_users(model, seen, k=5, block_size=16))
+    blocks = list(score_all_users(retriever_of(model, seen), k=5, block_size=16))
     assert [len(block.users) for block in blocks] == [16, 16, 16, 2]
     ids = np.vstack([block.item_ids for block in blocks])
     scores = np.vstack([block.scores for block in blocks])
@@ -84,7 +101,7 @@ def test_blocks_equal_naive_computation(model: FixedVectors, seen: sp.csr_matrix
 def test_new_users_are_folded_in(model: FixedVectors, seen: sp.csr_matrix) -> None:
     extra = sp.csr_matrix(([1.0, 1.0], ([0, 0], [2, 7])), shape=(1, N_ITEMS), dtype=np.float32)
     matrix = sp.vstack([seen, extra], format="csr")
-    block = next(score_all_users(model, matrix, k=4, block_size=100))
+    block = next(score_all_users(retriever_of(model, matrix), k=4, block_size=100))
     folded = model.fold_in(extra)
     want_ids, _ = naive_top_k(folded, model.item_factors, extra, 4)
     np.testing.assert_array_equal(block.item_ids[-1], want_ids[0])
@@ -101,9 +118,10 @@ def test_align_to_model_maps_ids_and_drops_unknown_items() -> None:
 
 def test_parquet_output_and_resume(model: FixedVectors, seen: sp.csr_matrix, tmp_path: Path) -> None:
     out = tmp_path / "recs.parquet"
-    model.fail_from_user = 32  # the third block fails
+    retriever = retriever_of(model, seen)
+    retriever.fail_from_user = 32  # the third block fails
     with pytest.raises(KeyboardInterrupt):
-        write_parquet(model, seen, users, items, out, k=5, version="v1", block_size=16)
+        write_parquet(retriever, out, k=5, version="v1", block_size=16)
     parts = tmp_path / ".recs.parquet.parts"
     assert sorted(p.name for p in parts.glob("part-*.parquet")) == [
         "part-000000.parquet",
@@ -111,12 +129,10 @@ def test_parquet_output_and_resume(model: FixedVectors, seen: sp.csr_matrix, tmp
     ]
     assert not out.exists()
 
-    model.fail_from_user = None
-    calls: list[int] = []
-    original = model.user_vectors
-    model.user_vectors = lambda ids, rows=None: calls.append(int(ids[0])) or original(ids, rows)  # type: ignore[method-assign]
-    rows = write_parquet(model, seen, users, items, out, k=5, version="v1", block_size=16)
-    assert calls == [32, 48]  # finished blocks were not recomputed
+    retriever.fail_from_user = None
+    retriever.calls = []
+    rows = write_parquet(retriever, out, k=5, version="v1", block_size=16)
+    assert retriever.calls == [32, 48]  # finished blocks were not recomputed
     assert not parts.exists()
 
     frame = pd.read_parquet(out)
@@ -133,11 +149,12 @@ def test_parts_of_other_parameters_are_discarded(
     model: FixedVectors, seen: sp.csr_matrix, tmp_path: Path
 ) -> None:
     out = tmp_path / "recs.parquet"
-    model.fail_from_user = 16
+    retriever = retriever_of(model, seen)
+    retriever.fail_from_user = 16
     with pytest.raises(KeyboardInterrupt):
-        write_parquet(model, seen, users, items, out, k=3, version="v1", block_size=16)
-    model.fail_from_user = None
-    write_parquet(model, seen, users, items, out, k=5, version="v1", block_size=16)
+        write_parquet(retriever, out, k=3, version="v1", block_size=16)
+    retriever.fail_from_user = None
+    write_parquet(retriever, out, k=5, version="v1", block_size=16)
     frame = pd.read_parquet(out)
     assert frame.groupby("user_id").size().max() == 5
 
@@ -153,7 +170,7 @@ def test_database_output_replaces_the_version_rows(
                 {"version": "v0", "user_id": "u1", "rank": 1, "item_id": "i1", "score": 2.0},
             ],
         )
-    written = write_database(engine, model, seen, users, items, k=4, version="v1", block_size=20)
+    written = write_database(engine, retriever_of(model, seen), k=4, version="v1", block_size=20)
     want_ids, want_scores = naive_top_k(model.user_factors, model.item_factors, seen, 4)
     with session_scope(engine) as session:
         count = session.scalar(select(func.count()).where(Recommendation.version == "v1"))
@@ -173,10 +190,11 @@ def test_database_output_replaces_the_version_rows(
 def test_database_output_is_unchanged_when_scoring_fails(
     sqlite_engine: Engine, model: FixedVectors, seen: sp.csr_matrix
 ) -> None:
-    write_database(sqlite_engine, model, seen, users, items, k=2, version="v1")
-    model.fail_from_user = 20
+    retriever = retriever_of(model, seen)
+    write_database(sqlite_engine, retriever, k=2, version="v1")
+    retriever.fail_from_user = 20
     with pytest.raises(KeyboardInterrupt):
-        write_database(sqlite_engine, model, seen, users, items, k=4, version="v1", block_size=20)
+        write_database(sqlite_engine, retriever, k=4, version="v1", block_size=20)
     with session_scope(sqlite_engine) as session:
         count = session.scalar(select(func.count()).where(Recommendation.version == "v1"))
     assert count == (N_USERS - 1) * 2 + 2

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from recsys.data.interactions import IdMap, Interactions
+    from recsys.registry.registry import LoadedVersion
+    from recsys.retrieval import Catalogue, Retriever
 
 OPTIMISTIC_CAVEAT = (
     "caveat: version {version} was fitted on the interactions up to its watermark, and "
@@ -53,6 +55,33 @@ def _matrix(part: Interactions, users: IdMap, items: IdMap, binary: bool) -> sp.
     user_index, item_index, kept, n_users = to_version_indices(part, users, items)
     values = np.ones(int(kept.sum()), np.float32) if binary else part.values[kept]
     return sp.csr_matrix((values, (user_index, item_index)), shape=(n_users, len(items)), dtype=np.float32)
+
+
+def ranking_inputs(
+    loaded: LoadedVersion, train: Interactions, catalogue: Catalogue | None = None
+) -> tuple[Retriever, sp.csr_matrix, np.ndarray]:
+    """What Protocol K ranks with: the version's retriever (its saved index, the popular counts
+    of ``train``), the ``train`` matrix in the version's indices with the stored values (what the
+    service folds in) and, per row, whether the user has train interactions newer than the
+    version's watermark (the service folds those users in). ``catalogue`` enables genre filters."""
+    import numpy as np
+
+    from recsys.retrieval import Retriever
+    from recsys.retrieval.loading import history_rule, version_index
+
+    matrix = _matrix(train, loaded.users, loaded.items, binary=False)
+    counts = np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float32)
+    retriever = Retriever.for_model(
+        loaded.model, version_index(loaded), popular_counts=counts, history_rule=history_rule(loaded)
+    )
+    if catalogue is not None:
+        retriever.catalogue = catalogue
+    fold = np.zeros(matrix.shape[0], dtype=bool)
+    watermark = loaded.info.watermark
+    if watermark is not None:
+        user_index, _, kept, _ = to_version_indices(train, loaded.users, loaded.items)
+        fold[user_index[train.timestamps[kept] > watermark]] = True
+    return retriever, matrix, fold
 
 
 def evaluate_command(
@@ -95,11 +124,12 @@ def evaluate_command(
     if protocol == "K":
         train, test = protocol_k_split(data, seed=seed)
         binary = not is_rating_model
-        train_csr = _matrix(train, loaded.users, loaded.items, binary)
         test_csr = _matrix(test, loaded.users, loaded.items, binary)
         if test_csr.nnz == 0:
             raise DataError("no test interaction is on an item the version knows: nothing to evaluate")
-        metrics = evaluate_ranking(loaded.model, train_csr, test_csr, k=k)
+        # Ranked through the version's retriever, exactly as the service would answer.
+        retriever, train_csr, fold = ranking_inputs(loaded, train)
+        metrics = evaluate_ranking(retriever, train_csr, test_csr, k=k, fold=fold)
         tested = [test]
     else:
         folds = protocol_r_folds(data, seed=seed)

@@ -21,10 +21,20 @@ def score_command(
     block_size: Annotated[
         int, typer.Option("--block-size", min=1, help="Users scored per block (bounds memory).")
     ] = 4096,
+    include_genre: Annotated[
+        list[str] | None,
+        typer.Option("--include-genre", help="Only items with this genre (repeat for several)."),
+    ] = None,
+    exclude_genre: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-genre", help="No items with this genre (repeat for several)."),
+    ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score every user (seen items excluded); an interrupted Parquet run resumes where it stopped."""
+    """Score every user (seen items excluded) with the lists the service answers: users with
+    feedback newer than the version are folded in, users without history get popular items.
+    An interrupted Parquet run resumes where it stopped."""
     from pipelines.score import score_version
 
     report = score_version(
@@ -33,6 +43,8 @@ def score_command(
         k=k,
         out=out,
         block_size=block_size,
+        include_genres=include_genre or (),
+        exclude_genres=exclude_genre or (),
         progress=not as_json,
     )
     if as_json:

@@ -19,7 +19,9 @@ Every model class declares its default recipe (``Recommender.recipe``); ``recsys
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -128,3 +130,14 @@ class Recipe(BaseModel):
             return values, None
         keep = values > 0 if self.values == "binary" else values >= np.float32(self.threshold)
         return np.ones_like(values), keep
+
+
+def recorded_recipe(version_dir: Path) -> Recipe | None:
+    """The recipe a registered version was trained with, as the training path recorded it in the
+    version's ``version.json`` (under ``training.recipe``); None for versions from before."""
+    try:
+        manifest = json.loads((version_dir / "version.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    stored = manifest.get("training", {}).get("recipe") if isinstance(manifest, dict) else None
+    return Recipe.model_validate(stored) if stored else None

@@ -5,21 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
-from recsys.index.base import PAD_ID, ItemIndex, check_queries
+from recsys.index.base import PAD_ID, ExcludeArg, Exclusions, ItemIndex, as_exclusions, check_queries
+
+
+def inner_products(queries: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+    """``queries @ item_vectors.T`` computed so that a query's scores do not depend on how many
+    queries are multiplied with it.
+
+    BLAS multiplies a single row with a different kernel (gemv) than a block (gemm), and the two
+    differ in the last bits; a lone query is therefore multiplied as a block of two rows, so the
+    service's one-query answer equals batch scoring's to the bit.
+    """
+    if len(queries) == 1:
+        return (np.concatenate([queries, queries]) @ item_vectors.T)[:1]
+    return queries @ item_vectors.T
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top k of a dense score block, best first; ``-inf`` entries become padding."""
+    """Row-wise top k of a dense score block, best first, ties by lower index; ``-inf`` entries
+    become padding (``PAD_ID`` / ``-inf``), and rows are padded to width ``k``."""
     n_rows, n_cols = scores.shape
     take = min(k, n_cols)
     if take < n_cols:
         part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        part.sort(axis=1)
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        # argpartition cuts ties at the k-th score arbitrarily: rows where an item left out ties
+        # the lowest chosen score are sorted in full (stable, so the lower indices win).
+        threshold = part_scores.min(axis=1, keepdims=True)
+        ambiguous = (np.isfinite(threshold[:, 0])) & (
+            (scores == threshold).sum(axis=1) > (part_scores == threshold).sum(axis=1)
+        )
+        if ambiguous.any():
+            rows = np.flatnonzero(ambiguous)
+            full = np.argsort(-scores[rows], axis=1, kind="stable")[:, :take]
+            full.sort(axis=1)
+            part[rows] = full
+            part_scores[rows] = np.take_along_axis(scores[rows], full, axis=1)
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
+        part_scores = scores.copy()
+    order = np.argsort(-part_scores, axis=1, kind="stable")  # part is in index order: ties by index
     ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
     best = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
     ids[~np.isfinite(best)] = PAD_ID
@@ -30,32 +57,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, best
 
 
-def top_k_one(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of one score vector, best first, ties by lower index; ``-inf`` entries are left out
-    (so fewer than k may come back). One partition and a sort of the few candidates: the 2-d
-    :func:`top_k` costs several times more for a single row."""
-    n_items = len(scores)
-    if k < n_items:
-        threshold = np.partition(scores, n_items - k)[n_items - k]
-        candidates = np.flatnonzero(scores >= threshold)  # every tie at the threshold, in index order
-    else:
-        candidates = np.arange(n_items)
-    candidate_scores = scores[candidates]
-    order = np.argsort(-candidate_scores, kind="stable")[:k]
-    ids, best = candidates[order], candidate_scores[order]
-    if len(best) and best[-1] == -np.inf:  # excluded items reached the top k
-        finite = best != -np.inf
-        ids, best = ids[finite], best[finite]
-    return ids.astype(np.int64, copy=False), best.astype(np.float32, copy=False)
-
-
-def mask_excluded(scores: np.ndarray, exclude: sp.csr_matrix | None) -> None:
+def mask_excluded(scores: np.ndarray, exclude: Exclusions | None) -> None:
     """Set the excluded (row, column) pairs of a score block to ``-inf`` in place, vectorised."""
     if exclude is None or exclude.nnz == 0:
         return
-    exclude = exclude.tocsr()
-    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-    scores[rows, exclude.indices] = -np.inf
+    scores[exclude.row_of_each(), exclude.columns] = -np.inf
 
 
 class ExactIndex(ItemIndex):
@@ -76,34 +82,23 @@ class ExactIndex(ItemIndex):
         return int(self.item_vectors.shape[1])
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+        self, queries: np.ndarray, k: int, exclude: ExcludeArg = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries = check_queries(queries, self.dim, k, exclude)
+        queries = check_queries(queries, self.dim, k)
+        exclusions = as_exclusions(exclude, len(queries), self.n_items)
         if len(queries) <= self.block_size:  # one block: skip slicing (the service's case)
-            block = queries @ self.item_vectors.T
-            mask_excluded(block, exclude)
+            block = inner_products(queries, self.item_vectors)
+            mask_excluded(block, exclusions)
             return top_k(block, k)
         ids = np.empty((len(queries), k), dtype=np.int64)
         scores = np.empty((len(queries), k), dtype=np.float32)
         for start in range(0, len(queries), self.block_size):
             stop = min(start + self.block_size, len(queries))
-            block = queries[start:stop] @ self.item_vectors.T
-            if exclude is not None:
-                mask_excluded(block, exclude[start:stop])
+            block = inner_products(queries[start:stop], self.item_vectors)
+            if exclusions is not None:
+                mask_excluded(block, exclusions.rows(start, stop))
             ids[start:stop], scores[start:stop] = top_k(block, k)
         return ids, scores
-
-    def search_one(
-        self, query: np.ndarray, k: int, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        queries = check_queries(query, self.dim, k, None)
-        if len(queries) != 1:
-            raise ValueError(f"search_one takes one query, got {len(queries)}")
-        # The same product as search, so both give the same scores to the last bit.
-        scores = (queries @ self.item_vectors.T)[0]
-        if exclude is not None and len(exclude):
-            scores[exclude] = -np.inf
-        return top_k_one(scores, k)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

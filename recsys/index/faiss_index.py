@@ -1,11 +1,11 @@
 """FAISS inner-product indexes: exact ``IndexFlatIP`` for small catalogues, HNSW for large ones.
 
 Seen and explicitly excluded items are removed without a loop per item. The exact index scores
-every item anyway, so it masks the excluded ones to ``-inf`` before selecting the top k (numpy
-over the same vectors: one matrix product, one mask, one partial sort), which is several times
-faster than over-fetching for a user with a long history. HNSW over-fetches ``k + excluded``
-candidates per query and masks them in one vectorised pass; the rare rows that still come up
-short are searched again with a doubled margin.
+every item anyway, so it searches with numpy over the same vectors (one matrix product, one mask,
+one partial sort): several times faster than over-fetching for a user with a long history, and
+the same numbers for one query as for a block. HNSW over-fetches ``k`` plus the row's exclusions
+rounded up to a power of two and masks them in one vectorised pass; the rare rows that still come
+up short are searched again with a larger margin.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
-import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.errors import ArtifactError
-from recsys.index.base import PAD_ID, ItemIndex, check_queries
+from recsys.index.base import PAD_ID, ExcludeArg, Exclusions, ItemIndex, as_exclusions, check_queries
 from recsys.index.exact import ExactIndex
 
 INDEX_FILE = "index.faiss"
@@ -137,51 +136,47 @@ class FaissIndex(ItemIndex):
         return float(self.meta.get("recall_at_10", 1.0))
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+        self, queries: np.ndarray, k: int, exclude: ExcludeArg = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries = check_queries(queries, self.dim, k, exclude)
-        if exclude is None or exclude.nnz == 0:
-            return self._search(queries, k)
-        if self._masked is not None:
+        queries = check_queries(queries, self.dim, k)
+        if self._masked is not None:  # flat: the numpy reference over the same vectors
             return self._masked.search(queries, k, exclude)
-        exclude = sp.csr_matrix(exclude, copy=True)
-        exclude.eliminate_zeros()
-        exclude.sum_duplicates()  # also sorts the columns, which _excluded relies on
-        if exclude.shape[1] != self.n_items:
-            raise ValueError(f"exclude must have {self.n_items} columns, got {exclude.shape[1]}")
-        n_excluded = np.diff(exclude.indptr)
+        exclusions = as_exclusions(exclude, len(queries), self.n_items)
+        if exclusions is None:
+            exclusions = Exclusions(np.zeros(len(queries) + 1, np.int64), np.zeros(0, np.int64))
+        # Over-fetch k + margin candidates, the margin the row's exclusions rounded up to a power
+        # of two (0 without exclusions). Rows are searched in groups of equal margin, so what a
+        # row gets depends on its own exclusions only, not on the other rows of the batch.
+        n_excluded = exclusions.counts
+        margin = np.where(n_excluded > 0, 2 ** np.ceil(np.log2(np.maximum(n_excluded, 1))), 0).astype(
+            np.int64
+        )
         ids = np.full((len(queries), k), PAD_ID, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         pending = np.arange(len(queries))
-        margin = n_excluded.copy()
         while len(pending):
-            fetch = min(self.n_items, k + int(margin[pending].max()))
-            got_ids, got_scores = self._search(queries[pending], fetch)
-            keep = (got_ids != PAD_ID) & ~_excluded(got_ids, exclude[pending])
-            # Stable sort moves the kept candidates to the front in their score order.
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-            row_ids = np.take_along_axis(got_ids, order, axis=1)
-            row_scores = np.take_along_axis(got_scores, order, axis=1)
-            kept = np.take_along_axis(keep, order, axis=1)
-            row_ids[~kept] = PAD_ID
-            row_scores[~kept] = -np.inf
-            width = row_ids.shape[1]
-            ids[pending, :width] = row_ids
-            scores[pending, :width] = row_scores
-            available = self.n_items - n_excluded[pending]
-            done = (kept.sum(axis=1) >= np.minimum(k, available)) | (fetch >= self.n_items)
-            pending = pending[~done]
-            margin[pending] = 2 * margin[pending] + k
+            unfinished = []
+            for size in np.unique(margin[pending]).tolist():  # a few distinct powers of two
+                group = pending[margin[pending] == size]
+                fetch = min(self.n_items, k + size)
+                got_ids, got_scores = self._search(queries[group], fetch)
+                keep = (got_ids != PAD_ID) & ~_excluded(got_ids, exclusions.take(group))
+                # Stable sort moves the kept candidates to the front in their score order.
+                order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+                row_ids = np.take_along_axis(got_ids, order, axis=1)
+                row_scores = np.take_along_axis(got_scores, order, axis=1)
+                kept = np.take_along_axis(keep, order, axis=1)
+                row_ids[~kept] = PAD_ID
+                row_scores[~kept] = -np.inf
+                width = row_ids.shape[1]
+                ids[group, :width] = row_ids
+                scores[group, :width] = row_scores
+                available = self.n_items - n_excluded[group]
+                done = (kept.sum(axis=1) >= np.minimum(k, available)) | (fetch >= self.n_items)
+                unfinished.append(group[~done])
+            pending = np.concatenate(unfinished) if unfinished else pending[:0]
+            margin[pending] = np.maximum(4 * margin[pending], k)
         return ids, scores
-
-    def search_one(
-        self, query: np.ndarray, k: int, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One query: the exact index scores it with numpy over the same vectors (no FAISS call
-        and no CSR row to build); HNSW goes through :meth:`search`."""
-        if self._masked is not None:
-            return self._masked.search_one(query, k, exclude)
-        return super().search_one(query, k, exclude)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw FAISS search padded to width ``k`` with ``PAD_ID`` / ``-inf``."""
@@ -221,15 +216,14 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits.any(axis=1).sum() / max(int((truth != PAD_ID).sum()), 1))
 
 
-def _excluded(ids: np.ndarray, exclude: sp.csr_matrix) -> np.ndarray:
-    """Whether each ``ids[r, j]`` is a non-zero column of row ``r`` of ``exclude``, vectorised.
+def _excluded(ids: np.ndarray, exclude: Exclusions) -> np.ndarray:
+    """Whether each ``ids[r, j]`` is an excluded column of row ``r``, vectorised.
 
-    Every (row, column) pair becomes one integer key; the exclusion keys are sorted because CSR
+    Every (row, column) pair becomes one integer key; the exclusion keys are sorted because
     rows are in order and their columns sorted, so a binary search answers membership.
     """
-    n_cols = np.int64(exclude.shape[1])
-    rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
-    excluded_keys = rows * n_cols + exclude.indices
+    n_cols = np.int64(max(int(ids.max(initial=0)), int(exclude.columns.max(initial=0))) + 1)
+    excluded_keys = exclude.row_of_each() * n_cols + exclude.columns
     if len(excluded_keys) == 0:
         return np.zeros(ids.shape, dtype=bool)
     keys = np.arange(ids.shape[0], dtype=np.int64)[:, None] * n_cols + ids

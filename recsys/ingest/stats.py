@@ -43,7 +43,5 @@ def database_stats(engine: Engine) -> dict[str, Any]:
         "distinct_pairs": int(pairs),
         "density": float(pairs) / (users * items) if users and items else 0.0,
         "newest_timestamp": newest,
-        "newest_time": (
-            datetime.fromtimestamp(newest, tz=UTC).isoformat() if newest is not None else None
-        ),
+        "newest_time": (datetime.fromtimestamp(newest, tz=UTC).isoformat() if newest is not None else None),
     }

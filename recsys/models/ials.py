@@ -290,8 +290,7 @@ class ImplicitALS(Recommender):
     def _exact_rows(self, confidence: sp.csr_matrix, other: np.ndarray) -> np.ndarray:
         """Exact least-squares vectors of the rows of ``confidence`` (``C - 1``) against the fixed
         ``other`` side, in numpy, a block of rows at a time."""
-        other = other.astype(np.float64)
-        gram = other.T @ other
+        other, gram = self._fixed_side(other)
         counts = np.diff(confidence.indptr)
         reg = self.config.regularization * (1.0 + counts) ** self.config.frequency_exponent
         order = np.argsort(counts, kind="stable")  # similar lengths together: little padding
@@ -316,6 +315,17 @@ class ImplicitALS(Recommender):
             target = np.matmul((observed + weights)[:, None, :], vectors_of)[:, 0]  # Y_u^T C_u p_u, p = 1
             vectors[rows] = np.linalg.solve(system, target[:, :, None])[:, :, 0]
         return vectors
+
+    def _fixed_side(self, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``other`` in float64 and its Gram matrix, kept while the same array is passed: a loaded
+        version folds users in against the same item vectors again and again, and the Gram
+        matrix costs far more than one user's solve."""
+        cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = getattr(self, "_fixed_cache", None)
+        if cached is None or cached[0] is not other:
+            wide = other.astype(np.float64)
+            cached = (other, wide, wide.T @ wide)
+            self._fixed_cache = cached
+        return cached[1], cached[2]
 
     def _solve_new_rows(
         self,

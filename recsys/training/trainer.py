@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from recsys.data.interactions import IdMap, Interactions
-from recsys.data.recipe import Recipe
+from recsys.data.recipe import Recipe, recorded_recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models import get_model_class
 from recsys.models.base import WarmStart
@@ -268,16 +268,8 @@ def _build_index(registry: ModelRegistry, version: str, settings: Settings) -> N
 
 
 def version_recipe(info: VersionInfo) -> Recipe | None:
-    """The recipe a version was trained with (stored in its version.json), None for versions
-    trained before recipes were recorded."""
-    from recsys.registry.registry import VERSION_FILE
-
-    try:
-        manifest = json.loads((info.path / VERSION_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    stored = manifest.get("training", {}).get("recipe")
-    return Recipe.model_validate(stored) if stored else None
+    """The recipe a version was trained with (None for versions from before recipes)."""
+    return recorded_recipe(info.path)
 
 
 def version_summary(info: VersionInfo) -> dict[str, Any]:

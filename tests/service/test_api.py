@@ -1,12 +1,18 @@
-"""Read endpoints: recommendations, filters, fallback, similar items, fold-in, health, OpenAPI."""
+"""Read endpoints: recommendations, filters, fallback, similar items, fold-in, health, OpenAPI, and
+the request features (ids with reserved characters, exclusions, paging, request and list ids, CORS)."""
 
 from __future__ import annotations
+
+import re
+from urllib.parse import quote
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from recsys.registry.registry import VersionInfo
-from tests.service.conftest import N_ITEMS, item_genres, popularity_counts, seen_items
+from recsys.settings import Settings
+from service.app import create_app
+from tests.service.conftest import API_KEY, N_ITEMS, item_genres, popularity_counts, seen_items
 
 
 def ranking_without(excluded: set[int]) -> list[str]:
@@ -151,3 +157,121 @@ def test_openapi_lists_operations_and_errors(client: TestClient) -> None:
     for key, (operation_id, errors) in expected.items():
         assert operations[key]["operationId"] == operation_id
         assert errors <= set(operations[key]["responses"]), key
+
+
+# --- request features -------------------------------------------------------------------------
+
+
+def ids_of(body: dict[str, object]) -> list[str]:
+    return [item["item_id"] for item in body["items"]]  # type: ignore[index, union-attr]
+
+
+def test_ids_with_reserved_characters_reach_the_endpoints(client: TestClient) -> None:
+    user = "shop/eu 42?&#%"
+    stored = client.post(
+        "/interactions", json={"user_id": user, "item_id": "i0"}, headers={"X-API-Key": API_KEY}
+    )
+    assert stored.status_code == 201
+    response = client.get(f"/users/{quote(user, safe='')}/recommendations", params={"k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user_id"] == user and body["strategy"] == "folded-in" and "i0" not in ids_of(body)
+    # Unencoded slashes work too; an unknown item id with '/' is named in the 404 (not a bare 404).
+    assert client.get("/users/shop/eu/recommendations").json()["user_id"] == "shop/eu"
+    response = client.get(f"/items/{quote('cat/7', safe='')}/similar")
+    assert response.status_code == 404 and "'cat/7'" in response.json()["detail"]
+
+
+def test_exclude_items_leaves_them_out(client: TestClient) -> None:
+    full = ids_of(client.get("/users/u3/recommendations", params={"k": 5}).json())
+    params = {"k": 5, "exclude_items": [full[0], full[2], "not-in-model"]}
+    body = client.get("/users/u3/recommendations", params=params).json()
+    excluded = set(seen_items(3)) | {int(full[0][1:]), int(full[2][1:])}
+    assert ids_of(body) == ranking_without(excluded)[:5]
+    history = {"items": ["i0"], "k": 4, "exclude_items": ["i1", "i2"]}
+    assert ids_of(client.post("/recommendations", json=history).json()) == ranking_without({0, 1, 2})[:4]
+    similar = client.get("/items/i2/similar", params={"k": 19, "exclude_items": ["i5"]}).json()
+    assert "i5" not in ids_of(similar) and len(similar["items"]) == N_ITEMS - 2
+
+
+def test_offset_pages_through_the_list(client: TestClient) -> None:
+    full = ids_of(client.get("/users/u3/recommendations", params={"k": 9}).json())
+    pages = [
+        ids_of(client.get("/users/u3/recommendations", params={"k": 3, "offset": offset}).json())
+        for offset in (0, 3, 6)
+    ]
+    assert [item for page in pages for item in page] == full
+    history = [
+        ids_of(client.post("/recommendations", json={"items": ["i0"], "k": 2, "offset": o}).json())
+        for o in (0, 2)
+    ]
+    assert [item for page in history for item in page] == ranking_without({0})[:4]
+    similar = ids_of(client.get("/items/i2/similar", params={"k": 6}).json())
+    assert ids_of(client.get("/items/i2/similar", params={"k": 3, "offset": 3}).json()) == similar[3:]
+    assert client.get("/users/u3/recommendations", params={"offset": -1}).status_code == 422
+    past_the_end = client.get("/users/u3/recommendations", params={"offset": 500}).json()
+    assert past_the_end["items"] == []
+
+
+def test_genre_filters_on_similar_items(client: TestClient) -> None:
+    body = client.get("/items/i2/similar", params={"k": 20, "include_genres": "Drama"}).json()
+    expected = [i for i in range(N_ITEMS) if "Drama" in item_genres(i) and i != 2]
+    assert sorted(int(item[1:]) for item in ids_of(body)) == expected
+    body = client.get("/items/i2/similar", params={"k": 20, "exclude_genres": ["Comedy", "Horror"]}).json()
+    assert ids_of(body) and not any({"Comedy", "Horror"} & set(item["genres"]) for item in body["items"])
+    response = client.get("/items/i2/similar", params={"include_genres": "Western"})
+    assert response.status_code == 422 and "'Western'" in response.json()["detail"]
+
+
+def test_every_response_carries_a_request_id(client: TestClient) -> None:
+    sent = client.get("/users/u1/recommendations", headers={"X-Request-ID": "req-42.a"})
+    assert sent.headers["X-Request-ID"] == "req-42.a"
+    made = [
+        client.get(path).headers["X-Request-ID"]
+        for path in ("/users/u1/recommendations", "/health", "/nowhere")
+    ]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", made_id) for made_id in made) and len(set(made)) == 3
+    unusable = client.get("/health", headers={"X-Request-ID": "x" * 200}).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", unusable)
+
+
+def test_recommendation_lists_carry_their_own_id(client: TestClient) -> None:
+    bodies = [
+        client.get("/users/u1/recommendations").json(),
+        client.get("/users/u1/recommendations").json(),
+        client.post("/recommendations", json={"items": ["i1"]}).json(),
+        client.get("/items/i1/similar").json(),
+    ]
+    ids = [body["recommendation_id"] for body in bodies]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in ids) and len(set(ids)) == 4
+
+
+def test_cors_is_off_by_default_and_configurable(settings: Settings, version: VersionInfo) -> None:
+    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+    with TestClient(create_app(settings)) as plain:
+        response = plain.options("/users/u1/recommendations", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+    allowed = settings.model_copy(update={"cors_origins": ["https://shop.example"]})
+    with TestClient(create_app(allowed)) as cors:
+        response = cors.options("/users/u1/recommendations", headers=preflight)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://shop.example"
+        got = cors.get("/users/u1/recommendations", headers={"Origin": "https://shop.example"})
+        assert got.headers["access-control-allow-origin"] == "https://shop.example"
+        assert "X-Request-ID" in got.headers["access-control-expose-headers"]
+        other = cors.get("/users/u1/recommendations", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_openapi_documents_the_request_features_with_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/users/{user_id}/recommendations", "/items/{item_id}/similar"):
+        operation = spec["paths"][path]["get"]
+        parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+        for name in ("offset", "exclude_items", "include_genres", "exclude_genres"):
+            assert parameters[name]["schema"]["examples"], (path, name)
+        assert "X-Request-ID" in operation["responses"]["200"]["headers"]
+        assert "curl" in operation["description"]
+    history = spec["components"]["schemas"]["HistoryRequest"]
+    assert {"offset", "exclude_items"} <= set(history["properties"]) and history["examples"]
+    assert "recommendation_id" in spec["components"]["schemas"]["Recommendations"]["required"]

@@ -17,7 +17,7 @@ def test_rendered_body_equals_pydantic_serialisation() -> None:
     item_ids = np.array([2, 0, 3, 1])
     scores = np.array([12.0, 1.0161633, -0.25, 0.0], dtype=np.float32)
     for user_id in ("u1", None, 'ü"ser'):
-        body = recommendations_json(fragments, user_id, item_ids, scores, "ials-v1", "folded-in")
+        body = recommendations_json(fragments, user_id, item_ids, scores, "ials-v1", "folded-in", 'r"1')
         expected = Recommendations(
             user_id=user_id,
             items=[
@@ -26,9 +26,12 @@ def test_rendered_body_equals_pydantic_serialisation() -> None:
             ],
             model_version="ials-v1",
             strategy="folded-in",
+            recommendation_id='r"1',
         )
         assert body == expected.model_dump_json().encode()
-    empty = recommendations_json(fragments, "u1", np.zeros(0, int), np.zeros(0, np.float32), "v", "popular")
+    empty = recommendations_json(
+        fragments, "u1", np.zeros(0, int), np.zeros(0, np.float32), "v", "popular", "r"
+    )
     assert Recommendations.model_validate_json(empty).items == []
 
 

@@ -387,3 +387,17 @@ def test_too_little_data_to_validate_fits_on_everything_and_promotion_needs_forc
         sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3}, promote=True, force=True
     )
     assert forced.status == "production"
+
+
+def test_serving_folds_in_histories_by_the_recipe_the_version_was_trained_with(
+    sqlite_engine: Engine, training_settings: Settings, seeder: Seeder
+) -> None:
+    from recsys.retrieval.loading import history_rule
+
+    seeder(sqlite_engine)
+    info = train(sqlite_engine, training_settings, "ials", ALS_PARAMS)
+    loaded = ModelRegistry(sqlite_engine, training_settings.artifacts).load(info.version)
+    rule = history_rule(loaded)
+    assert rule is not None  # iALS learns from binary pairs: ratings must not become confidences
+    ratings = sp.csr_matrix(np.array([[5.0, 0.0, 3.0, 0.0], [0.0] * 4], dtype=np.float32))
+    np.testing.assert_array_equal(rule(ratings).toarray(), [[1, 0, 1, 0], [0, 0, 0, 0]])

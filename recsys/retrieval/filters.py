@@ -1,0 +1,75 @@
+"""Item filters: titles and genres aligned to a version's item indices, and the genre filter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class UnknownGenreError(DataError):
+    """A genre filter names a genre the catalogue does not have."""
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Titles and genres aligned to the model's item indices, with a genre membership matrix."""
+
+    titles: np.ndarray  # object: str or None
+    genres: list[list[str]]
+    genre_names: dict[str, int]
+    genre_matrix: sp.csc_matrix  # items x genres, 1 where the item has the genre
+
+    @classmethod
+    def empty(cls, n_items: int) -> Catalogue:
+        return cls.from_frame(n_items, None)
+
+    @classmethod
+    def from_frame(cls, n_items: int, frame: pd.DataFrame | None) -> Catalogue:
+        """From ``recsys.data.catalog.item_catalog`` (columns ``title`` and ``genres``, one row
+        per item index); ``None`` gives a catalogue without titles or genres."""
+        if frame is None or len(frame) == 0:
+            empty = sp.csc_matrix((n_items, 0), dtype=np.float32)
+            return cls(np.full(n_items, None, dtype=object), [[] for _ in range(n_items)], {}, empty)
+        titles = frame["title"].astype(object).where(frame["title"].notna(), None).to_numpy()
+        genres = [
+            list(value) if isinstance(value, list | tuple | np.ndarray) else [] for value in frame["genres"]
+        ]
+        exploded = frame["genres"].explode().dropna()
+        names = {name: code for code, name in enumerate(sorted(set(exploded.astype(str))))}
+        rows = np.asarray(exploded.index, dtype=np.int64)
+        cols = np.asarray([names[str(name)] for name in exploded], dtype=np.int64)
+        matrix = sp.csc_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(n_items, len(names)), dtype=np.float32
+        )
+        return cls(titles, genres, names, matrix)
+
+    def filtered_out(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
+        """Item indices the genre filters leave out (sorted): with ``include``, items that have
+        none of those genres; with ``exclude``, items that have any of those."""
+        if not include and not exclude:
+            return np.zeros(0, dtype=np.int64)
+        n_items = self.genre_matrix.shape[0]
+        keep = np.ones(n_items, dtype=bool)
+        if include:
+            keep &= np.asarray(self.genre_matrix[:, self._codes(include)].sum(axis=1)).ravel() > 0
+        if exclude:
+            keep &= np.asarray(self.genre_matrix[:, self._codes(exclude)].sum(axis=1)).ravel() == 0
+        return np.flatnonzero(~keep)
+
+    def _codes(self, names: Sequence[str]) -> list[int]:
+        unknown = [name for name in names if name not in self.genre_names]
+        if unknown:
+            raise UnknownGenreError(
+                f"unknown genre(s) {', '.join(map(repr, unknown))}; the catalogue has: "
+                f"{', '.join(sorted(self.genre_names)) or 'no genres'}"
+            )
+        return [self.genre_names[name] for name in names]

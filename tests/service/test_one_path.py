@@ -1,0 +1,188 @@
+"""The service, `recsys score` and `recsys evaluate` rank through one retriever: the same lists for
+the same users (trained, folded-in after feedback or after the watermark, new to the version,
+without history), with and without filters; and the folded-in vector cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, insert
+
+from recsys.cli.evaluate import ranking_inputs
+from recsys.data.catalog import item_catalog
+from recsys.data.interactions import IdMap
+from recsys.data.matrix import build_interactions
+from recsys.db.engine import session_scope
+from recsys.db.models import Interaction, User
+from recsys.evaluation.ranking import recommend_top_k
+from recsys.index import build_for_version
+from recsys.models.ials import ImplicitALS
+from recsys.registry.registry import ModelRegistry, VersionInfo
+from recsys.retrieval import Catalogue, RankOptions
+from recsys.settings import Settings
+from service.app import create_app
+from tests.service.conftest import API_KEY, N_ITEMS, item_genres
+
+KEY = {"X-API-Key": API_KEY}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAINED_USERS = 25  # u0 .. u24; u25 .. u29 and the users added below are new to the version
+WATERMARK = 1020  # u21 .. u24 have interactions newer than this (timestamps are 1000 + u)
+SLASH_USER = "shop/eu/42"
+FILTERS = {"include_genres": ["Drama", "Action"], "exclude_genres": ["Comedy"]}
+
+
+@pytest.fixture
+def ials_version(registry: ModelRegistry, settings: Settings) -> VersionInfo:
+    """An iALS version with fixed random vectors (fold-in is its exact numpy solve), promoted,
+    with two more database users: one new with history (an id holding '/'), one with none."""
+    engine = registry.engine
+    with session_scope(engine) as session:
+        session.execute(
+            insert(User), [{"external_id": SLASH_USER, "attributes": {}}, {"external_id": "lurker"}]
+        )
+        slash_id = session.query(User.id).filter(User.external_id == SLASH_USER).scalar()
+        session.execute(
+            insert(Interaction),
+            [
+                {"user_id": slash_id, "item_id": i + 1, "kind": "rating", "value": v, "ts": 900}
+                for i, v in ((2, 5.0), (9, 1.0), (13, 3.0))
+            ],
+        )
+    rng = np.random.default_rng(11)
+    model = ImplicitALS(factors=8)
+    model.item_factors = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    model.user_factors = rng.normal(size=(TRAINED_USERS, 8)).astype(np.float32)
+    users = IdMap(np.array([f"u{u}" for u in range(TRAINED_USERS)], dtype=object))
+    items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))
+    info = registry.register(model, users, items, metrics={}, watermark=WATERMARK, data_fingerprint="test")
+    build_for_version(registry, info.version, settings)
+    registry.promote(info.version, force=True)
+    return info
+
+
+@pytest.fixture
+def ials_client(settings: Settings, ials_version: VersionInfo) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def service_lists(client: TestClient, users: list[str], params: dict[str, object]) -> dict[str, list[str]]:
+    lists = {}
+    for user in users:
+        response = client.get(f"/users/{quote(user, safe='')}/recommendations", params=params)
+        assert response.status_code == 200, (user, response.text)
+        lists[user] = [item["item_id"] for item in response.json()["items"]]
+    return lists
+
+
+def score_lists(settings: Settings, out: Path, k: int, filters: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`recsys score` as a user runs it (a separate process, the production version)."""
+    options = [f"--include-genre={g}" for g in filters.get("include_genres", [])]
+    options += [f"--exclude-genre={g}" for g in filters.get("exclude_genres", [])]
+    env = {
+        **os.environ,
+        "RECSYS_DATABASE_URL": settings.database_url,
+        "RECSYS_DATA_DIR": str(settings.data_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    command = [sys.executable, "-m", "recsys", "score", f"--k={k}", f"--out={out}", "--json", *options]
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_parquet(out).sort_values(["user_id", "rank"])
+    return {user: group["item_id"].tolist() for user, group in frame.groupby("user_id")}
+
+
+def evaluate_lists(
+    engine: Engine, registry: ModelRegistry, version: str, k: int, filters: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """What `recsys evaluate` ranks, with the whole log as the train part."""
+    loaded = registry.load(version)
+    data = build_interactions(engine)
+    catalogue = Catalogue.from_frame(len(loaded.items), item_catalog(engine, loaded.items))
+    retriever, train, fold = ranking_inputs(loaded, data, catalogue)
+    rows = loaded.users.to_list() + [user for user in data.users.to_list() if user not in loaded.users]
+    options = RankOptions(
+        k=k,
+        include_genres=filters.get("include_genres", ()),
+        exclude_genres=filters.get("exclude_genres", ()),
+    )
+    top = recommend_top_k(retriever, train, np.arange(len(rows)), k, options=options, fold=fold)
+    names = loaded.items.external_ids
+    return {
+        user: [str(names[i]) for i in row if i >= 0] for user, row in zip(rows, top.tolist(), strict=True)
+    }
+
+
+def test_service_score_and_evaluate_give_the_same_lists(
+    ials_client: TestClient,
+    ials_version: VersionInfo,
+    settings: Settings,
+    registry: ModelRegistry,
+    tmp_path: Path,
+) -> None:
+    # u3 (trained) re-rates an item it has: from now on it is folded in, by every path.
+    response = ials_client.post(
+        "/interactions", json={"user_id": "u3", "item_id": "i3", "value": 5.0}, headers=KEY
+    )
+    assert response.status_code == 201
+    users = [f"u{u}" for u in range(30)] + [SLASH_USER, "lurker"]
+    strategies = {
+        user: ials_client.get(f"/users/{quote(user, safe='')}/recommendations").json()["strategy"]
+        for user in ("u0", "u3", "u22", "u27", SLASH_USER, "lurker")
+    }
+    assert strategies == {
+        "u0": "personalized", "u3": "folded-in", "u22": "folded-in",
+        "u27": "folded-in", SLASH_USER: "folded-in", "lurker": "popular",
+    }  # fmt: skip
+    for filters in ({}, FILTERS):
+        served = service_lists(ials_client, users, {"k": 6, **filters})
+        scored = score_lists(settings, tmp_path / f"scores-{len(filters)}.parquet", 6, filters)
+        evaluated = evaluate_lists(registry.engine, registry, ials_version.version, 6, filters)
+        assert all(len(served[user]) > 0 for user in users)
+        assert scored == {user: served[user] for user in users}
+        assert {user: evaluated[user] for user in users} == served
+    # The filters held: every filtered item has Drama or Action and no Comedy.
+    for items in served.values():
+        genres = [item_genres(int(item[1:])) for item in items]
+        assert all({"Drama", "Action"} & set(g) and "Comedy" not in g for g in genres)
+
+
+def test_folded_in_vector_is_cached_until_that_user_acts_again(ials_client: TestClient) -> None:
+    state = ials_client.app.state.holder.current  # type: ignore[attr-defined]
+    retriever = state.retriever
+    model = retriever.model
+    calls: list[int] = []
+    original = model.fold_in
+    model.fold_in = lambda rows: calls.append(rows.shape[0]) or original(rows)  # type: ignore[method-assign]
+
+    def get(user: str) -> list[str]:
+        body = ials_client.get(f"/users/{user}/recommendations", params={"k": 5}).json()
+        assert body["strategy"] == "folded-in"
+        return [item["item_id"] for item in body["items"]]
+
+    def post(user: str, item: str, value: float) -> None:
+        event = {"user_id": user, "item_id": item, "value": value}
+        assert ials_client.post("/interactions", json=event, headers=KEY).status_code == 201
+
+    post("u3", "i12", 2.0)
+    first = get("u3")
+    assert calls == [1] and "u3" in retriever.cache
+    assert get("u3") == first and calls == [1]  # the cached vector answered
+    post("u7", "i15", 1.0)  # another user's feedback leaves u3's vector valid
+    assert get("u3") == first and calls == [1]
+    get("u7")
+    assert calls == [1, 1]
+    post("u3", "i19", 5.0)  # u3's own feedback invalidates it
+    after = get("u3")
+    assert calls == [1, 1, 1] and "i19" not in after
+    assert get("u3") == after and calls == [1, 1, 1]
+    assert retriever.cache.hits >= 3

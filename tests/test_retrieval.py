@@ -1,0 +1,131 @@
+"""The retriever on its own: one query answers as a block does (exact and HNSW), the fold-in rule,
+paging, exclusions, the bounded vector cache, and forgetting users and items."""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.data.interactions import IdMap, Interactions
+from recsys.index.faiss_index import FaissIndex, HnswParams
+from recsys.models.base import FitOptions, Recommender
+from recsys.retrieval import RankOptions, Retriever, VectorCache, changed_since
+from recsys.retrieval.retriever import FOLDED_IN, PERSONALIZED, POPULAR
+
+N_USERS, N_ITEMS, DIM = 60, 400, 12
+
+
+class MeanOfItems(Recommender):
+    """Random vectors; fold-in is the weighted mean of the history's item vectors."""
+
+    name = "mean-of-items"
+
+    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
+        return self
+
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        weights = sp.csr_matrix(user_items)
+        totals = np.maximum(np.asarray(weights.sum(axis=1)), 1e-9)
+        return np.asarray(weights @ self._require_items() / totals, dtype=np.float32)
+
+
+def ids(n: int, prefix: str) -> IdMap:
+    return IdMap(np.array([f"{prefix}{i}" for i in range(n)], dtype=object))
+
+
+@pytest.fixture
+def model() -> MeanOfItems:
+    rng = np.random.default_rng(5)
+    fixed = MeanOfItems()
+    fixed.item_factors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    fixed.user_factors = rng.normal(size=(N_USERS - 10, DIM)).astype(np.float32)  # 10 users are new
+    return fixed
+
+
+@pytest.fixture
+def seen() -> sp.csr_matrix:
+    matrix = sp.random(N_USERS, N_ITEMS, density=0.05, random_state=6, format="csr", dtype=np.float32)
+    matrix.data[:] = np.round(matrix.data * 4 + 1)
+    matrix = sp.lil_matrix(matrix)
+    matrix[N_USERS - 1, :] = 0  # the last (new) user has no history: popular
+    return sp.csr_matrix(matrix)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_one_user_answers_as_the_block(model: MeanOfItems, seen: sp.csr_matrix, kind: str) -> None:
+    index = None
+    if kind == "hnsw":
+        index = FaissIndex.hnsw(model.item_factors, 0.9, params=HnswParams(recall_queries=50))
+    fold = np.zeros(N_USERS, bool)
+    fold[3] = True  # a trained user whose history changed
+    retriever = Retriever.from_matrix(
+        model, ids(N_USERS, "u"), ids(N_ITEMS, "i"), seen, fold=fold, index=index
+    )
+    options = RankOptions(k=15, offset=4, exclude_items=np.array([1, 2, 3]))
+    block = retriever.recommend_known(np.arange(N_USERS), options)
+    assert block.strategies[0] == PERSONALIZED and block.strategies[3] == FOLDED_IN
+    assert block.strategies[N_USERS - 2] == FOLDED_IN and block.strategies[N_USERS - 1] == POPULAR
+    for user in range(N_USERS):
+        one = retriever.recommend_user(f"u{user}", options)
+        filled = block.item_ids[user] >= 0
+        np.testing.assert_array_equal(one.item_ids, block.item_ids[user][filled])
+        np.testing.assert_array_equal(one.scores, block.scores[user][filled])
+        assert not set(one.item_ids.tolist()) & ({1, 2, 3} | set(seen[user].indices.tolist()))
+    # The evaluation entry point (histories passed in) gives the same lists.
+    again = retriever.recommend(np.arange(N_USERS), seen, options, fold)
+    np.testing.assert_array_equal(again.item_ids, block.item_ids)
+
+
+def test_offset_continues_the_list(model: MeanOfItems, seen: sp.csr_matrix) -> None:
+    retriever = Retriever.from_matrix(model, ids(N_USERS, "u"), ids(N_ITEMS, "i"), seen)
+    whole = retriever.recommend_known(np.arange(N_USERS), RankOptions(k=30)).item_ids
+    pages = [
+        retriever.recommend_known(np.arange(N_USERS), RankOptions(k=10, offset=o)).item_ids
+        for o in (0, 10, 20)
+    ]
+    np.testing.assert_array_equal(np.hstack(pages), whole)
+    with pytest.raises(ValueError, match="offset"):
+        retriever.recommend_known(np.arange(2), RankOptions(offset=-1))
+
+
+def test_changed_since_marks_users_with_newer_interactions() -> None:
+    data = Interactions.from_arrays(
+        ["a", "b", "b", "c"], ["x", "x", "y", "y"], [1.0, 1.0, 1.0, 1.0], timestamps=[10, 10, 30, 30]
+    )
+    model_users, items = IdMap(np.array(["a", "b"], dtype=object)), IdMap(np.array(["x", "y"], dtype=object))
+    assert changed_since(data, model_users, items, 20).tolist() == [False, True, True]
+    assert changed_since(data, model_users, items, None).tolist() == [False, False, False]
+
+
+def test_vector_cache_is_bounded_and_per_generation() -> None:
+    cache = VectorCache(size=2)
+    cache.put("a", 1, np.ones(2))
+    cache.put("b", 1, np.ones(2))
+    assert cache.get("a", 1) is not None  # a is now the most recent
+    cache.put("c", 1, np.ones(2))
+    assert "b" not in cache and "a" in cache and len(cache) == 2
+    assert cache.get("a", 2) is None  # a newer history generation makes the entry stale
+    assert VectorCache(size=0).get("a", 0) is None
+
+
+def test_forget_user_and_item(model: MeanOfItems, seen: sp.csr_matrix) -> None:
+    retriever = Retriever.from_matrix(model, ids(N_USERS, "u"), ids(N_ITEMS, "i"), seen)
+    options = RankOptions(k=5)
+    retriever.overlay.apply(1, ["u4"], np.array([7]), np.array([5.0], np.float32))
+    assert retriever.recommend_user("u4", options).strategy == "folded-in" and "u4" in retriever.cache
+    retriever.forget_user("u4")
+    forgotten = retriever.recommend_user("u4", options)
+    assert forgotten.strategy == "popular" and "u4" not in retriever.cache
+    assert retriever.overlay.row("u4")[0] is None
+
+    top = retriever.recommend_user("u0", options).item_ids
+    erased = f"i{top[0]}"
+    retriever.forget_item(erased)
+    assert top[0] not in retriever.recommend_user("u0", RankOptions(k=N_ITEMS)).item_ids
+    assert top[0] not in retriever.recommend_known(np.arange(N_USERS), RankOptions(k=N_ITEMS)).item_ids
+    assert top[0] not in retriever.similar(np.array([top[1]]), RankOptions(k=N_ITEMS)).item_ids
+    with pytest.raises(Exception, match=erased):
+        retriever.item_indices([erased])
