@@ -203,10 +203,9 @@ def fit_version(
         model_name, len(data), *data.shape, recipe.describe(),
     )  # fmt: skip
     try:
-        validated = (
-            None
-            if split is None
-            else validate(
+        validated = None
+        if split is not None:
+            validated = validate(
                 model_name,
                 config,
                 split,
@@ -218,8 +217,7 @@ def fit_version(
                 resume=resume,
                 progress=progress,
             )
-        )
-        if validated is None:
+        else:
             logger.warning(
                 "could not validate %s: %s; fitting on everything with its default epochs, and the "
                 "version is recorded as unvalidated (promoting it needs --force)",
