@@ -2,10 +2,11 @@
 
 Scenario: a previous version was trained on the interactions of the first 90% of the time span
 (by timestamp); new data arrived and the model is retrained on everything. Quality follows
-docs/protocol.md, Protocol K (seed 42) on the full data; the test part is used
-once, for the printed nDCG@10 (``recsys.evaluation.evaluate_ranking``). Both runs train as
-``recsys train`` does: an early-stopped fit on the train part minus a validation carve-out (seed
-43) chooses the sweeps, then a refit on the whole train part runs that many; the time covers both.
+docs/protocol.md, Protocol K (seed 42) on the data as the ingestion code stores it; the test part
+is used once, for the printed nDCG@10 (``recsys.evaluation.evaluate_ranking``). Both runs train
+through ``recsys train``'s fitting function (:func:`recsys.training.fitting.fit_version`): an
+early-stopped fit on the train part minus a validation carve-out (seed 43) chooses the sweeps,
+then a refit on the whole train part runs that many; the time covers both.
 
 - previous version: that same procedure on the train part's interactions up to the cut-off;
 - cold: from random vectors;
@@ -13,8 +14,8 @@ once, for the printed nDCG@10 (``recsys.evaluation.evaluate_ranking``). Both run
   ``align_warm_start`` does), validated like ``recsys train --warm-start``: only on held-out pairs
   newer than the previous version's data, the older ones go back to training.
 
-    python benchmarks/warm_start_benchmark.py                  # ml-100k
-    python benchmarks/warm_start_benchmark.py --dataset ml-latest-small --repeats 5
+    python benchmarks/warm_start_benchmark.py --data-dir DIR/ml-100k
+    python benchmarks/warm_start_benchmark.py --dataset ml-latest-small --data-dir DIR/ml-latest-small
 
 Times are medians over ``--repeats`` runs, cold and warm interleaved.
 """
@@ -25,6 +26,7 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +39,11 @@ from pipelines.benchmark_movielens import load_dataset
 from recsys.data.interactions import Interactions
 from recsys.data.splits import protocol_k_split, validation_split
 from recsys.evaluation import evaluate_ranking
-from recsys.models import FitOptions, WarmStart
-from recsys.models.base import refit_epochs
+from recsys.models import Recommender, WarmStart
 from recsys.models.ials import ImplicitALS
-from recsys.training.trainer import ValidationSplit, unseen_validation
-from recsys.training.validation import validation_callback
+from recsys.training.fitting import ValidationSplit, fit_version
+from recsys.training.trainer import unseen_validation
 
-DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: Share of the time span the previous version was trained on.
 OLD_FRACTION = 0.9
 
@@ -56,24 +56,16 @@ class Run:
     ndcg: float
 
 
-def load(dataset: str) -> Interactions:
-    """The ratings as the MovieLens benchmark reads them (same ids, so the same split); Protocol
-    K counts every rating as a positive interaction, so values are 1."""
-    data = load_dataset(dataset, DATA / dataset, seed=42, quick=False).data
-    return Interactions(
-        data.users, data.items, data.user_index, data.item_index,
-        np.ones(len(data), np.float32), data.timestamps,
-    )  # fmt: skip
+def load(dataset: str, data_dir: Path) -> Interactions:
+    """The ratings as the MovieLens benchmark loads them: ingested into a scratch database."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return load_dataset(dataset, data_dir, 42, False, None, Path(scratch))[0].data
 
 
-def fit_like_recsys(split: ValidationSplit, warm: WarmStart | None = None) -> tuple[ImplicitALS, int, int]:
-    """``recsys train``'s two fits: early-stopped on the validation carve-out, then a refit on all
-    of ``split.data`` for the chosen sweeps. The model, the sweeps run and the sweeps chosen."""
-    validate = validation_callback(split.train_csr, split.valid_csr)
-    validated = ImplicitALS().fit(split.train_csr, FitOptions(validate=validate, warm_start=warm))
-    sweeps = int(refit_epochs(validated) or 0)
-    final = ImplicitALS().fit(split.data.to_csr(), FitOptions(epochs=sweeps, warm_start=warm))
-    return final, len(validated.history), sweeps
+def fit_like_recsys(split: ValidationSplit, warm: WarmStart | None = None) -> tuple[Recommender, int, int]:
+    """``recsys train``'s fitting function on ``split``: the model, the sweeps run and chosen."""
+    fitted = fit_version("ials", {}, split.data, validation=split, warm_start=warm)
+    return fitted.model, len(fitted.validation_history), int(fitted.epochs or 0)
 
 
 def previous_version(train: Interactions, cutoff: int) -> WarmStart:
@@ -103,11 +95,12 @@ def timed_run(split: ValidationSplit, test_csr: sp.csr_matrix, warm: WarmStart |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-latest-small"])
+    parser.add_argument("--data-dir", type=Path, required=True, help="the extracted MovieLens folder")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"{args.dataset}, Protocol K seed 42, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores")  # fmt: skip
-    data = load(args.dataset)
+    data = load(args.dataset, args.data_dir)
     train, test = protocol_k_split(data, seed=42)
     test_csr = test.to_csr()
     cutoff = int(np.quantile(data.timestamps, OLD_FRACTION))

@@ -1,14 +1,17 @@
 """The MovieLens benchmark: every recsys model next to the public peers, same splits, same run.
 
-    python -m pipelines.benchmark_movielens --dataset ml-100k --data-dir /path/ml-100k --out report/
-    recsys benchmark --dataset ml-latest-small --protocol both --check
+    python -m pipelines.benchmark_movielens --dataset ml-100k --data-dir DIR --out report/
+    recsys benchmark --dataset ml-latest-small --data-dir DIR --protocol both --check
 
-Protocols, splits and metrics follow docs/protocol.md (docs/benchmarks.md has the
-latest tables). Recsys models go through the code path of ``recsys train``: ``create_model`` with
-the model's tuned defaults, a fit on the train part with the validation carve-out (seed 43)
-choosing the epochs, a refit on the whole train part for that many epochs, and evaluation through
-``model.recommend`` and its index (:func:`recsys.evaluation.evaluate_ranking`). Peers get the
-grid stated in :mod:`recsys.evaluation.peers` on the same validation split.
+Protocols, splits and metrics follow docs/protocol.md (docs/benchmarks.md has the latest
+tables). The data goes the way a user's does: the MovieLens files are loaded by the ingestion
+code into a database (a temporary SQLite file unless ``--database-url`` names one), and the
+splits are cut from what that database holds, ratings with their values. Every recsys model is
+trained by the one fitting path of ``recsys train``
+(:func:`recsys.training.fitting.fit_version`) with the defaults a user gets: its own recipe,
+the validation carve-out (seed 43) choosing the epochs, the refit on the whole train part, the
+version registered. Peers receive the protocol's matrix (Protocol K: every rating a positive)
+and the grid stated in :mod:`recsys.evaluation.peers`, tuned on the same validation split.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import resource
 import shlex
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,18 +43,19 @@ from recsys.errors import ConfigError
 if TYPE_CHECKING:  # the heavy modules are imported when the benchmark runs
     import pandas as pd
     import scipy.sparse as sp
+    from sqlalchemy import Engine
 
     from recsys.data.interactions import Interactions
     from recsys.evaluation.peers import Peer
-    from recsys.models.base import Recommender
+    from recsys.registry.registry import ModelRegistry
+    from recsys.training.fitting import Fitted
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "synthetic")
-RECSYS_MODELS = ("popularity", "ials", "mf", "two-tower")
-PEERS = ("implicit-als", "implicit-bpr", "ease", "surprise-svd")
-#: Seed of the validation carve-out (docs/protocol.md: same rule, another seed).
-VALIDATION_SEED = 43
+PEERS = ("implicit-als", "implicit-bpr", "ease-reference", "surprise-svd")
+#: The peer the default model is held against (same run, same split).
+REFERENCE_PEER = "ease-reference"
 #: Synthetic data sizes (users, items, interactions): full and ``--quick``.
 SYNTHETIC_SIZE = (2_000, 1_000, 100_000)
 SYNTHETIC_QUICK_SIZE = (300, 150, 6_000)
@@ -61,40 +66,34 @@ QUICK_EPOCHS = 2
 #: Protocol R folds (``--quick`` runs only the first).
 R_FOLDS = 5
 
-#: ``--check`` thresholds (the project's quality goals): dataset, protocol, model, metric, op, bound.
-#: ``--thresholds FILE`` replaces this table with a JSON list of objects with the same keys.
+#: ``--check`` thresholds: dataset, protocol, model ("default": RECSYS_DEFAULT_MODEL), metric, op,
+#: bound, and optionally ``relative_to``: a model or peer of the same run whose value multiplies
+#: the bound. ``--thresholds FILE`` replaces this table with a JSON list of objects with these keys.
 THRESHOLDS: tuple[dict[str, Any], ...] = (
-    {"dataset": "ml-100k", "protocol": "K", "model": "ials", "metric": "ndcg", "op": ">=", "bound": 0.43},
-    {
-        "dataset": "ml-100k",
-        "protocol": "K",
-        "model": "two-tower",
-        "metric": "ndcg",
-        "op": ">=",
-        "bound": 0.38,
-    },
+    {"dataset": "ml-100k", "protocol": "K", "model": "default", "metric": "ndcg", "op": ">=", "bound": 1.0,
+     "relative_to": REFERENCE_PEER},
+    {"dataset": "ml-latest-small", "protocol": "K", "model": "default", "metric": "ndcg", "op": ">=",
+     "bound": 0.97, "relative_to": REFERENCE_PEER},
     {"dataset": "ml-100k", "protocol": "R", "model": "mf", "metric": "rmse", "op": "<=", "bound": 0.905},
-    {
-        "dataset": "ml-latest-small",
-        "protocol": "K",
-        "model": "ials",
-        "metric": "ndcg",
-        "op": ">=",
-        "bound": 0.35,
-    },
-)
+)  # fmt: skip
 
 K_DESCRIPTION = (
-    "Per-user 80/20 split (seed {seed}); every rating is a positive interaction (rating models "
-    "keep the values); top {k} of the whole catalogue, train items excluded. Epochs and peer "
-    "settings chosen on a validation split carved from the train part (seed 43); reported "
-    "models refit on the whole train part. Fit s: the final fit; Top-k s: every user's top {k}."
+    "Per-user 80/20 split (seed {seed}) of the ratings as the ingestion code stored them in a "
+    "database; every test rating is a positive; top {k} of the whole catalogue, train items "
+    "excluded. Recsys models: the train part with its rating values, through `recsys train`'s "
+    "fitting path with a user's defaults (each model's recipe, epochs chosen on the validation "
+    "carve-out, seed 43, then a refit on the whole train part). Peers: the protocol's matrix "
+    "(every train rating a 1), settings chosen on the same validation carve-out. Fit s: the "
+    "final fit; Top-k s: every user's top {k}."
 )
 R_DESCRIPTION = (
     "{folds}-fold split of the ratings (seed {seed}); mean over folds, predictions clipped to "
-    "{low}..{high}. Epochs and peer settings chosen on a random 20% of fold 1's train part "
-    "(seed 43). Fit s: median final fit per fold."
+    "{low}..{high}. Recsys models: each fold's train part through `recsys train`'s fitting path "
+    "(validation carve-out, seed 43, then refit). Peers: settings chosen on a random 20% of fold "
+    "1's train part (seed 43). Fit s: median final fit per fold."
 )
+#: What the peers learn from, for the report's "data" column.
+PEER_DATA = {"K": "the protocol's matrix: every train rating a 1", "R": "the train ratings"}
 
 
 @dataclass
@@ -112,7 +111,7 @@ class Options:
     dataset: str = "ml-100k"
     data_dir: Path | None = None
     protocol: str = "both"
-    models: list[str] = field(default_factory=lambda: [*RECSYS_MODELS, *PEERS])
+    models: list[str] = field(default_factory=lambda: all_names())
     seed: int = 42
     k: int = 10
     repeats: int = 1
@@ -120,65 +119,65 @@ class Options:
     quick: bool = False
     check: bool = False
     thresholds: Path | None = None
+    database_url: str | None = None
 
 
 # --- data -----------------------------------------------------------------------------------
 
 
-def load_dataset(name: str, data_dir: Path | None, seed: int, quick: bool) -> Dataset:
-    """The ratings as ``Interactions`` (values = ratings) and the item catalogue."""
-    from recsys.data.interactions import IdMap, Interactions
+def load_dataset(
+    name: str, data_dir: Path | None, seed: int, quick: bool, database_url: str | None, scratch: Path
+) -> tuple[Dataset, Engine]:
+    """Ingest the ratings (values kept) and the catalogue into a database as a user would, and
+    read them back as the training path does: ``(dataset, engine)``.
+
+    The database is ``database_url``, else a new SQLite file under ``scratch``.
+    """
+    from recsys.data.catalog import item_catalog
+    from recsys.data.matrix import build_interactions
+    from recsys.db.engine import get_engine
+    from recsys.db.schema import upgrade
 
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    catalog: pd.DataFrame | None = None
+    engine = get_engine(database_url or f"sqlite:///{scratch / 'benchmark.db'}")
+    upgrade(engine)
+    if _has_interactions(engine):
+        raise ConfigError(f"{database_url} already holds interactions; the benchmark needs an empty database")
     if name == "synthetic":
         from recsys.data.synthetic import generate_synthetic
+        from recsys.ingest.pipeline import ingest_frame
+        from recsys.ingest.specs import CsvSpec
 
         ratings = generate_synthetic(*(SYNTHETIC_QUICK_SIZE if quick else SYNTHETIC_SIZE), seed=seed)
+        spec = CsvSpec(
+            user_col="user_id",
+            item_col="item_id",
+            value_col="rating",
+            timestamp_col="timestamp",
+            kind="rating",
+        )
+        ingest_frame(engine, ratings, spec=spec, source="synthetic")
     else:
-        from recsys.data.movielens import read_movielens
+        from recsys.ingest.movielens import ingest_movielens
 
-        if data_dir is None:
-            from recsys.ingest.movielens import fetch_movielens
-            from recsys.settings import get_settings
-
-            data_dir = fetch_movielens(name, get_settings().downloads)
-        movielens = read_movielens(name, data_dir)
-        ratings = movielens.ratings
-        if quick:
-            keep = np.sort(ratings["user_id"].unique())[:QUICK_USERS]
-            ratings = ratings[ratings["user_id"].isin(keep)]
-        catalog = movielens.items
-    # Vectorised (np.unique) rather than Interactions.from_arrays, which converts every row's ids
-    # in Python: ml-25m has 25 million rows. Indices follow the sorted external ids.
-    user_ids, user_index = np.unique(ratings["user_id"].to_numpy(), return_inverse=True)
-    item_ids, item_index = np.unique(ratings["item_id"].to_numpy(), return_inverse=True)
-    data = Interactions(
-        users=IdMap(user_ids.astype(str).astype(object)),
-        items=IdMap(item_ids.astype(str).astype(object)),
-        user_index=user_index.astype(np.int32),
-        item_index=item_index.astype(np.int32),
-        values=ratings["rating"].to_numpy(dtype=np.float32),
-        timestamps=ratings["timestamp"].to_numpy(dtype=np.int64),
-    )
-    aligned = None
-    if catalog is not None:
-        # One catalogue row per item index, as recsys.data.catalog.item_catalog gives the trainer.
-        by_id = catalog.assign(item_id=catalog["item_id"].astype(str)).set_index("item_id")
-        aligned = by_id.reindex(data.items.to_list()).reset_index()
-        aligned["genres"] = [g if isinstance(g, list) else [] for g in aligned["genres"]]
+        ingest_movielens(engine, name, data_dir)
+    data = build_interactions(engine)
+    if quick:  # the users whose external ids sort first
+        keep = np.sort(np.asarray(data.users.to_list(), dtype=object))[:QUICK_USERS]
+        data = data.subset(np.isin(data.user_index, data.users.indices(keep)))
+    catalog = None if name == "synthetic" else item_catalog(engine, data.items)
     low, high = float(data.values.min()), float(data.values.max())
-    return Dataset(name=name, data=data, catalog=aligned, rating_range=(low, high))
+    return Dataset(name=name, data=data, catalog=catalog, rating_range=(low, high)), engine
 
 
-def training_matrix(data: Interactions, model_name: str) -> sp.csr_matrix:
-    """Protocol K counts every rating as a positive interaction; rating models keep the values."""
-    from recsys.evaluation.peers import binarize
-    from recsys.training.trainer import RATING_MODELS
+def _has_interactions(engine: Engine) -> bool:
+    from sqlalchemy import select
 
-    matrix = data.to_csr()
-    return matrix if model_name in RATING_MODELS else binarize(matrix)
+    from recsys.db.models import Interaction
+
+    with engine.connect() as connection:
+        return connection.execute(select(Interaction.id).limit(1)).first() is not None
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -271,47 +270,34 @@ def library_versions() -> dict[str, str]:
 # --- recsys models --------------------------------------------------------------------------
 
 
-def choose_epochs(
-    name: str,
-    fit_part: Interactions,
-    valid: Interactions,
-    catalog: pd.DataFrame | None,
-    *,
-    seed: int,
-    quick: bool,
-) -> dict[str, Any]:
-    """As ``recsys train`` does: fit on the train part with the validation carve-out, whose best
-    epoch the refit uses. Returns the chosen settings, the validation curve and the seconds."""
-    from recsys.models import create_model
-    from recsys.models.base import FitOptions, refit_epochs
-    from recsys.training.trainer import fit_features
-    from recsys.training.validation import validation_callback
+def fit_recsys_model(
+    name: str, options: Options, train: Interactions, catalog: pd.DataFrame | None, registry: ModelRegistry
+) -> Fitted:
+    """``recsys train``'s fitting path on ``train`` with a user's defaults (the split seed as
+    the model's seed; ``--quick`` caps the model's epoch limit)."""
+    from recsys.models import get_model_class
+    from recsys.training.fitting import fit_version
 
-    validated = create_model(name, seed=seed)
-    started = time.perf_counter()
-    validated.fit(
-        training_matrix(fit_part, name),
-        FitOptions(
-            validate=validation_callback(training_matrix(fit_part, name), training_matrix(valid, name)),
-            epochs=QUICK_EPOCHS if quick else None,
-            features=fit_features(fit_part, catalog),
-        ),
+    model_class = get_model_class(name)
+    params: dict[str, Any] = {"seed": options.seed}
+    if options.quick and model_class.epoch_limit:
+        params[model_class.epoch_limit] = QUICK_EPOCHS
+    return fit_version(
+        name, params, train, catalog=catalog if model_class.uses_catalog else None, registry=registry
     )
+
+
+def recsys_figures(fitted: Fitted) -> dict[str, Any]:
+    """The row fields every recsys model reports: settings, recipe, validation curve, seconds."""
     return {
-        "params": {**validated.params, "chosen_epochs": refit_epochs(validated)},
-        "tuning_seconds": time.perf_counter() - started,
-        "history": validated.history,
+        "params": {**fitted.model.params, "chosen_epochs": fitted.epochs},
+        "recipe": fitted.recipe.model_dump(mode="json"),
+        "data": f"the train ratings through its recipe ({fitted.recipe.describe()})",
+        "history": fitted.validation_history,
+        "fit_seconds": fitted.metrics["fit_seconds"],
+        "tuning_seconds": fitted.metrics["validation_fit_seconds"],
+        "version": fitted.info.version if fitted.info else None,
     }
-
-
-def refit_model(
-    name: str, seed: int, matrix: sp.csr_matrix, epochs: int | None, features: dict[str, Any]
-) -> Recommender:
-    """The final fit of ``recsys train``: the whole train part, the epochs chosen on validation."""
-    from recsys.models import create_model
-    from recsys.models.base import FitOptions
-
-    return create_model(name, seed=seed).fit(matrix, FitOptions(epochs=epochs, features=features))
 
 
 def fit_peer(cls: type[Peer], seed: int, params: dict[str, Any], matrix: sp.csr_matrix) -> Peer:
@@ -319,36 +305,32 @@ def fit_peer(cls: type[Peer], seed: int, params: dict[str, Any], matrix: sp.csr_
 
 
 def run_protocol_k(
-    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str]
+    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str], registry: ModelRegistry
 ) -> dict[str, Any]:
     from recsys.data.splits import protocol_k_split, validation_split
     from recsys.evaluation import evaluate_ranking, recommend_top_k
-    from recsys.evaluation.peers import evaluate_peer_ranking, get_peer_class, tune_peer
-    from recsys.training.trainer import fit_features
+    from recsys.evaluation.peers import binarize, evaluate_peer_ranking, get_peer_class, tune_peer
+    from recsys.training.fitting import VALIDATION_SEED
 
     train, test = protocol_k_split(dataset.data, seed=options.seed)
     fit_part, valid = validation_split(train, seed=VALIDATION_SEED)
-    test_csr = test.to_csr()
+    test_csr, seen = test.to_csr(), train.to_csr()
     all_users = np.arange(dataset.data.shape[0])
     rows: list[dict[str, Any]] = []
     for name in recsys_models:
         logger.info("Protocol K: %s", name)
         with PeakMemory() as memory:
-            figures = choose_epochs(
-                name, fit_part, valid, dataset.catalog, seed=options.seed, quick=options.quick
+            fitted = fit_recsys_model(name, options, train, dataset.catalog, registry)
+            metrics = evaluate_ranking(fitted.model, seen, test_csr, k=options.k)
+            _, topk_seconds = timed(
+                options.repeats, recommend_top_k, fitted.model, seen, all_users, options.k
             )
-            matrix = training_matrix(train, name)
-            model, figures["fit_seconds"] = timed(
-                options.repeats, refit_model, name, options.seed, matrix,
-                figures["params"]["chosen_epochs"], fit_features(train, dataset.catalog),
-            )  # fmt: skip
-            metrics = evaluate_ranking(model, matrix, test_csr, k=options.k)
-            _, topk_seconds = timed(options.repeats, recommend_top_k, model, matrix, all_users, options.k)
         rows.append(
             {"model": name, "kind": "recsys", "metrics": metrics, "topk_seconds": topk_seconds,
-             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, **figures}
+             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, **recsys_figures(fitted)}
         )  # fmt: skip
-    train_csr, fit_csr, valid_csr = train.to_csr(), fit_part.to_csr(), valid.to_csr()
+    # The protocol's matrix: every rating a positive.
+    train_csr, fit_csr, valid_csr = binarize(seen), binarize(fit_part.to_csr()), valid.to_csr()
     for name in peers:
         cls = get_peer_class(name)
         logger.info("Protocol K: peer %s", name)
@@ -362,7 +344,7 @@ def run_protocol_k(
         rows.append(
             {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
              "tuning": tuning.trials, "metrics": metrics, "fit_seconds": fit_seconds,
-             "tuning_seconds": tuning_seconds, "topk_seconds": topk_seconds,
+             "tuning_seconds": tuning_seconds, "topk_seconds": topk_seconds, "data": PEER_DATA["K"],
              "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, "history": []}
         )  # fmt: skip
     return {
@@ -374,17 +356,17 @@ def run_protocol_k(
 
 
 def run_protocol_r(
-    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str]
+    dataset: Dataset, options: Options, recsys_models: list[str], peers: list[str], registry: ModelRegistry
 ) -> dict[str, Any]:
     from recsys.data.splits import protocol_r_folds
     from recsys.evaluation import evaluate_rating
     from recsys.evaluation.peers import evaluate_peer_rating, get_peer_class, tune_peer
-    from recsys.training.trainer import fit_features
+    from recsys.training.fitting import VALIDATION_SEED
 
     folds = protocol_r_folds(dataset.data, n_folds=R_FOLDS, seed=options.seed)
     if options.quick:
         folds = folds[:1]
-    # Validation: a random 20% of the first fold's train part (the Protocol R rule, seed 43).
+    # Peers' validation: a random 20% of the first fold's train part (the Protocol R rule, seed 43).
     fit_part, valid = protocol_r_folds(folds[0][0], n_folds=5, seed=VALIDATION_SEED)[0]
     clip = dataset.rating_range
     rows = []
@@ -392,18 +374,11 @@ def run_protocol_r(
         logger.info("Protocol R: %s", name)
         per_fold, fit_times = [], []
         with PeakMemory() as memory:
-            figures = choose_epochs(
-                name, fit_part, valid, dataset.catalog, seed=options.seed, quick=options.quick
-            )
-            epochs = figures["params"]["chosen_epochs"]
             for train, test in folds:
-                matrix, features = train.to_csr(), fit_features(train, dataset.catalog)
-                model, seconds = timed(
-                    options.repeats, refit_model, name, options.seed, matrix, epochs, features
-                )
-                fit_times.append(seconds)
-                per_fold.append(evaluate_rating(model, matrix, test.to_csr(), clip=clip))
-        figures["fit_seconds"] = statistics.median(fit_times)
+                fitted = fit_recsys_model(name, options, train, dataset.catalog, registry)
+                fit_times.append(fitted.metrics["fit_seconds"])
+                per_fold.append(evaluate_rating(fitted.model, train.to_csr(), test.to_csr(), clip=clip))
+        figures = {**recsys_figures(fitted), "fit_seconds": statistics.median(fit_times)}
         rows.append(
             {"model": name, "kind": "recsys", "metrics": fold_summary(per_fold), "folds": per_fold,
              "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, **figures}
@@ -427,7 +402,8 @@ def run_protocol_r(
             {"model": name, "kind": "peer", "library": peer.library, "params": tuning.best,
              "tuning": tuning.trials, "metrics": fold_summary(per_fold), "folds": per_fold,
              "fit_seconds": statistics.median(fit_times), "tuning_seconds": tuning_seconds,
-             "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb, "history": []}
+             "data": PEER_DATA["R"], "peak_rss_mb": memory.peak_mb, "rss_growth_mb": memory.growth_mb,
+             "history": []}
         )  # fmt: skip
     return {
         "description": R_DESCRIPTION.format(folds=len(folds), seed=options.seed, low=clip[0], high=clip[1]),
@@ -451,13 +427,12 @@ def fold_summary(per_fold: list[dict[str, float]]) -> dict[str, float]:
 def plan(options: Options, protocol: str) -> tuple[list[str], list[str], list[str]]:
     """Which recsys models and peers run under ``protocol``, and why the others are skipped."""
     from recsys.evaluation.peers import get_peer_class, missing_requirement
-    from recsys.models import MODEL_CLASSES
-    from recsys.training.trainer import RATING_MODELS
+    from recsys.models import MODEL_CLASSES, get_model_class
 
     ours, peers, skipped = [], [], []
     for name in options.models:
         if name in MODEL_CLASSES:
-            if protocol == "R" and name not in RATING_MODELS:
+            if protocol == "R" and not get_model_class(name).predicts_ratings:
                 skipped.append(f"{name}: ranks but does not predict ratings (Protocol K only)")
             else:
                 ours.append(name)
@@ -475,13 +450,23 @@ def plan(options: Options, protocol: str) -> tuple[list[str], list[str], list[st
 
 def run_benchmark(options: Options) -> dict[str, Any]:
     """Run the benchmark and write the report; returns the result dictionary."""
-    from recsys.evaluation.report import write_report
-
     if options.protocol not in ("K", "R", "both"):
         raise ConfigError(f"--protocol must be K, R or both, got {options.protocol!r}")
     if options.k < 1 or options.repeats < 1:
         raise ConfigError(f"--k and --repeats must be at least 1, got {options.k} and {options.repeats}")
-    dataset = load_dataset(options.dataset, options.data_dir, options.seed, options.quick)
+    with tempfile.TemporaryDirectory(prefix="recsys-benchmark-") as scratch:
+        return _run(options, Path(scratch))
+
+
+def _run(options: Options, scratch: Path) -> dict[str, Any]:
+    from recsys.evaluation.report import write_report
+    from recsys.registry.registry import ModelRegistry
+
+    dataset, engine = load_dataset(
+        options.dataset, options.data_dir, options.seed, options.quick, options.database_url, scratch
+    )
+    # Versions are registered as `recsys train` registers them, in the benchmark's database.
+    registry = ModelRegistry(engine, scratch / "artifacts")
     protocols = ["K", "R"] if options.protocol == "both" else [options.protocol]
     result: dict[str, Any] = {
         "dataset": options.dataset,
@@ -504,7 +489,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
         for reason in skipped:
             logger.warning("Protocol %s: %s", protocol, reason)
         run = run_protocol_k if protocol == "K" else run_protocol_r
-        section = run(dataset, options, ours, peers)
+        section = run(dataset, options, ours, peers, registry)
         section["skipped"] = skipped
         result["protocols"][protocol] = section
     result["machine"] = machine()
@@ -546,31 +531,58 @@ def load_thresholds(path: Path | None) -> list[dict[str, Any]]:
 
 
 def check_thresholds(result: dict[str, Any], thresholds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Compare every recsys model of the run that has a threshold; models not run are not checked."""
+    """Compare every recsys model of the run that has a threshold; models not run are not checked.
+    A rule with ``relative_to`` multiplies its bound by that model's or peer's value in this run
+    (not checked when that one did not run)."""
+    from recsys.settings import get_settings
+
     checks = []
     for rule in thresholds:
         section = result["protocols"].get(rule["protocol"])
         if rule["dataset"] != result["dataset"] or section is None:
             continue
+        model = get_settings().default_model if rule["model"] == "default" else rule["model"]
+        values = {row["model"]: float(row["metrics"][rule["metric"]]) for row in section["rows"]}
+        bound = float(rule["bound"])
+        if rule.get("relative_to"):
+            if rule["relative_to"] not in values:
+                continue
+            bound *= values[rule["relative_to"]]
         for row in section["rows"]:
-            if row["model"] == rule["model"] and row["kind"] == "recsys":
-                value = float(row["metrics"][rule["metric"]])
-                passed = value >= rule["bound"] if rule["op"] == ">=" else value <= rule["bound"]
-                checks.append({**rule, "value": value, "passed": passed})
+            if row["model"] == model and row["kind"] == "recsys":
+                value = values[model]
+                passed = value >= bound if rule["op"] == ">=" else value <= bound
+                checks.append(
+                    {
+                        **rule,
+                        "model": model,
+                        "factor": rule["bound"],
+                        "bound": bound,
+                        "value": value,
+                        "passed": passed,
+                    }
+                )
     return checks
 
 
 # --- command line ---------------------------------------------------------------------------
 
 
+def all_names() -> list[str]:
+    """Every registered recsys model, then every peer."""
+    from recsys.models import MODEL_CLASSES
+
+    return [*MODEL_CLASSES, *PEERS]
+
+
 def split_names(values: list[str] | None) -> list[str]:
     """``--models a,b --models c`` -> ["a", "b", "c"]; nothing given -> every model and peer."""
     if not values:
-        return [*RECSYS_MODELS, *PEERS]
+        return all_names()
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    unknown = sorted(set(names) - {*RECSYS_MODELS, *PEERS})
+    unknown = sorted(set(names) - set(all_names()))
     if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; choose from {[*RECSYS_MODELS, *PEERS]}")
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {all_names()}")
     return list(dict.fromkeys(names))
 
 
@@ -599,8 +611,8 @@ def benchmark_command(
     models: Annotated[
         list[str] | None,
         typer.Option(
-            help="Models and peers, comma-separated or repeated (default: all): "
-            + ", ".join([*RECSYS_MODELS, *PEERS])
+            help="Models and peers, comma-separated or repeated (default: every registered model "
+            "and every peer): " + ", ".join(all_names())
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Split seed (the validation split uses 43).")] = 42,
@@ -617,13 +629,18 @@ def benchmark_command(
     thresholds: Annotated[
         Path | None, typer.Option(help="JSON list of thresholds replacing the built-in table.")
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="An empty database to ingest into (default: a temporary SQLite file)."),
+    ] = None,
 ) -> None:
     """Benchmark every recsys model against public peers on MovieLens (or synthetic data)."""
-    from recsys.evaluation.report import markdown
+    from recsys.evaluation.report import check_line, markdown
 
     options = Options(
         dataset=dataset, data_dir=data_dir, protocol=protocol, models=split_names(models), seed=seed,
         k=k, repeats=repeats, out=out, quick=quick, check=check, thresholds=thresholds,
+        database_url=database_url,
     )  # fmt: skip
     with _logging_to_stderr():
         result = run_benchmark(options)
@@ -632,7 +649,7 @@ def benchmark_command(
     failed = [c for c in result.get("checks", []) if not c["passed"]]
     if failed:
         for c in failed:
-            print(f"CHECK FAILED: {c['model']} {c['metric']} {c['value']:.4f} not {c['op']} {c['bound']}")
+            print(f"CHECK FAILED: {check_line(c)}")
         raise typer.Exit(1)
 
 

@@ -5,39 +5,44 @@ in the last step (promotion), so a failure at any earlier step leaves it untouch
 logs what it did and a failure names its step.
 
 The comparison is a backtest on today's data: each user's newest 20% of events is held out, and
-the candidate's recipe (model and parameters) and production's recipe are both fitted on the
-older part and scored on the held-out part, next to popularity. Evaluating the production
-artifact as it is would not be fair: it was trained on many of the held-out events. When the
-recipes are the same, the candidate differs only by fresher data and is scored once.
+the candidate (model, parameters, recipe) and production's are both fitted on the older part by
+the one fitting path that trains the candidate itself (:func:`recsys.training.fitting.fit_version`:
+validation carve-out, epochs chosen, refit), then scored on the held-out part next to popularity.
+Evaluating the production artifact as it is would not be fair: it was trained on many of the
+held-out events. When the two are the same, the candidate differs only by fresher data and is
+scored once. A warm-started candidate is backtested cold: the version it starts from saw the
+held-out events.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.data.interactions import Interactions
-from recsys.data.matrix import build_interactions
+from recsys.data.recipe import Recipe
 from recsys.data.splits import temporal_split
 from recsys.db.models import Interaction
 from recsys.errors import RecsysError
 from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
-from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.retrieval import Retriever
 from recsys.retrieval.loading import version_index
 from recsys.scoring import write_database
 from recsys.settings import Settings
+from recsys.training.fitting import fit_version
 from recsys.training.locks import DatabaseLock
-from recsys.training.trainer import parse_config, train
+from recsys.training.trainer import future_interactions, load_catalog, load_data, train, version_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +81,14 @@ def run_pipeline(
     model: str | None = None,
     full: bool = False,
     progress: bool = False,
+    kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    combine: str | None = None,
 ) -> PipelineResult:
-    """Run every step once; raises PipelineError naming the failed step."""
+    """Run every step once; raises PipelineError naming the failed step.
+
+    ``kinds``, ``weights`` and ``combine`` override the model's recipe (default: production's
+    recipe when production is the same model, else the model's own)."""
     registry = ModelRegistry(engine, settings.artifacts)
     result = PipelineResult(outcome="running", model=model or settings.default_model)
 
@@ -102,8 +113,16 @@ def run_pipeline(
         result.production_before = result.production_after = production.version if production else None
         if production and model is None:
             result.model = production.model
-        new, total = step("inspect", lambda: _count_new(engine, production))
+        now = int(time.time())
+        new, total = step("inspect", lambda: _count_new(engine, production, now))
         note(f"inspect: {new} of {total} interactions are newer than the production watermark")
+        future, newest = future_interactions(engine, now)
+        if future:
+            stamp = datetime.fromtimestamp(newest or now, UTC).isoformat()
+            note(
+                f"inspect: skipping {future} interaction(s) stamped in the future (the newest at {stamp}); "
+                "they count once their time has come"
+            )
         if production is not None and new == 0 and not full:
             result.outcome = "up-to-date"
             note("inspect: nothing new since the production version; no training")
@@ -111,10 +130,16 @@ def run_pipeline(
 
         warm = _warm_start_choice(production, result.model, new, total, full, settings)
         note(f"train: {'warm start from ' + warm if warm else 'full retrain'} of {result.model}")
-        params = production.params if production and production.model == result.model else {}
+        same_model = production is not None and production.model == result.model
+        params = production.params if production and same_model else {}
+        base = version_recipe(production) if production and same_model else None
+        recipe = (base or get_model_class(result.model).recipe).override(
+            kinds=kinds, weights=weights, combine=combine
+        )
+        note(f"recipe: {recipe.describe()}")
 
-        data = step("load", lambda: build_interactions(engine))
-        scores = step("evaluate", lambda: _evaluate(data, result.model, params, production))
+        data = step("load", lambda: load_data(engine, recipe, until=now))
+        scores = step("evaluate", lambda: _evaluate(engine, data, result.model, params, recipe, production))
         result.metrics = scores
         note(
             "evaluate (temporal split): "
@@ -128,7 +153,18 @@ def run_pipeline(
 
         candidate = step(
             "train",
-            lambda: train(engine, settings, result.model, params, warm_start=warm, progress=progress),
+            lambda: train(
+                engine,
+                settings,
+                result.model,
+                params,
+                kinds=recipe.kinds,
+                weights=recipe.weights,
+                combine=recipe.combine,
+                until=now,
+                warm_start=warm,
+                progress=progress,
+            ),
         )
         result.candidate = candidate.version
         note(f"train: registered {candidate.version} (index built with it)")
@@ -147,13 +183,17 @@ def run_pipeline(
         lock.release()
 
 
-def _count_new(engine: Engine, production: VersionInfo | None) -> tuple[int, int]:
+def _count_new(engine: Engine, production: VersionInfo | None, now: int) -> tuple[int, int]:
+    """Interactions up to ``now``: those newer than production's watermark, and all of them."""
     watermark = production.watermark if production and production.watermark is not None else None
     with engine.connect() as connection:
-        total = connection.scalar(select(func.count()).select_from(Interaction)) or 0
+        total = connection.scalar(select(func.count()).where(Interaction.ts <= now)) or 0
         if watermark is None:
             return int(total), int(total)
-        new = connection.scalar(select(func.count()).where(Interaction.ts > watermark)) or 0
+        new = (
+            connection.scalar(select(func.count()).where(Interaction.ts > watermark, Interaction.ts <= now))
+            or 0
+        )
     return int(new), int(total)
 
 
@@ -161,36 +201,54 @@ def _warm_start_choice(
     production: VersionInfo | None, model: str, new: int, total: int, full: bool, settings: Settings
 ) -> str | None:
     """Warm-start from production when it is the same model and the data changed little."""
-    if full or production is None or production.model != model or model == "popularity":
+    # A closed-form model (no epochs) gains nothing from starting near the answer.
+    if full or production is None or production.model != model or get_model_class(model).epoch_limit is None:
         return None
     old = max(total - new, 1)
     return None if new / old > settings.retrain_full_change_ratio else production.version
 
 
 def _evaluate(
+    engine: Engine,
     data: Interactions,
     model_name: str,
     params: dict[str, Any],
+    recipe: Recipe,
     production: VersionInfo | None,
 ) -> dict[str, float]:
-    """nDCG@10 of the candidate recipe, production's recipe and popularity on one temporal split."""
+    """nDCG@10 of the candidate, production and popularity on one temporal split, each fitted on
+    the older part by the one fitting path (the candidate's registered fit runs it on everything)."""
     train_part, test_part = temporal_split(data)
-    train_csr, test_csr = train_part.to_csr(), test_part.to_csr()
+    seen, test_csr = train_part.to_csr(), test_part.to_csr()
 
-    def backtest(name: str, recipe: dict[str, Any]) -> float:
-        model: Recommender = get_model_class(name)(parse_config(name, recipe))
-        return evaluate_ranking(model.fit(train_csr, FitOptions()), train_csr, test_csr)["ndcg"]
+    def backtest(name: str, backtest_params: dict[str, Any], backtest_recipe: Recipe) -> float:
+        model_class = get_model_class(name)
+        part = train_part if backtest_recipe == recipe else _older_part(engine, backtest_recipe, train_part)
+        catalog = load_catalog(engine, part.items) if model_class.uses_catalog else None
+        fitted = fit_version(name, backtest_params, part, recipe=backtest_recipe, catalog=catalog)
+        return evaluate_ranking(fitted.model, seen, test_csr)["ndcg"]
 
+    popularity = Popularity().fit(Popularity.recipe.apply_matrix(seen))
     scores = {
-        "candidate": backtest(model_name, params),
-        "popularity": evaluate_ranking(Popularity().fit(train_csr), train_csr, test_csr)["ndcg"],
+        "candidate": backtest(model_name, params, recipe),
+        "popularity": evaluate_ranking(popularity, seen, test_csr)["ndcg"],
     }
     if production is not None:
-        same_recipe = production.model == model_name and production.params == params
+        production_recipe = version_recipe(production) or get_model_class(production.model).recipe
+        same = production.model == model_name and production.params == params and production_recipe == recipe
         scores["production"] = (
-            scores["candidate"] if same_recipe else backtest(production.model, production.params)
+            scores["candidate"] if same else backtest(production.model, production.params, production_recipe)
         )
     return scores
+
+
+def _older_part(engine: Engine, recipe: Recipe, candidate_part: Interactions) -> Interactions:
+    """Production's data under its own recipe, cut at the same pairs as the candidate's older part
+    (a recipe with other kinds selects other pairs; the cut is per (user, item) pair)."""
+    data = load_data(engine, recipe)
+    pairs = candidate_part.user_index.astype(np.int64) * len(candidate_part.items) + candidate_part.item_index
+    own = data.user_index.astype(np.int64) * len(data.items) + data.item_index
+    return data.subset(np.isin(own, pairs))
 
 
 def _should_promote(scores: dict[str, float], tolerance: float) -> bool:

@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     )
 
     default_model: str = Field(
-        default="ials", description="Model trained by `recsys quickstart` and a first pipeline run."
+        default="ials",
+        description="Model trained by `recsys train` without --model, `recsys quickstart` and a first "
+        "pipeline run (iALS: at or above EASE on MovieLens, docs/benchmarks.md).",
     )
     promotion_tolerance: float = Field(
         default=0.01,

@@ -207,3 +207,63 @@ def test_cli_option_parsing() -> None:
     assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86_400
     with pytest.raises(ConfigError, match="ISO 8601"):
         parse_timestamp("yesterday")
+
+
+# --- recipes: how a model's training matrix comes out of the log ---------------------------------
+
+
+def test_recipe_selects_weights_and_combines_in_the_database(engine: Engine) -> None:
+    from recsys.data.matrix import recipe_interactions
+    from recsys.data.recipe import Recipe
+
+    load(engine)
+    recipe = Recipe(kinds=("view", "click"), weights={"view": 0.5}, combine="sum")
+    data = recipe_interactions(engine, recipe, until=400)
+    # bob/a: view 1 x 0.5 + click 1; alice/a: view 3 x 0.5 + click 1; ratings are not selected.
+    np.testing.assert_allclose(dense(data), [[0.0, 1.5, 0.0], [0.0, 2.5, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_recipe_value_rules() -> None:
+    from recsys.data.recipe import Recipe
+
+    data = Interactions.from_arrays(
+        ["u", "u", "u", "v"], ["a", "b", "c", "a"], [5.0, 2.0, -1.0, 3.5], [1, 2, 3, 4]
+    )
+    assert Recipe().apply(data).values.tolist() == [5.0, 2.0, -1.0, 3.5]  # raw keeps the values
+    binary = Recipe(values="binary").apply(data)
+    assert binary.values.tolist() == [1.0, 1.0, 1.0]  # the negative value is dropped
+    assert binary.timestamps.tolist() == [1, 2, 4]
+    liked = Recipe(values="threshold", threshold=3.5).apply(data)
+    assert sorted(zip(liked.user_index.tolist(), liked.item_index.tolist(), strict=True)) == [(0, 0), (1, 0)]
+    # The matrix form (a history row at serving time) reads values exactly as training does.
+    matrix = Recipe(values="threshold", threshold=3.5).apply_matrix(data.to_csr())
+    np.testing.assert_array_equal(matrix.toarray(), liked.to_csr().toarray())
+
+
+def test_recipe_overrides_and_bad_recipes() -> None:
+    from pydantic import ValidationError
+
+    from recsys.data.recipe import Recipe
+
+    base = Recipe(values="binary", weights={"view": 0.5})
+    changed = base.override(kinds=["view", "buy"], weights={"buy": 5.0}, combine="max")
+    assert changed == Recipe(
+        values="binary", kinds=("view", "buy"), weights={"view": 0.5, "buy": 5.0}, combine="max"
+    )
+    assert base.override() is base
+    assert changed.describe() == "kinds=view,buy, weights=buy:5,view:0.5, combine=max, values=binary"
+    with pytest.raises(ConfigError, match="unknown combine rule 'mean'"):
+        base.override(combine="mean")
+    with pytest.raises(ValidationError, match="threshold is set exactly when"):
+        Recipe(values="threshold")
+    with pytest.raises(ValidationError, match="finite"):
+        Recipe(weights={"view": float("inf")})
+
+
+def test_recipe_overrides_that_break_a_rule_are_config_errors() -> None:
+    from recsys.data.recipe import Recipe
+
+    with pytest.raises(ConfigError, match="invalid recipe: kind weights must be finite"):
+        Recipe().override(weights={"view": float("nan")})
+    with pytest.raises(ConfigError, match="invalid recipe: kinds is empty"):
+        Recipe().override(kinds=[])

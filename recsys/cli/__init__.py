@@ -84,3 +84,12 @@ def main() -> None:
     except RecsysError as exc:
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(1) from None
+    except (ValueError, OSError) as exc:
+        # Bad input that reached a check outside recsys's own errors (a settings value pydantic
+        # rejects, a file that cannot be read, a shape numpy refuses): a message, not a traceback;
+        # RECSYS_LOG_LEVEL=DEBUG logs the traceback too.
+        import logging
+
+        logging.getLogger("recsys").debug("the error in full", exc_info=True)
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        raise SystemExit(1) from None

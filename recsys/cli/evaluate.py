@@ -105,7 +105,6 @@ def evaluate_command(
     from recsys.data.splits import protocol_k_split, protocol_r_folds
     from recsys.evaluation import evaluate_ranking, evaluate_rating
     from recsys.registry.registry import ModelRegistry
-    from recsys.training.trainer import RATING_MODELS
 
     if protocol not in ("K", "R"):
         raise ConfigError(f"--protocol must be K or R, got {protocol!r}")
@@ -119,7 +118,7 @@ def evaluate_command(
         raise DataError(
             "the database has no interactions to evaluate on; ingest some first (`recsys ingest`)"
         )
-    is_rating_model = loaded.info.model in RATING_MODELS
+    is_rating_model = loaded.model.predicts_ratings
 
     metrics: dict[str, Any]
     if protocol == "K":

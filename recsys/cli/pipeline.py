@@ -15,6 +15,8 @@ from recsys.cli.common import (
     print_json,
     show_progress,
 )
+from recsys.cli.data import parse_kinds, parse_weights
+from recsys.cli.train import CombineOption, KindsOption, WeightOption
 
 app = typer.Typer(help="The retraining pipeline (safe to run from cron).", no_args_is_help=True)
 
@@ -28,6 +30,9 @@ def run_command(
     full: Annotated[
         bool, typer.Option("--full", help="Retrain from scratch even when a warm start would do.")
     ] = False,
+    kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -38,7 +43,14 @@ def run_command(
 
     settings = load_settings(database_url)
     result = run_pipeline(
-        open_database(settings), settings, model=model, full=full, progress=show_progress(as_json)
+        open_database(settings),
+        settings,
+        model=model,
+        full=full,
+        progress=show_progress(as_json),
+        kinds=parse_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
     )
     if as_json:
         print_json(result.to_dict())

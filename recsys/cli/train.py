@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -17,15 +16,15 @@ from recsys.cli.common import (
     load_settings,
     open_database,
 )
-from recsys.errors import ConfigError
+from recsys.cli.data import parse_kinds, parse_timestamp, parse_weights
 from recsys.models import MODEL_CLASSES
 
 ModelOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
-        help=f"Model: {', '.join(sorted(MODEL_CLASSES))}.",
+        help=f"Model: {', '.join(sorted(MODEL_CLASSES))} (default: RECSYS_DEFAULT_MODEL).",
         show_default=False,
     ),
 ]
@@ -43,7 +42,24 @@ KindsOption = Annotated[
     list[str] | None,
     typer.Option(
         "--kinds",
-        help="Interaction kinds to train on (repeatable or comma-separated; default: all).",
+        help="Interaction kinds to train on (repeatable or comma-separated; default: the model's recipe, "
+        "which takes all).",
+        show_default=False,
+    ),
+]
+WeightOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--weight",
+        help="Weight of a kind as KIND=W (repeatable): each event counts value x W (default 1).",
+        show_default=False,
+    ),
+]
+CombineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--combine",
+        help="Repeated events of a (user, item) pair: last, sum or max (default: the model's recipe).",
         show_default=False,
     ),
 ]
@@ -58,9 +74,11 @@ UntilOption = Annotated[
 
 
 def train_command(
-    model: ModelOption,
+    model: ModelOption = None,
     param: ParamOption = None,
     kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     until: UntilOption = None,
     warm_start: Annotated[
         str | None,
@@ -91,8 +109,10 @@ def train_command(
         settings,
         model,
         parse_param_options(param or []),
-        kinds=split_kinds(kinds),
-        until=parse_until(until),
+        kinds=parse_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
+        until=parse_timestamp(until),
         warm_start=warm_start,
         resume=resume,
         promote=promote,
@@ -103,6 +123,13 @@ def train_command(
         print_json(version_summary(info))
         return
     metrics = info.metrics
+    if "ndcg@10" not in metrics:
+        err_console.print(
+            f"{info.model} {info.status}: NOT VALIDATED (too little data to hold some out; see the log); "
+            f"promoting it needs --force; fit {metrics.get('fit_seconds', float('nan')):.1f} s"
+        )
+        print(info.version)
+        return
     err_console.print(
         f"{info.model} {info.status}: validation nDCG@10 {metrics.get('ndcg@10', float('nan')):.4f} "
         f"(popularity {metrics.get('baseline_ndcg@10', float('nan')):.4f}), "
@@ -112,7 +139,7 @@ def train_command(
 
 
 def tune_command(
-    model: ModelOption,
+    model: ModelOption = None,
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Number of trials.")] = 20,
     timeout: Annotated[
         float | None,
@@ -122,6 +149,8 @@ def tune_command(
     ] = None,
     param: ParamOption = None,
     kinds: KindsOption = None,
+    weight: WeightOption = None,
+    combine: CombineOption = None,
     until: UntilOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 42,
     register: Annotated[
@@ -137,6 +166,7 @@ def tune_command(
 
     settings = load_settings(database_url)
     engine = open_database(settings)
+    model = model or settings.default_model
     result = tune(
         engine,
         settings,
@@ -144,8 +174,10 @@ def tune_command(
         trials=trials,
         timeout=timeout,
         params=parse_param_options(param or []),
-        kinds=split_kinds(kinds),
-        until=parse_until(until),
+        kinds=parse_kinds(kinds),
+        weights=parse_weights(weight or []),
+        combine=combine,
+        until=parse_timestamp(until),
         seed=seed,
         register=register,
     )
@@ -164,30 +196,6 @@ def tune_command(
     console.print(f"best {result.metric} {result.best_value:.4f}: {best}")
     if result.version is not None:
         console.print(f"registered {result.version.version} ({result.version.status})")
-
-
-def split_kinds(kinds: list[str] | None) -> list[str] | None:
-    """``--kinds view --kinds buy,like`` -> ``["view", "buy", "like"]``."""
-    if not kinds:
-        return None
-    return [kind.strip() for option in kinds for kind in option.split(",") if kind.strip()]
-
-
-def parse_until(until: str | None) -> int | None:
-    """Epoch seconds from ``--until`` (epoch seconds or ISO 8601; naive times are UTC)."""
-    if until is None:
-        return None
-    if until.strip().lstrip("-").isdigit():
-        return int(until)
-    try:
-        moment = datetime.fromisoformat(until.strip())
-    except ValueError:
-        raise ConfigError(
-            f"--until {until!r} is neither epoch seconds nor an ISO date/time such as 2024-05-01T12:00:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
 
 
 def _short(value: object) -> str:

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,11 +21,9 @@ from sqlalchemy import ClauseElement, Connection, Engine, case, literal, select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from recsys.data.interactions import IdMap, Interactions
+from recsys.data.recipe import COMBINE_RULES, CombineRule, Recipe
 from recsys.db.models import Interaction, Item, User
 from recsys.errors import ConfigError, DataError
-
-CombineRule = Literal["last", "sum", "max"]
-COMBINE_RULES: tuple[str, ...] = get_args(CombineRule)
 
 # users.id and items.id are 32-bit integers in the schema; converting each fetched block straight
 # to this compact layout keeps 32 bytes per event in memory.
@@ -91,6 +89,22 @@ def build_interactions(
         events["ts"],
         events["id"],
         combine,
+    )
+
+
+def recipe_interactions(engine: Engine, recipe: Recipe, *, until: int | None = None) -> Interactions:
+    """The log selected, weighted and combined as ``recipe`` says, values as stored.
+
+    The recipe's value rule (raw, binary, threshold) is not applied here: the training path
+    holds validation pairs out of the log as the user sees it, then applies the rule to what
+    the model learns from (:meth:`Recipe.apply`).
+    """
+    return build_interactions(
+        engine,
+        kinds=list(recipe.kinds) if recipe.kinds else None,
+        weights=recipe.weights or None,
+        until=until,
+        combine=recipe.combine,
     )
 
 

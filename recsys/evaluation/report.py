@@ -129,6 +129,12 @@ def markdown(result: dict[str, Any]) -> str:
         section = result["protocols"][protocol]
         parts += ["", f"## {title}", "", section["description"], ""]
         parts += [protocol_table(result, protocol), "", comparison(result, protocol)]
+        parts += ["", "What each model learned from:", ""]
+        parts += [
+            f"- {row['model']}: {row['data']}"
+            for row in sorted_rows(section["rows"], protocol)
+            if row.get("data")
+        ]
         tuned = [row for row in section["rows"] if row.get("tuning")]
         if tuned:
             parts += ["", "Chosen settings (validation split):", ""]
@@ -138,13 +144,19 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("checks"):
         parts += ["", "## Threshold checks", ""]
         parts += [
-            f"- {check['model']} {check['metric']} {check['value']:.4f} {check['op']} {check['bound']}: "
-            f"{'pass' if check['passed'] else 'FAIL'}"
-            for check in result["checks"]
+            f"- {check_line(check)}: {'pass' if check['passed'] else 'FAIL'}" for check in result["checks"]
         ]
     versions = ", ".join(f"{name} {version}" for name, version in sorted(result["versions"].items()))
     parts += ["", f"Library versions: {versions}", ""]
     return "\n".join(parts)
+
+
+def check_line(check: dict[str, Any]) -> str:
+    """``ials ndcg 0.4500 >= 0.4400 (1.0 x ease-reference)``: a threshold check in one line."""
+    line = f"{check['model']} {check['metric']} {check['value']:.4f} {check['op']} {check['bound']:.4f}"
+    if check.get("relative_to"):
+        line += f" ({check['factor']} x {check['relative_to']})"
+    return line
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:

@@ -34,6 +34,7 @@ MODEL_CLASSES: dict[str, str] = {
     "mf": "recsys.models.mf:MatrixFactorization",
     "ials": "recsys.models.ials:ImplicitALS",
     "two-tower": "recsys.models.two_tower:TwoTower",
+    "ease": "recsys.models.ease:EASE",
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
@@ -63,6 +64,16 @@ class EpochConfig(ModelConfig):
                     # validation, its "max_epochs" the limit that is now "epochs".
                     data[new] = data.pop(old)
         return data
+@dataclass(frozen=True)
+class SearchRange:
+    """One tuned parameter's range: integers or floats from ``low`` to ``high`` (inclusive),
+    sampled uniformly, or uniformly in log scale with ``log``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
 
 
 @dataclass
@@ -104,12 +115,27 @@ class FitOptions:
 
 
 class Recommender(ABC):
-    """Base class of every model; subclasses set ``name`` and ``Config``."""
+    """Base of every model; subclasses set ``name`` and ``Config`` and declare what they need.
+
+    The capability block below is all that the training path, the tuner, the pipeline and the
+    benchmark know about a model: no list of model names exists elsewhere.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: The history key early stopping watches, and whether larger values are better.
     stopping_metric: ClassVar[tuple[str, Literal["max", "min"]]] = ("val_ndcg", "max")
+    recipe: ClassVar[Recipe] = Recipe()
+    """How the interaction log becomes this model's training matrix (kinds, weights, combine
+    rule, value rule); ``recsys train --kinds/--weight/--combine`` override the first three."""
+    predicts_ratings: ClassVar[bool] = False
+    """The model has ``predict(user_index, item_index)``: validated by RMSE too, Protocol R."""
+    uses_catalog: ClassVar[bool] = False
+    """The model reads item titles and genres (``FitOptions.features``)."""
+    search_space: ClassVar[tuple[SearchRange, ...]] = ()
+    """Parameters ``recsys tune`` samples; empty: nothing to tune."""
+    epoch_limit: ClassVar[str | None] = None
+    """The config field bounding epochs/sweeps (None: a closed-form or one-pass model)."""
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:

@@ -19,8 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError, NotFittedError
-from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 from recsys.runtime.device import distribution_strategy, import_tensorflow, use_mixed_precision
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ FOLD_IN_BLOCK_FLOATS = 1 << 24
 
 class MatrixFactorizationConfig(EpochConfig):
     """Hyper-parameters of explicit MF. Defaults were tuned on a validation carve-out of the
-    Protocol R train part of ml-100k (benchmarks/quality_check.py mf --validation): SGD with
+    Protocol R train part of ml-100k: SGD with
     momentum at a constant step beat Adam there (validation RMSE 0.910 against 0.918)."""
 
     factors: int = Field(default=128, ge=1)
@@ -66,6 +67,16 @@ class MatrixFactorization(Recommender):
     stopping_metric = ("val_rmse", "min")
     name = "mf"
     Config = MatrixFactorizationConfig
+    recipe = Recipe(values="raw")  # learns the ratings themselves
+    predicts_ratings = True
+    uses_catalog = False
+    search_space = (
+        SearchRange("factors", 16, 256, log=True, integer=True),
+        SearchRange("regularization", 1e-3, 0.3, log=True),
+        SearchRange("bias_regularization", 1e-4, 0.1, log=True),
+        SearchRange("learning_rate", 3e-4, 3e-2, log=True),
+    )
+    epoch_limit = "epochs"
     config: MatrixFactorizationConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:

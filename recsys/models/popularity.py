@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys.data.recipe import Recipe
 from recsys.models.base import FitOptions, ModelConfig, Recommender
 
 
@@ -26,6 +27,11 @@ class Popularity(Recommender):
 
     name = "popularity"
     Config = PopularityConfig
+    recipe = Recipe(values="binary")  # counts users per item
+    predicts_ratings = False
+    uses_catalog = False
+    search_space = ()
+    epoch_limit = None
     config: PopularityConfig
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:

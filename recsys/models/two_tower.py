@@ -17,8 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError, NotFittedError
-from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 
 WEIGHTS_DIR = "tower_weights"
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -66,6 +67,16 @@ class TwoTower(Recommender):
 
     name = "two-tower"
     Config = TwoTowerConfig
+    recipe = Recipe(values="binary")  # histories and positives are item sets
+    predicts_ratings = False
+    uses_catalog = True
+    search_space = (
+        SearchRange("dim", 32, 128, log=True, integer=True),
+        SearchRange("temperature", 0.02, 0.5, log=True),
+        SearchRange("learning_rate", 3e-4, 3e-2, log=True),
+        SearchRange("n_negatives", 0, 128, integer=True),  # mixed negatives
+    )
+    epoch_limit = "epochs"
     config: TwoTowerConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:

@@ -46,9 +46,12 @@ def version_index(loaded: LoadedVersion) -> ItemIndex | None:
 
 
 def history_rule(loaded: LoadedVersion) -> Callable[[sp.csr_matrix], sp.csr_matrix] | None:
-    """How a version turns history values into what it folds in: the rule it was trained with.
-    Versions are trained on the stored values today, so None (fold in the stored values)."""
-    return None
+    """How a version turns history values into what it folds in: the value rule of the recipe it
+    was trained with (None: fold in the stored values)."""
+    from recsys.data.recipe import recorded_recipe
+
+    recipe = recorded_recipe(loaded.path)
+    return None if recipe is None or recipe.values == "raw" else recipe.apply_matrix
 
 
 def load_retriever(

@@ -1,76 +1,48 @@
-"""Training orchestration: database -> validation fit -> metrics -> refit on everything -> registry.
+"""`recsys train`: database -> the one fitting path -> registered version -> index -> promotion.
 
-The validation carve-out (the Protocol K rule with the validation seed) chooses the number of
-epochs and gives the reported metrics, measured next to the popularity baseline on the same split
-so that promotion can compare the two. The registered model is then refitted on all the selected
-interactions for that many epochs, so production never silently loses a fifth of its data.
+The fitting itself (validation carve-out, metrics next to popularity, epochs, refit on
+everything, register) is :func:`recsys.training.fitting.fit_version`, which the tuner, the
+retraining pipeline and the benchmark call too. This module reads the data the recipe selects
+from the database, aligns a warm start, and builds the serving index of the new version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
-from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from recsys.data.interactions import IdMap, Interactions
+from recsys.data.recipe import Recipe, recorded_recipe
 from recsys.errors import ConfigError, DataError
-from recsys.evaluation.metrics import rmse
-from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, refit_epochs
-from recsys.models.popularity import Popularity
-from recsys.registry.comparison import HELD_OUT, IN_SAMPLE, SPLIT_KEY, split_record
-from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
+from recsys.models.base import WarmStart
+from recsys.registry.comparison import HELD_OUT, IN_SAMPLE
+from recsys.registry.registry import LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training.validation import validation_callback
+from recsys.training.fitting import ValidationSplit, fit_version, parse_config
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-#: Cut-off of the validation ranking metrics (the protocol's k).
-VALIDATION_K = 10
-#: Models fitted on explicit ratings: validated by RMSE too (their early stopping watches it).
-RATING_MODELS = frozenset({"mf"})
-#: Models that read item titles and genres from ``FitOptions.features``.
-CATALOG_MODELS = frozenset({"two-tower"})
-
-
-@dataclass
-class ValidationSplit:
-    """The data of one training run and its validation carve-out (same id maps throughout)."""
-
-    data: Interactions
-    train: Interactions
-    valid: Interactions
-
-    @property
-    def train_csr(self) -> sp.csr_matrix:
-        return self.train.to_csr()
-
-    @property
-    def valid_csr(self) -> sp.csr_matrix:
-        return self.valid.to_csr()
-
 
 def train(
     engine: Engine,
     settings: Settings,
-    model_name: str,
+    model_name: str | None = None,
     params: Mapping[str, Any] | None = None,
     *,
     kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    combine: str | None = None,
     until: int | None = None,
     warm_start: str | None = None,
     resume: bool = False,
@@ -78,22 +50,26 @@ def train(
     force: bool = False,
     progress: bool = False,
 ) -> VersionInfo:
-    """Train ``model_name`` on the database's interactions, register it and return the version.
+    """Train ``model_name`` (default: ``settings.default_model``) on the database's interactions,
+    register it and return the version.
 
-    ``warm_start`` names a version of the same model to start from (its parameters are the
-    defaults of this run); ``resume`` continues killed fits from their checkpoints. The new version
-    becomes production when ``promote`` (refused below the popularity baseline unless ``force``)
-    or when there is no production version yet.
+    ``kinds``, ``weights`` and ``combine`` override the model's recipe. ``warm_start`` names a
+    version of the same model to start from (its parameters are the defaults of this run);
+    ``resume`` continues killed fits from their checkpoints. The new version becomes production
+    when ``promote`` (refused below the popularity baseline unless ``force``) or when there is no
+    production version yet.
     """
+    model_name = model_name or settings.default_model
+    model_class = get_model_class(model_name)
     registry = ModelRegistry(engine, settings.artifacts)
     previous = _load_warm_start(registry, model_name, warm_start) if warm_start else None
     merged = {**(previous.info.params if previous else {}), **dict(params or {})}
-    config = parse_config(model_name, merged)
-    model_class = get_model_class(model_name)
-
-    split = load_split(engine, kinds=kinds, until=until)
+    parse_config(model_name, merged)  # a bad parameter fails before any data is read
+    recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
+    data = load_data(engine, recipe, until=not_after_now(engine, until))
+    split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation, split_kind = "held-out", HELD_OUT
-    if previous is not None and previous.info.watermark is not None:
+    if split is not None and previous is not None and previous.info.watermark is not None:
         unseen = unseen_validation(split, previous.info.watermark)
         if unseen is None:
             validation, split_kind = "held-out, seen by the warm-start version (optimistic)", IN_SAMPLE
@@ -106,100 +82,30 @@ def train(
         else:
             split, validation = unseen, "held-out, newer than the warm-start version"
             split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
-    data = split.data
-    fingerprint = data_fingerprint(data)
-    warm = align_warm_start(previous, data.users, data.items) if previous else None
-    catalog = load_catalog(engine, data.items) if model_name in CATALOG_MODELS else None
-
-    version = registry.new_version_id(model_name)
-    work = registry.work_dir(version)
-    run_key = f"{model_name}-{fingerprint[:16]}-{_params_hash(config)}"
-    checkpoints = settings.artifacts / "checkpoints" / run_key
-    logger.info("training %s on %d interactions (%d users, %d items)", version, len(data), *data.shape)
-
-    try:
-        model = model_class(config)
-        started = time.perf_counter()
-        model.fit(
-            split.train_csr,
-            FitOptions(
-                validate=validation_callback(split.train_csr, split.valid_csr),
-                log_dir=work / "tensorboard" / "validation",
-                checkpoint_dir=checkpoints / "validation",
-                resume=resume,
-                warm_start=warm,
-                progress=progress,
-                features=fit_features(split.train, catalog),
-            ),
-        )
-        validation_seconds = time.perf_counter() - started
-        metrics: dict[str, Any] = validation_metrics(model, split, model_name)
-        metrics[SPLIT_KEY] = split_record(split_kind, fingerprint)
-        epochs = refit_epochs(model)
-
-        final = model_class(config)
-        started = time.perf_counter()
-        final.fit(
-            data.to_csr(),
-            FitOptions(
-                epochs=epochs,
-                log_dir=work / "tensorboard" / "full",
-                checkpoint_dir=checkpoints / "full",
-                resume=resume,
-                warm_start=warm,
-                progress=progress,
-                features=fit_features(data, catalog),
-            ),
-        )
-        fit_seconds = time.perf_counter() - started
-        metrics.update(fit_seconds=fit_seconds, validation_fit_seconds=validation_seconds, best_epoch=epochs)
-        info = registry.register(
-            final,
-            data.users,
-            data.items,
-            metrics=metrics,
-            watermark=int(data.timestamps.max()),
-            data_fingerprint=fingerprint,
-            version=version,
-            include={"tensorboard": work / "tensorboard"},
-            details={
-                "kinds": list(kinds) if kinds else None,
-                "until": until,
-                "warm_start": warm_start,
-                "interactions": len(data),
-                "validation": validation,
-                "validation_interactions": len(split.valid),
-                "resumed": resume,
-            },
-        )
-    finally:
-        # Checkpoints stay on failure (for --resume); the scratch folder never does.
-        shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the version is safe; nothing left to resume
+    fitted = fit_version(
+        model_name,
+        merged,
+        data,
+        recipe=recipe,
+        catalog=load_catalog(engine, data.items) if model_class.uses_catalog else None,
+        registry=registry,
+        warm_start=align_warm_start(previous, data.users, data.items) if previous else None,
+        validation=split,
+        checkpoint_root=settings.artifacts / "checkpoints",
+        resume=resume,
+        progress=progress,
+        details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
+        split_kind=split_kind,
+    )
+    info = fitted.info
+    assert info is not None  # fit_version registers when given a registry
     _build_index(registry, info.version, settings)
     if promote and info.status != "production":
         info = registry.promote(info.version, force=force)
     return info
 
 
-# --- steps shared with tuning ------------------------------------------------------------------
-
-
-def parse_config(model_name: str, params: Mapping[str, Any]) -> ModelConfig:
-    """The model's validated config; errors name the parameter, the value and what is expected."""
-    config_class = get_model_class(model_name).Config
-    try:
-        return config_class(**params)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "?"
-            if error["type"] == "extra_forbidden":
-                known = ", ".join(sorted(config_class.model_fields))
-                problems.append(f"unknown parameter {field!r} (known: {known})")
-            else:
-                problems.append(f"{field}={error.get('input')!r}: {error['msg']}")
-        raise ConfigError(f"invalid {model_name} parameters: {'; '.join(problems)}") from None
+# --- steps shared with tuning and the pipeline --------------------------------------------------
 
 
 def parse_param_options(options: Iterable[str]) -> dict[str, Any]:
@@ -221,25 +127,44 @@ def parse_param_options(options: Iterable[str]) -> dict[str, Any]:
     return params
 
 
-def load_split(
-    engine: Engine, *, kinds: Sequence[str] | None = None, until: int | None = None
-) -> ValidationSplit:
-    """The selected interactions and their validation carve-out."""
-    from recsys.data.matrix import build_interactions
-    from recsys.data.splits import validation_split
+def not_after_now(engine: Engine, until: int | None, now: int | None = None) -> int:
+    """``until`` clamped to now: events stamped in the future are skipped (and counted in the
+    log) until their time comes, so that no version's watermark is ever past now."""
+    now = int(time.time()) if now is None else now
+    skipped, newest = future_interactions(engine, now)
+    if skipped:
+        logger.warning(
+            "skipping %d interaction(s) stamped in the future (the newest at %s): they are "
+            "trained on once their time has come",
+            skipped,
+            datetime.fromtimestamp(newest or now, UTC).isoformat(),
+        )
+    return now if until is None else min(until, now)
 
-    data = build_interactions(engine, kinds=list(kinds) if kinds else None, until=until)
+
+def future_interactions(engine: Engine, now: int) -> tuple[int, int | None]:
+    """How many interactions are stamped after ``now``, and the newest stamp among them."""
+    from sqlalchemy import func, select
+
+    from recsys.db.models import Interaction
+
+    with engine.connect() as connection:
+        count, newest = connection.execute(
+            select(func.count(), func.max(Interaction.ts)).where(Interaction.ts > now)
+        ).one()
+    return int(count or 0), None if newest is None else int(newest)
+
+
+def load_data(engine: Engine, recipe: Recipe, *, until: int | None = None) -> Interactions:
+    """The interactions ``recipe`` selects (kinds, weights, combine rule), values as stored."""
+    from recsys.data.matrix import recipe_interactions
+
+    data = recipe_interactions(engine, recipe, until=until)
     if len(data) == 0:
-        selection = f" of kinds {list(kinds)}" if kinds else ""
+        selection = f" of kinds {list(recipe.kinds)}" if recipe.kinds else ""
         selection += f" up to {until}" if until is not None else ""
         raise DataError(f"the database has no interactions{selection}; ingest some first (`recsys ingest`)")
-    train_part, valid = validation_split(data)
-    if len(valid) == 0:
-        raise DataError(
-            f"the validation split is empty: no user has the 5 interactions needed to hold some out "
-            f"({len(data)} interactions from {len(data.users)} users)"
-        )
-    return ValidationSplit(data=data, train=train_part, valid=valid)
+    return data
 
 
 def unseen_validation(split: ValidationSplit, watermark: int) -> ValidationSplit | None:
@@ -265,45 +190,6 @@ def unseen_validation(split: ValidationSplit, watermark: int) -> ValidationSplit
         timestamps=np.concatenate([train_part.timestamps, seen.timestamps]),
     )
     return ValidationSplit(data=split.data, train=train_part, valid=valid.subset(newer))
-
-
-def validation_metrics(model: Recommender, split: ValidationSplit, model_name: str) -> dict[str, float]:
-    """Ranking metrics at k=10 of ``model`` and of the popularity baseline on the same split
-    (``baseline_*`` keys); rating models add RMSE on the held-out ratings, and that of predicting
-    the mean training rating as ``baseline_rmse``."""
-    train_csr, valid_csr = split.train_csr, split.valid_csr
-    metrics = _ranking(model, train_csr, valid_csr)
-    baseline = Popularity().fit(train_csr)
-    metrics.update(
-        {f"{BASELINE_PREFIX}{key}": value for key, value in _ranking(baseline, train_csr, valid_csr).items()}
-    )
-    if model_name in RATING_MODELS:
-        predict = getattr(model, "predict", None)
-        if predict is None:
-            raise ConfigError(f"the {model_name} model has no predict(); cannot measure its RMSE")
-        low, high = float(split.train.values.min()), float(split.train.values.max())
-        predicted = np.clip(predict(split.valid.user_index, split.valid.item_index), low, high)
-        metrics["rmse"] = rmse(predicted, split.valid.values)
-        # The rating analogue of popularity: everyone predicts the mean training rating.
-        mean = np.full(len(split.valid), float(split.train.values.mean()))
-        metrics[f"{BASELINE_PREFIX}rmse"] = rmse(mean, split.valid.values)
-    return metrics
-
-
-def data_fingerprint(data: Interactions) -> str:
-    """SHA-256 over the id maps and the interaction arrays: equal data, equal fingerprint."""
-    digest = hashlib.sha256()
-    for ids in (data.users.to_list(), data.items.to_list()):
-        digest.update("\x1f".join(ids).encode())
-        digest.update(b"\x1e")
-    for array, dtype in (
-        (data.user_index, np.int64),
-        (data.item_index, np.int64),
-        (data.values, np.float64),
-        (data.timestamps, np.int64),
-    ):
-        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
-    return digest.hexdigest()
 
 
 def align_warm_start(previous: LoadedVersion, users: IdMap, items: IdMap) -> WarmStart:
@@ -332,14 +218,6 @@ def align_warm_start(previous: LoadedVersion, users: IdMap, items: IdMap) -> War
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _ranking(model: Recommender, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix) -> dict[str, float]:
-    measured = evaluate_ranking(model, train_csr, valid_csr, k=VALIDATION_K)
-    users = measured.pop("users")
-    result = {f"{key}@{VALIDATION_K}": value for key, value in measured.items()}
-    result["validation_users"] = users
-    return result
 
 
 def _take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -382,25 +260,6 @@ def load_catalog(engine: Engine, items: IdMap) -> pd.DataFrame:
     return item_catalog(engine, items)
 
 
-def fit_features(data: Interactions, catalog: pd.DataFrame | None) -> dict[str, Any]:
-    """Side information for ``FitOptions.features``: interaction times for every model (the
-    popularity window uses them), item titles and genres for the models that read them."""
-    features: dict[str, Any] = {
-        "timestamps": sp.csr_matrix(
-            (data.timestamps.astype(np.float64), (data.user_index, data.item_index)), shape=data.shape
-        )
-    }
-    if catalog is not None:
-        features["item_titles"] = catalog["title"].fillna("").astype(str).tolist()
-        features["item_genres"] = [list(genres) if genres is not None else [] for genres in catalog["genres"]]
-    return features
-
-
-def _params_hash(config: ModelConfig) -> str:
-    # Checkpoints of other parameters must not be resumed: part of the checkpoint folder name.
-    return hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
-
-
 def _build_index(registry: ModelRegistry, version: str, settings: Settings) -> None:
     """Attach the serving index to the new version when the index module provides the builder."""
     try:
@@ -411,8 +270,15 @@ def _build_index(registry: ModelRegistry, version: str, settings: Settings) -> N
     build_for_version(registry, version, settings)
 
 
+def version_recipe(info: VersionInfo) -> Recipe | None:
+    """The recipe a version was trained with (None for versions from before recipes)."""
+    return recorded_recipe(info.path)
+
+
 def version_summary(info: VersionInfo) -> dict[str, Any]:
     """The machine-readable result of a training run (``recsys train --json``)."""
     payload = info.to_dict()
     payload["fit_seconds"] = info.metrics.get("fit_seconds")
+    recipe = version_recipe(info)
+    payload["recipe"] = recipe.model_dump(mode="json") if recipe else None
     return payload

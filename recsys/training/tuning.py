@@ -1,30 +1,18 @@
 """Hyper-parameter search on the validation split with Optuna's TPE sampler (seeded).
 
-Each model's search space is defined next to its name in :data:`SEARCH_SPACES`; trials fit on
-the train part of the validation split and are scored on its held-out part, exactly as
-``recsys train`` measures its reported metrics. The test part of any benchmark split is never
-seen here.
-
-Search spaces (``log``: sampled uniformly in log scale):
-
-- ``ials``: factors 32..256 (log), regularization 0.01..300 (log; unnormalised weights want
-  tens to hundreds on MovieLens-sized data), alpha 1..50 (log), frequency_exponent 0..1
-  (frequency-scaled regularisation).
-- ``mf``: factors 16..256 (log), regularization 1e-3..0.3 (log), bias_regularization
-  1e-4..0.1 (log), learning_rate 3e-4..3e-2 (log).
-- ``two-tower``: dim 32..128 (log), temperature 0.02..0.5 (log), learning_rate 3e-4..3e-2
-  (log), n_negatives 0..128 (mixed negatives).
-- ``popularity``: nothing to tune (one trial measures it).
-
-The number of epochs (iterations) is not searched: every trial early-stops on the validation
-metric, and ``recsys train`` refits for the best epoch it found.
+Each model class declares its search space (``Recommender.search_space``: parameter -> range);
+trials go through the first half of the one fitting path (:func:`recsys.training.fitting.validate`):
+fit on the train part of the validation carve-out with the model's recipe, scored on its
+held-out part, exactly as ``recsys train`` measures its reported metrics. The test part of any
+benchmark split is never seen here. The number of epochs is not searched: every trial stops
+early on the validation metric, and the refit uses the epochs it chose.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,22 +20,12 @@ import optuna
 from sqlalchemy import Engine
 
 from recsys.errors import ConfigError
-from recsys.models import MODEL_CLASSES, get_model_class
-from recsys.models.base import FitOptions
+from recsys.models import get_model_class
+from recsys.models.base import Recommender, SearchRange
 from recsys.registry.registry import VersionInfo
 from recsys.settings import Settings
-from recsys.training.trainer import (
-    CATALOG_MODELS,
-    RATING_MODELS,
-    ValidationSplit,
-    fit_features,
-    load_catalog,
-    load_split,
-    parse_config,
-    train,
-    validation_metrics,
-)
-from recsys.training.validation import validation_callback
+from recsys.training.fitting import ValidationSplit, parse_config, validate
+from recsys.training.trainer import load_catalog, load_data, train
 
 logger = logging.getLogger(__name__)
 
@@ -60,48 +38,14 @@ class Suggester(Protocol):
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
 
 
-SearchSpace = Callable[[Suggester], dict[str, Any]]
-
-
-def _ials_space(trial: Suggester) -> dict[str, Any]:
+def sample(space: Sequence[SearchRange], trial: Suggester) -> dict[str, Any]:
+    """One point of a model's declared search space."""
     return {
-        "factors": trial.suggest_int("factors", 32, 256, log=True),
-        "regularization": trial.suggest_float("regularization", 1e-2, 300.0, log=True),
-        "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True),
-        "frequency_exponent": trial.suggest_float("frequency_exponent", 0.0, 1.0),
+        r.name: trial.suggest_int(r.name, int(r.low), int(r.high), log=r.log)
+        if r.integer
+        else trial.suggest_float(r.name, float(r.low), float(r.high), log=r.log)
+        for r in space
     }
-
-
-def _mf_space(trial: Suggester) -> dict[str, Any]:
-    return {
-        "factors": trial.suggest_int("factors", 16, 256, log=True),
-        "regularization": trial.suggest_float("regularization", 1e-3, 0.3, log=True),
-        "bias_regularization": trial.suggest_float("bias_regularization", 1e-4, 0.1, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 3e-2, log=True),
-    }
-
-
-def _two_tower_space(trial: Suggester) -> dict[str, Any]:
-    return {
-        "dim": trial.suggest_int("dim", 32, 128, log=True),
-        "temperature": trial.suggest_float("temperature", 0.02, 0.5, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 3e-2, log=True),
-        "n_negatives": trial.suggest_int("n_negatives", 0, 128),
-    }
-
-
-def _no_space(trial: Suggester) -> dict[str, Any]:
-    del trial
-    return {}
-
-
-#: Model name -> the parameters a trial samples (see the module docstring for the ranges).
-SEARCH_SPACES: dict[str, SearchSpace] = {
-    "ials": _ials_space,
-    "mf": _mf_space,
-    "two-tower": _two_tower_space,
-    "popularity": _no_space,
-}
 
 
 @dataclass(frozen=True)
@@ -136,9 +80,9 @@ class TuningResult:
         }
 
 
-def objective_of(model_name: str) -> tuple[str, Literal["maximize", "minimize"]]:
+def objective_of(model_class: type[Recommender]) -> tuple[str, Literal["maximize", "minimize"]]:
     """The validation metric a model is tuned on: RMSE for rating models, nDCG@10 otherwise."""
-    return ("rmse", "minimize") if model_name in RATING_MODELS else ("ndcg@10", "maximize")
+    return ("rmse", "minimize") if model_class.predicts_ratings else ("ndcg@10", "maximize")
 
 
 def tune(
@@ -150,6 +94,8 @@ def tune(
     timeout: float | None = None,
     params: Mapping[str, Any] | None = None,
     kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    combine: str | None = None,
     until: int | None = None,
     seed: int = 42,
     register: bool = False,
@@ -159,21 +105,24 @@ def tune(
     ``params`` are fixed for every trial (and win over sampled values). With ``register`` the
     best parameters are trained with :func:`recsys.training.trainer.train` and registered.
     """
-    if model_name not in MODEL_CLASSES:
-        raise ConfigError(f"unknown model {model_name!r}; choose one of {sorted(MODEL_CLASSES)}")
+    model_class = get_model_class(model_name)  # unknown names fail here with the choices
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
-    space = SEARCH_SPACES[model_name]
+    space = model_class.search_space
     fixed = dict(params or {})
     parse_config(model_name, fixed)  # fail on a bad fixed parameter before any data is read
-    split = load_split(engine, kinds=kinds, until=until)
-    catalog = load_catalog(engine, split.data.items) if model_name in CATALOG_MODELS else None
-    metric, direction = objective_of(model_name)
+    recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
+    data = load_data(engine, recipe, until=until)
+    split = ValidationSplit.carve(data)
+    catalog = load_catalog(engine, data.items) if model_class.uses_catalog else None
+    metric, direction = objective_of(model_class)
 
     def objective(trial: optuna.Trial) -> float:
-        trial_params = space(_FixedFirst(trial, fixed)) | fixed
+        trial_params = sample(space, _FixedFirst(trial, fixed)) | fixed
         started = time.perf_counter()
-        metrics = _fit_and_measure(model_name, trial_params, split, catalog)
+        metrics = validate(
+            model_name, parse_config(model_name, trial_params), split, recipe, catalog=catalog
+        ).metrics
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         return metrics[metric]
@@ -181,7 +130,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
     # With nothing to search, one trial is the whole answer.
-    n_trials = 1 if space is _no_space else trials
+    n_trials = trials if space else 1
     study.optimize(objective, n_trials=n_trials, timeout=timeout)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
@@ -206,7 +155,16 @@ def tune(
         ],
     )
     if register:
-        result.version = train(engine, settings, model_name, best_params, kinds=kinds, until=until)
+        result.version = train(
+            engine,
+            settings,
+            model_name,
+            best_params,
+            kinds=kinds,
+            weights=weights,
+            combine=combine,
+            until=until,
+        )
     return result
 
 
@@ -225,16 +183,3 @@ class _FixedFirst:
         if name in self.fixed:
             return float(self.fixed[name])
         return self.trial.suggest_float(name, low, high, log=log)
-
-
-def _fit_and_measure(
-    model_name: str, params: Mapping[str, Any], split: ValidationSplit, catalog: Any
-) -> dict[str, float]:
-    model = get_model_class(model_name)(parse_config(model_name, params))
-    model.fit(
-        split.train_csr,
-        FitOptions(
-            validate=validation_callback(split.train_csr, split.valid_csr),
-            features=fit_features(split.train, catalog)),
-    )
-    return validation_metrics(model, split, model_name)

@@ -28,8 +28,8 @@ def run(*args: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_a_complete_report(tmp_path: Path) -> None:
-    models = ["popularity", "ials", "mf", "ease", "implicit-als", "surprise-svd"]
-    expected_k = {"popularity", "ials", "mf", "ease"} | (
+    models = ["popularity", "ials", "mf", "ease", "ease-reference", "implicit-als", "surprise-svd"]
+    expected_k = {"popularity", "ials", "mf", "ease", "ease-reference"} | (
         {"implicit-als"} if missing_requirement("implicit-als") is None else set()
     )
     expected_r = {"mf"} | ({"surprise-svd"} if missing_requirement("surprise-svd") is None else set())
@@ -73,6 +73,13 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path: Path) -> None:
     # planted structure: the learned models rank better than the popularity baseline
     assert rows_k["ials"]["metrics"]["ndcg"] > rows_k["popularity"]["metrics"]["ndcg"]
     assert rows_k["ease"]["metrics"]["ndcg"] > rows_k["popularity"]["metrics"]["ndcg"]
+    # EASE registered as a recsys model is benchmarked by name alone, next to the reference peer;
+    # each row says what it learned from.
+    assert rows_k["ease"]["kind"] == "recsys" and rows_k["ease-reference"]["kind"] == "peer"
+    assert rows_k["ease"]["recipe"]["values"] == "binary"
+    assert "through its recipe" in rows_k["ease"]["data"]
+    assert rows_k["ease-reference"]["data"] == "the protocol's matrix: every train rating a 1"
+    assert rows_k["ials"]["version"].startswith("ials-")  # registered as recsys train registers
     assert rows_k["ials"]["history"], "iALS logs its validation curve"
 
     rows_r = {row["model"]: row for row in result["protocols"]["R"]["rows"]}
@@ -103,6 +110,26 @@ def test_check_exits_non_zero_below_a_threshold(tmp_path: Path) -> None:
     assert code == 0, stdout
     checks = json.loads((tmp_path / "b" / "results.json").read_text())["checks"]
     assert [(c["model"], c["passed"]) for c in checks] == [("popularity", True)]
+
+
+def test_check_relative_to_a_peer_of_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys.settings import get_settings
+
+    monkeypatch.setenv("RECSYS_DEFAULT_MODEL", "popularity")
+    get_settings.cache_clear()
+    path = tmp_path / "relative.json"
+    rule = {"dataset": "synthetic", "protocol": "K", "model": "default", "metric": "ndcg", "op": ">="}
+    path.write_text(json.dumps([{**rule, "bound": 1.0, "relative_to": "ease-reference"}]))
+    common = ["benchmark", "--dataset", "synthetic", "--quick", "--protocol", "K", "--check"]
+    models = ["--models", "popularity,ease-reference"]
+    code, stdout = run(*common, *models, "--out", str(tmp_path / "a"), "--thresholds", str(path))
+    get_settings.cache_clear()
+    assert code == 1  # popularity, the default here, is below EASE on the planted data
+    assert "CHECK FAILED: popularity ndcg" in stdout and "(1.0 x ease-reference)" in stdout
+    check = json.loads((tmp_path / "a" / "results.json").read_text())["checks"][0]
+    rows = json.loads((tmp_path / "a" / "results.json").read_text())["protocols"]["K"]["rows"]
+    reference = next(row for row in rows if row["model"] == "ease-reference")["metrics"]["ndcg"]
+    assert check["bound"] == pytest.approx(reference)
 
 
 def test_unknown_model_is_named(tmp_path: Path) -> None:
@@ -140,3 +167,57 @@ def test_evaluate_a_registered_version(
 
     with pytest.raises(ConfigError, match="K or R"):
         run("evaluate", "--version", version, "--protocol", "X", "--database-url", sqlite_url)
+
+
+def test_the_benchmark_and_recsys_train_give_identical_vectors_on_the_same_split(
+    tmp_path: Path, settings_env: Path
+) -> None:
+    """The benchmark's fit of a model on the Protocol K train part is exactly what `recsys train`
+    gives a user whose database holds that train part."""
+    import shutil
+
+    import numpy as np
+    from sqlalchemy import delete, select
+
+    from pipelines.benchmark_movielens import Options, fit_recsys_model, load_dataset
+    from recsys.data.splits import protocol_k_split
+    from recsys.db.engine import get_engine
+    from recsys.db.models import Interaction, Item, User
+    from recsys.registry.registry import ModelRegistry
+    from recsys.settings import get_settings
+
+    scratch = tmp_path / "benchmark"
+    scratch.mkdir()
+    options = Options(dataset="synthetic", quick=True, seed=42)
+    dataset, engine = load_dataset("synthetic", None, 42, True, None, scratch)
+    train, _ = protocol_k_split(dataset.data, seed=options.seed)
+    benchmarked = fit_recsys_model("ials", options, train, None, ModelRegistry(engine, scratch / "artifacts"))
+
+    # The user's database: the same ingested tables, holding only the train part's interactions.
+    user_db = tmp_path / "user.db"
+    engine.dispose()  # closing the connections checkpoints SQLite's write-ahead log into the file
+    shutil.copy(scratch / "benchmark.db", user_db)
+    user_engine = get_engine(f"sqlite:///{user_db}")
+    users, items = train.users.external_ids, train.items.external_ids
+    kept = set(zip(users[train.user_index], items[train.item_index], strict=True))
+    with user_engine.begin() as connection:
+        rows = connection.execute(
+            select(Interaction.id, User.external_id, Item.external_id)
+            .join(User, User.id == Interaction.user_id)
+            .join(Item, Item.id == Interaction.item_id)
+        ).all()
+        dropped = [row[0] for row in rows if (row[1], row[2]) not in kept]
+        connection.execute(delete(Interaction).where(Interaction.id.in_(dropped)))
+    url = f"sqlite:///{user_db}"
+    code, stdout = run(
+        "train", "--model", "ials", "--param", "iterations=2", "--json", "--database-url", url
+    )  # the benchmark's --quick epoch cap, otherwise the user's defaults
+    assert code == 0, stdout
+    version = json.loads(stdout)["version"]
+    trained = ModelRegistry(user_engine, get_settings().artifacts).load(version).model
+
+    assert len(dropped) >= len(dataset.data) - len(train) > 0  # the test part (and --quick's cut users)
+    assert benchmarked.model.user_factors is not None and trained.user_factors is not None
+    np.testing.assert_array_equal(trained.item_factors, benchmarked.model.item_factors)
+    np.testing.assert_array_equal(trained.user_factors, benchmarked.model.user_factors)
+    assert benchmarked.epochs == json.loads(stdout)["metrics"]["best_epoch"]

@@ -67,7 +67,7 @@ def test_ease_pads_and_never_returns_seen_items() -> None:
     assert sorted(top[1][:2].tolist()) == [0, 2] and top[1][2] == -1
 
 
-@pytest.mark.parametrize("name", ["implicit-als", "implicit-bpr", "ease"])
+@pytest.mark.parametrize("name", ["implicit-als", "implicit-bpr", "ease-reference"])
 def test_ranking_peers_find_the_planted_groups_and_beat_popularity(name: str) -> None:
     cls = get_peer_class(name)
     if missing_requirement(name):
@@ -131,11 +131,11 @@ def test_surprise_svd_predicts_as_surprise_does() -> None:
 
 def test_tuning_tries_the_grid_and_keeps_the_best() -> None:
     train, test = planted_blocks()
-    tuning = tune_peer("ease", train, test, k=5)
+    tuning = tune_peer("ease-reference", train, test, k=5)
 
     assert [trial["params"] for trial in tuning.trials] == list(EASEPeer.grid)
     assert tuning.best == max(tuning.trials, key=lambda t: t["ndcg"])["params"]
-    assert len(tune_peer("ease", train, test, k=5, quick=True).trials) == 1
+    assert len(tune_peer("ease-reference", train, test, k=5, quick=True).trials) == 1
 
 
 def test_missing_library_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +144,7 @@ def test_missing_library_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) 
     message = missing_requirement("implicit-bpr")
 
     assert message is not None and "skipped" in message and "recsys[bench]" in message
-    assert missing_requirement("ease") is None
+    assert missing_requirement("ease-reference") is None
     with pytest.raises(ConfigError, match="unknown peer"):
         get_peer_class("lightfm")
 

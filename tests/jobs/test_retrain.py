@@ -129,14 +129,57 @@ def test_other_recipe_is_backtested_against_production(
 ) -> None:
     older, newer = _older_and_newer(log)
     _load(sqlite_engine, older, "older")
-    first = run_pipeline(sqlite_engine, settings, model="ials")
+    first = run_pipeline(sqlite_engine, settings, model="ease")
     _load(sqlite_engine, newer, "newer")
-    # Popularity as a candidate recipe is backtested against production's iALS recipe and loses.
+    # Popularity as a candidate recipe is backtested against production's EASE recipe and loses.
     result = run_pipeline(sqlite_engine, settings, model="popularity")
     assert result.metrics["candidate"] == pytest.approx(result.metrics["popularity"])
     assert result.metrics["production"] > result.metrics["candidate"] + settings.promotion_tolerance
     assert result.outcome == "not-promoted"
     assert result.production_after == first.candidate
+
+
+def test_a_model_added_by_its_file_alone_runs_through_the_pipeline(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame
+) -> None:
+    """EASE is named nowhere in the pipeline: its class says it is closed-form (no warm start)."""
+    older, newer = _older_and_newer(log)
+    _load(sqlite_engine, older, "older")
+    first = run_pipeline(sqlite_engine, settings, model="ease")
+    assert first.outcome == "promoted" and first.metrics["candidate"] > first.metrics["popularity"]
+    _load(sqlite_engine, newer, "newer")
+    second = run_pipeline(sqlite_engine, settings)  # production's model, a little new data
+    assert second.outcome == "promoted" and second.model == "ease"
+    assert "train: full retrain of ease" in second.steps
+    assert "recipe: kinds=all, combine=last, values=binary" in second.steps
+    registry = ModelRegistry(sqlite_engine, settings.artifacts)
+    production = registry.load(second.production_after or "")
+    assert production.model.name == "ease" and production.model.user_factors is None
+    assert (production.path / "index").is_dir()
+
+
+def test_the_backtest_runs_the_fit_that_is_promoted(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backtest and registered candidate go through the same fitting function, same recipe."""
+    from recsys.training import fitting
+
+    calls: list[tuple[str, dict, str, int]] = []
+    real = fitting.fit_version
+
+    def recording(name: str, params: dict, data: object, **kwargs: object) -> object:
+        recipe = kwargs.get("recipe")
+        calls.append((name, dict(params), recipe.describe() if recipe else "", len(data)))  # type: ignore[arg-type, attr-defined]
+        return real(name, params, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retrain, "fit_version", recording)
+    monkeypatch.setattr("recsys.training.trainer.fit_version", recording)
+    _load(sqlite_engine, log, "all")
+    result = run_pipeline(sqlite_engine, settings, model="ials", kinds=["rating"], combine="max")
+    assert result.outcome == "promoted"
+    (backtest, registered) = calls
+    assert backtest[:3] == registered[:3] == ("ials", {}, "kinds=rating, combine=max, values=binary")
+    assert backtest[3] < registered[3] == len(log)  # the older part, then everything
 
 
 def test_promotion_asks_running_services_to_reload(
@@ -175,3 +218,38 @@ def test_promotion_asks_running_services_to_reload(
     with sqlite_engine.connect() as connection:
         stored = connection.scalar(select(func.count()).where(Recommendation.version == result.candidate))
     assert stored == expected
+
+
+def test_events_stamped_in_the_future_are_reported_and_skipped(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame
+) -> None:
+    import time
+
+    from sqlalchemy import insert
+
+    from recsys.db.models import Interaction
+
+    older, newer = _older_and_newer(log)
+    _load(sqlite_engine, older, "older")
+    with sqlite_engine.begin() as connection:  # stored by another door that did not check the time
+        user_id, item_id = connection.execute(select(Interaction.user_id, Interaction.item_id).limit(1)).one()
+        connection.execute(
+            insert(Interaction).values(
+                user_id=user_id, item_id=item_id, kind="click", value=1.0, ts=99_999_999_999
+            )
+        )
+    first = run_pipeline(sqlite_engine, settings, model="popularity")
+    assert first.outcome == "promoted"
+    assert any(
+        "skipping 1 interaction(s) stamped in the future (the newest at 5138-" in s for s in first.steps
+    )
+    production = ModelRegistry(sqlite_engine, settings.artifacts).production()
+    assert production is not None and production.watermark is not None
+    assert production.watermark <= time.time()  # never past now: later data still counts as new
+    _load(sqlite_engine, newer, "newer")
+    second = run_pipeline(sqlite_engine, settings)
+    assert second.outcome == "promoted"
+    assert (
+        f"inspect: {len(newer)} of {len(log)} interactions are newer than the production watermark"
+        in second.steps
+    )

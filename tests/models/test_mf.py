@@ -132,5 +132,5 @@ def test_default_parameters_on_a_protocol_r_fold_of_ml100k(ml100k_dir: Path) -> 
     data = Interactions.from_arrays(ratings[:, 0], ratings[:, 1], ratings[:, 2].astype(np.float32))
     train, test = protocol_r_folds(data, n_folds=5, seed=42)[0]
     model = MatrixFactorization().fit(train.to_csr())
-    # The 5-fold mean is the benchmark's figure (benchmarks/quality_check.py mf); one fold must be close.
+    # The 5-fold mean is the benchmark's Protocol R figure; one fold must be close.
     assert evaluate_rating(model, train.to_csr(), test.to_csr(), clip=(1.0, 5.0))["rmse"] <= 0.91

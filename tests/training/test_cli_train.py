@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.cli.train import parse_until, split_kinds
 from recsys.errors import ConfigError, RegistryError
 
 Seeder = Callable[..., None]
@@ -61,7 +60,7 @@ def test_train_prints_the_version_and_models_commands_manage_it(seeded: str) -> 
 
     shown = json.loads(invoke("models", "show", second, "--json", "--database-url", seeded))
     assert shown["params"]["window_seconds"] == 2000
-    assert shown["training"]["kinds"] == ["rating"]
+    assert shown["training"]["recipe"]["kinds"] == ["rating"]
     assert shown["libraries"]["numpy"]
     assert second in invoke("models", "show", second, "--database-url", seeded)
 
@@ -75,6 +74,48 @@ def test_train_prints_the_version_and_models_commands_manage_it(seeded: str) -> 
 
     result = runner.invoke(app, ["models", "archive", first, "--database-url", seeded])
     assert isinstance(result.exception, RegistryError) and "production version" in str(result.exception)
+
+
+def test_train_without_model_trains_the_default_model(seeded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys.settings import get_settings
+
+    monkeypatch.setenv("RECSYS_DEFAULT_MODEL", "popularity")
+    get_settings.cache_clear()
+    summary = json.loads(invoke("train", "--json", "--database-url", seeded))
+    assert summary["model"] == "popularity"
+    assert summary["recipe"] == {
+        "kinds": None, "weights": {}, "combine": "last", "values": "binary", "threshold": None
+    }  # fmt: skip
+
+
+def test_recipe_flags_override_the_model_recipe_and_are_stored(seeded: str, sqlite_engine: Engine) -> None:
+    from sqlalchemy import insert, select
+
+    from recsys.db.models import Interaction
+
+    with sqlite_engine.begin() as connection:  # 12 "view" events on 6 pairs (each viewed twice)
+        pairs = connection.execute(select(Interaction.user_id, Interaction.item_id).limit(6)).all()
+        connection.execute(
+            insert(Interaction),
+            [
+                {"user_id": u, "item_id": i, "kind": "view", "value": 2.0, "ts": 3_000_000 + n}
+                for n, (u, i) in enumerate(pairs * 2)
+            ],
+        )
+    flags = ["--kinds", "rating", "--kinds", "view", "--weight", "view=0.5", "--combine", "sum"]
+    summary = json.loads(invoke("train", "-m", "popularity", *flags, "--json", "--database-url", seeded))
+    assert summary["recipe"] == {
+        "kinds": ["rating", "view"], "weights": {"view": 0.5}, "combine": "sum", "values": "binary",
+        "threshold": None,
+    }  # fmt: skip
+    shown = json.loads(invoke("models", "show", summary["version"], "--json", "--database-url", seeded))
+    assert shown["training"]["recipe"] == summary["recipe"]
+    assert shown["training"]["interactions"] == 60 * 9  # the views fall on rated pairs: summed in
+
+    result = runner.invoke(app, ["train", "-m", "popularity", "--weight", "view", "--database-url", seeded])
+    assert isinstance(result.exception, ConfigError) and "kind=weight" in str(result.exception)
+    result = runner.invoke(app, ["train", "-m", "popularity", "--combine", "mean", "--database-url", seeded])
+    assert isinstance(result.exception, ConfigError) and "last, sum, max" in str(result.exception)
 
 
 def test_bad_param_is_named(seeded: str) -> None:
@@ -107,17 +148,6 @@ def test_tune_popularity_runs_one_trial(seeded: str) -> None:
     assert "best ndcg@10" in table and "registered popularity-" in table
 
 
-def test_until_and_kinds_parsing() -> None:
-    assert parse_until(None) is None
-    assert parse_until("1700000000") == 1_700_000_000
-    assert parse_until("2023-11-14T22:13:20") == 1_700_000_000  # naive means UTC
-    assert parse_until("2023-11-14T23:13:20+01:00") == 1_700_000_000
-    with pytest.raises(ConfigError, match="neither epoch seconds nor an ISO"):
-        parse_until("yesterday")
-    assert split_kinds(["view", "buy, like"]) == ["view", "buy", "like"]
-    assert split_kinds(None) is None
-
-
 def test_training_job_holds_the_training_lock(
     settings_env: Path, seeder: Seeder, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -147,3 +177,17 @@ def test_models_clean_removes_old_leftovers(seeded: str, settings_env: Path) -> 
     assert leftover.is_dir()
     output = invoke("models", "clean", "--min-age-hours", "0", "--database-url", seeded)
     assert "1 leftover folders removed" in output and not leftover.exists()
+
+
+def test_a_user_error_outside_recsys_errors_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path), "RECSYS_PROMOTION_TOLERANCE": "-1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", "train", "--model", "popularity"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "promotion_tolerance" in done.stderr and "Traceback" not in done.stderr

@@ -14,21 +14,17 @@ import scipy.sparse as sp
 from sqlalchemy import Engine, func, select
 
 from recsys.data.interactions import IdMap
-from recsys.data.matrix import build_interactions
+from recsys.data.matrix import build_interactions, data_fingerprint
+from recsys.data.recipe import Recipe
 from recsys.db.models import Interaction
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
-from recsys.training import trainer
-from recsys.training.trainer import (
-    align_warm_start,
-    data_fingerprint,
-    parse_config,
-    parse_param_options,
-    train,
-)
+from recsys.training import fitting, trainer
+from recsys.training.fitting import ValidationSplit, parse_config, validation_metrics
+from recsys.training.trainer import align_warm_start, parse_param_options, train
 from recsys.training.validation import ValidationCallback
 
 Seeder = Callable[..., None]
@@ -54,6 +50,7 @@ class RecordingPopularity(Popularity):
 def recording(monkeypatch: pytest.MonkeyPatch) -> type[RecordingPopularity]:
     RecordingPopularity.calls = []
     monkeypatch.setattr(trainer, "get_model_class", lambda name: RecordingPopularity)
+    monkeypatch.setattr(fitting, "get_model_class", lambda name: RecordingPopularity)
     return RecordingPopularity
 
 
@@ -193,7 +190,7 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     assert details["validation"] == "held-out, newer than the warm-start version"
     # Its metrics come from another split than the first version's, and the registry says so.
     assert second.metrics["split"]["kind"] == f"held-out, newer than {first.watermark}"
-    assert first.metrics["split"] == {"kind": "held-out", "data": first.data_fingerprint[:16], "seed": None}
+    assert first.metrics["split"] == {"kind": "held-out", "data": first.data_fingerprint[:16], "seed": 43}
     assert details["warm_start"] == first.version
 
 
@@ -223,14 +220,14 @@ def test_promote_flag_applies_the_guard(
     seeder(sqlite_engine)
     first = train(sqlite_engine, training_settings, "popularity", {})
     # A model worse than popularity: make the measured nDCG fall below the baseline.
-    real = trainer.validation_metrics
+    real = fitting.validation_metrics
 
     def worse(*args: Any, **kwargs: Any) -> dict[str, float]:
         metrics = real(*args, **kwargs)
         metrics["ndcg@10"] = metrics["baseline_ndcg@10"] / 2
         return metrics
 
-    monkeypatch.setattr(trainer, "validation_metrics", worse)
+    monkeypatch.setattr(fitting, "validation_metrics", worse)
     with pytest.raises(Exception, match="below the popularity baseline"):
         train(sqlite_engine, training_settings, "popularity", {}, promote=True)
     registry = ModelRegistry(sqlite_engine, training_settings.artifacts)
@@ -272,6 +269,9 @@ def test_fingerprint_changes_with_the_data(sqlite_engine: Engine, seeder: Seeder
 class ConstantRating(Popularity):
     """Predicts 4.0 for every pair: its RMSE can be computed by hand."""
 
+    predicts_ratings = True
+    recipe = Recipe(values="raw")
+
     def predict(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         return np.full(len(user_index), 4.0)
 
@@ -280,16 +280,20 @@ def test_rating_models_report_rmse_next_to_the_mean_rating_baseline(
     sqlite_engine: Engine, seeder: Seeder
 ) -> None:
     seeder(sqlite_engine)
-    split = trainer.load_split(sqlite_engine)
-    model = ConstantRating().fit(split.train_csr)
-    metrics = trainer.validation_metrics(model, split, "mf")
+    split = ValidationSplit.carve(build_interactions(sqlite_engine))
+    model = ConstantRating().fit(split.train.to_csr())
+    metrics = validation_metrics(model, split)
     held_out = split.valid.values.astype(np.float64)
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((held_out - 4.0) ** 2)))
     mean = split.train.values.astype(np.float64).mean()
     assert metrics["baseline_rmse"] == pytest.approx(np.sqrt(np.mean((held_out - mean) ** 2)), rel=1e-6)
     assert "ndcg@10" in metrics and "baseline_ndcg@10" in metrics
+
+    class Declared(Popularity):
+        predicts_ratings = True
+
     with pytest.raises(ConfigError, match="has no predict"):
-        trainer.validation_metrics(Popularity().fit(split.train_csr), split, "mf")
+        validation_metrics(Declared().fit(split.train.to_csr()), split)
 
 
 # --- with the real iALS model ------------------------------------------------------------------
@@ -355,3 +359,39 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
     assert info.metrics["ndcg@10"] > info.metrics["baseline_ndcg@10"]
     assert registry.get(info.version).status == "production"
     assert sqlite_engine.connect().execute(select(func.count()).select_from(Interaction)).scalar() == 540
+
+
+def test_too_little_data_to_validate_fits_on_everything_and_promotion_needs_force(
+    sqlite_engine: Engine, training_settings: Settings, seeder: Seeder, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeder(sqlite_engine, n_users=6, per_user=4)  # 24 interactions, nobody has the 5 to hold some out
+    with caplog.at_level("WARNING"):
+        first = train(sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3})
+    assert "could not validate ials" in caplog.text and "unvalidated" in caplog.text
+    assert "ndcg@10" not in first.metrics and first.metrics["best_epoch"] is None
+    details = json.loads((first.path / "version.json").read_text())["training"]
+    assert details["validation"].startswith("none, the version is unvalidated: no user has the 5")
+    assert details["validation_interactions"] == 0
+    loaded = ModelRegistry(sqlite_engine, training_settings.artifacts).load(first.version)
+    assert len(loaded.model.history) == 3  # the model's own epoch default, on all 24 interactions
+
+    with pytest.raises(Exception, match=r"has no validation ndcg@10 .* pass --force"):
+        train(sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3}, promote=True)
+    forced = train(
+        sqlite_engine, training_settings, "ials", {"factors": 4, "iterations": 3}, promote=True, force=True
+    )
+    assert forced.status == "production"
+
+
+def test_serving_folds_in_histories_by_the_recipe_the_version_was_trained_with(
+    sqlite_engine: Engine, training_settings: Settings, seeder: Seeder
+) -> None:
+    from recsys.retrieval.loading import history_rule
+
+    seeder(sqlite_engine)
+    info = train(sqlite_engine, training_settings, "ials", ALS_PARAMS)
+    loaded = ModelRegistry(sqlite_engine, training_settings.artifacts).load(info.version)
+    rule = history_rule(loaded)
+    assert rule is not None  # iALS learns from binary pairs: ratings must not become confidences
+    ratings = sp.csr_matrix(np.array([[5.0, 0.0, 3.0, 0.0], [0.0] * 4], dtype=np.float32))
+    np.testing.assert_array_equal(rule(ratings).toarray(), [[1, 0, 1, 0], [0, 0, 0, 0]])

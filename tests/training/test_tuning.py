@@ -12,24 +12,40 @@ from recsys.errors import ConfigError
 from recsys.models import MODEL_CLASSES, get_model_class
 from recsys.registry.registry import ModelRegistry
 from recsys.settings import Settings
-from recsys.training.tuning import SEARCH_SPACES, objective_of, tune
+from recsys.training.tuning import objective_of, sample, tune
 
 Seeder = Callable[..., None]
 
 
-def test_every_model_has_a_search_space_its_config_accepts() -> None:
-    assert set(SEARCH_SPACES) == set(MODEL_CLASSES)
-    for name, space in SEARCH_SPACES.items():
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        for _ in range(5):
-            params = space(study.ask())
-            config = get_model_class(name).Config(**params)  # raises on a name or range it rejects
-            assert config.model_dump().items() >= params.items()
+@pytest.mark.parametrize("name", sorted(MODEL_CLASSES))
+def test_every_declared_search_space_fits_its_config(name: str) -> None:
+    model_class = get_model_class(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        params = sample(model_class.search_space, study.ask())
+        assert set(params) == {r.name for r in model_class.search_space}
+        config = model_class.Config(**params)  # raises on a name or range it rejects
+        assert config.model_dump().items() >= params.items()
+    # Every learned model has something to tune; popularity has nothing.
+    assert bool(model_class.search_space) == (name != "popularity")
 
 
 def test_objectives() -> None:
-    assert objective_of("mf") == ("rmse", "minimize")
-    assert objective_of("ials") == ("ndcg@10", "maximize")
+    assert objective_of(get_model_class("mf")) == ("rmse", "minimize")
+    assert objective_of(get_model_class("ials")) == ("ndcg@10", "maximize")
+
+
+def test_ease_is_tuned_with_nothing_but_its_model_file(
+    sqlite_engine: Engine, training_settings: Settings, seeder: Seeder
+) -> None:
+    """A model registered by name alone is tuned on its declared space, and registered."""
+    seeder(sqlite_engine)
+    result = tune(sqlite_engine, training_settings, "ease", trials=2, seed=3, register=True)
+    assert [set(t.params) for t in result.trials] == [{"l2"}, {"l2"}]
+    assert all(10.0 <= t.params["l2"] <= 5000.0 for t in result.trials)
+    assert result.metric == "ndcg@10" and result.best_value == max(t.value or 0 for t in result.trials)
+    assert result.version is not None and result.version.model == "ease"
+    assert result.version.params["l2"] == pytest.approx(result.best_params["l2"])
 
 
 ALS_FIXED = {"epochs": 3, "factors": 8}
