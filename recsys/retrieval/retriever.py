@@ -438,6 +438,13 @@ class Retriever:
         extra = self._extra_exclusions(options)
         exclusions = _merge(seen if options.exclude_seen else None, extra, n_rows)
         fetch = options.offset + options.k
+        if n_rows == 1:  # the service's case, without the bookkeeping of a block
+            index = self._popular_index if strategies[0] == POPULAR else self.index
+            query = np.ones((1, 1)) if strategies[0] == POPULAR else vectors
+            ids, scores = index.search(query, fetch, exclusions)
+            return Ranking(
+                ids[:, options.offset :], scores[:, options.offset :], np.asarray(strategies, np.int8)
+            )
         ids = np.full((n_rows, fetch), PAD_ID, dtype=np.int64)
         scores = np.full((n_rows, fetch), -np.inf, dtype=np.float32)
         popular = strategies == POPULAR
@@ -494,7 +501,7 @@ class Retriever:
         """One user's list: the vector fixed at build time while the history is unchanged, else
         the cached folded-in vector, else a fold-in that is then cached."""
         columns, values, generation = self.user_history(user_id)
-        seen = Exclusions.one(columns)
+        seen = Exclusions.sorted_row(columns)
         if generation is None:
             index = self.user_index(user_id)
             if index is not None and self.vectors is not None and self.strategies is not None:
