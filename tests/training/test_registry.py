@@ -19,8 +19,8 @@ from recsys.db.engine import session_scope
 from recsys.db.models import ModelVersion
 from recsys.errors import ArtifactError, RegistryError
 from recsys.models.popularity import Popularity
-from recsys.registry.registry import CHECKSUMS_FILE, ModelRegistry
 from recsys.registry import registry as registry_module
+from recsys.registry.registry import CHECKSUMS_FILE, ModelRegistry
 
 N_USERS, N_ITEMS = 12, 8
 
