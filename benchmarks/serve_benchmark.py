@@ -258,7 +258,9 @@ def measure(
                 results[name].append(level[name])
         post_feedback(port, acting, items)
         folded_get = get_script(acting)
-        run_wrk(f"http://127.0.0.1:{port}", folded_get, 8, 1, workdir)  # each worker folds them in once
+        # Each worker folds every acting user in once (the cost POST /recommendations shows), then
+        # answers from its cache until the user acts again: warm up long enough for all of them.
+        run_wrk(f"http://127.0.0.1:{port}", folded_get, 8, 3, workdir)
         fold_in = alternate(
             [("trained GET", port, trained_get), ("folded-in GET", port, folded_get),
              ("POST 20 items", port, post_script(items))],

@@ -248,6 +248,9 @@ class Retriever:
     popular_counts: np.ndarray | None = None
     overlay: Overlay = field(default_factory=lambda: Overlay(0))
     cache: VectorCache = field(default_factory=VectorCache)
+    popular_fallback: bool = True
+    """Users with no vector and an empty history get popular items; when False (a model without
+    popularity counts) they are folded in from the empty history, as the model answers them."""
     history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None
     """How history values become what the model folds in (the version's value rule, for example
     binary); None folds in the stored values. Exclusion always uses every stored item."""
@@ -277,7 +280,7 @@ class Retriever:
         history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
     ) -> Retriever:
         """A retriever over ``model`` alone (exact index unless one is given); histories are
-        passed to :meth:`recommend`."""
+        passed to :meth:`recommend`. Without ``popular_counts`` there is no popular fallback."""
         items = model.item_factors
         if items is None:
             from recsys.errors import NotFittedError
@@ -288,6 +291,7 @@ class Retriever:
             index=index if index is not None else ExactIndex(items),
             items=IdMap(np.arange(len(items)).astype(object)),
             popular_counts=popular_counts,
+            popular_fallback=popular_counts is not None,
             history_rule=history_rule,
         )
 
@@ -390,7 +394,7 @@ class Retriever:
             assert self.model.user_factors is not None
             vectors[trained] = self.model.user_factors[users[trained]]
             strategies[trained] = PERSONALIZED
-        folded = ~trained & (np.diff(rows.indptr) > 0)
+        folded = ~trained & ((np.diff(rows.indptr) > 0) | (not self.popular_fallback))
         if folded.all():  # a service fold-in: no scipy row selection
             vectors[:] = self._fold_in(rows)
             strategies[:] = FOLDED_IN
