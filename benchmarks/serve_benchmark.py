@@ -13,7 +13,7 @@ Then the users who just acted: 200 users post one feedback event each (POST /int
 the service folds them in (and caches their vector until they act again). In alternating rounds:
 at concurrency 8, a trained user's GET, a folded-in user's GET and POST /recommendations with a
 20-item history (a different random history each request: never cached); at concurrency 32, a
-folded-in user's GET and the bare endpoint.
+trained user's GET, a folded-in user's GET and the bare endpoint.
 
     python benchmarks/serve_benchmark.py [--seconds 5] [--data-dir /work/shared/data/ml-100k]
 
