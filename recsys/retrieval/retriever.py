@@ -266,6 +266,7 @@ class Retriever:
                 else np.bincount(self.seen.indices, minlength=n_items).astype(np.float32)
             )
         self.erased = np.zeros(n_items, dtype=bool)
+        self._erased_items = np.zeros(0, dtype=np.int64)  # the same, as sorted indices
         self._forgotten: set[str] = set()
         self._popular_index = ExactIndex(np.asarray(self.popular_counts, np.float32)[:, None])
 
@@ -468,8 +469,8 @@ class Retriever:
         parts = [self.catalogue.filtered_out(options.include_genres, options.exclude_genres)]
         if options.exclude_items is not None and len(options.exclude_items):
             parts.append(np.asarray(options.exclude_items, dtype=np.int64))
-        if self.erased.any():
-            parts.append(np.flatnonzero(self.erased))
+        if len(self._erased_items):
+            parts.append(self._erased_items)
         parts = [part for part in parts if len(part)]
         if not parts:
             return np.zeros(0, dtype=np.int64)
@@ -581,6 +582,7 @@ class Retriever:
         index = self.items.index(item_id)
         if index is not None:
             self.erased[index] = True
+            self._erased_items = np.flatnonzero(self.erased)
 
 
 def _row(columns: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
