@@ -60,7 +60,7 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
     from threadpoolctl import threadpool_limits
 
     ours, theirs = [], []
-    ImplicitALS(factors=factors, iterations=1).fit(matrix)  # compile the TensorFlow functions once
+    ImplicitALS(factors=factors, epochs=1).fit(matrix)  # compile the TensorFlow functions once
     for _ in range(repeats):
         # implicit's own advice: its threads, not BLAS's, run in parallel.
         with threadpool_limits(1, "blas"):
@@ -71,7 +71,7 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
             reference.fit(matrix, show_progress=False)
             theirs.append(time.perf_counter() - started)
         started = time.perf_counter()
-        ImplicitALS(factors=factors, iterations=iterations).fit(matrix)
+        ImplicitALS(factors=factors, epochs=iterations).fit(matrix)
         ours.append(time.perf_counter() - started)
     mine, reference_median = statistics.median(ours), statistics.median(theirs)
     print(f"ml-100k ({matrix.nnz} interactions), factors {factors}, {iterations} iterations, {repeats} runs")
@@ -100,8 +100,8 @@ def synthetic_speed(n_users: int, n_items: int, n_interactions: int, iterations:
         f"(median {statistics.median(per_iteration):.1f} s); fit {total:.0f} s for {iterations} iterations"
     )
     print(
-        f"  full default fit ({model.config.iterations} iterations) would take about "
-        f"{statistics.median(per_iteration) * model.config.iterations / 60:.1f} min"
+        f"  full default fit ({model.config.epochs} iterations) would take about "
+        f"{statistics.median(per_iteration) * model.config.epochs / 60:.1f} min"
     )
 
 

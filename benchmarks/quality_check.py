@@ -33,7 +33,8 @@ import recsys  # noqa: F401  # environment for TensorFlow before it is imported
 from recsys.data.interactions import Interactions
 from recsys.evaluation import evaluate_ranking, evaluate_rating
 from recsys.models import FitOptions, create_model
-from recsys.training.trainer import best_epoch
+from recsys.models.base import refit_epochs
+from recsys.training.validation import validation_callback
 
 DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -136,8 +137,9 @@ def validate_ials(
     fit_part: sp.csr_matrix, valid: sp.csr_matrix, params: dict[str, object]
 ) -> tuple[float, int]:
     """As ``recsys train``: early stopping on the carve-out; the best validation nDCG@10 and its sweep."""
-    model = create_model("ials", **params).fit(fit_part, FitOptions(validation=valid))
-    return max(entry["val_ndcg"] for entry in model.history), int(best_epoch(model) or 0)
+    options = FitOptions(validate=validation_callback(fit_part, valid))
+    model = create_model("ials", **params).fit(fit_part, options)
+    return max(entry["val_ndcg"] for entry in model.history), int(refit_epochs(model) or 0)
 
 
 def check_ials(data: Interactions, params: dict[str, object], on_validation: bool) -> None:

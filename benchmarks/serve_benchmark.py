@@ -205,7 +205,7 @@ def prepare(workdir: Path, data_dir: Path) -> tuple[dict[str, str], Path, list[s
     upgrade(engine)
     started = time.perf_counter()
     ingest_movielens(engine, "ml-100k", data_dir=data_dir)
-    info = train(engine, settings, "ials", {"factors": 64, "iterations": 5}, promote=True, force=True)
+    info = train(engine, settings, "ials", {"factors": 64, "epochs": 5}, promote=True, force=True)
     print(f"prepared ml-100k and trained {info.version} in {time.perf_counter() - started:.1f}s")
     loaded = ModelRegistry(engine, settings.artifacts).load(info.version)
     assert (loaded.path / "index").is_dir(), "the trainer did not attach an index"

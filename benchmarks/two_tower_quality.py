@@ -26,6 +26,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.splits import protocol_k_split, validation_split
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, create_model
+from recsys.training.validation import validation_callback
 
 DATA_DIR = Path(os.environ.get("RECSYS_BENCHMARK_DATA", "/work/shared/data"))
 
@@ -84,7 +85,7 @@ def main() -> None:
         validation = test.to_csr()
     model = create_model("two-tower", **params)
     options = FitOptions(
-        validation=validation,
+        validate=None if validation is None else validation_callback(train.to_csr(), validation),
         features=None if args.no_features else features,
         progress=args.progress,
     )

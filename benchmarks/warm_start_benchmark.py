@@ -38,8 +38,10 @@ from recsys.data.interactions import Interactions
 from recsys.data.splits import protocol_k_split, validation_split
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart
+from recsys.models.base import refit_epochs
 from recsys.models.ials import ImplicitALS
-from recsys.training.trainer import ValidationSplit, best_epoch, unseen_validation
+from recsys.training.trainer import ValidationSplit, unseen_validation
+from recsys.training.validation import validation_callback
 
 DATA = Path(os.environ.get("RECSYS_TEST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: Share of the time span the previous version was trained on.
@@ -67,8 +69,9 @@ def load(dataset: str) -> Interactions:
 def fit_like_recsys(split: ValidationSplit, warm: WarmStart | None = None) -> tuple[ImplicitALS, int, int]:
     """``recsys train``'s two fits: early-stopped on the validation carve-out, then a refit on all
     of ``split.data`` for the chosen sweeps. The model, the sweeps run and the sweeps chosen."""
-    validated = ImplicitALS().fit(split.train_csr, FitOptions(validation=split.valid_csr, warm_start=warm))
-    sweeps = int(best_epoch(validated) or 0)
+    validate = validation_callback(split.train_csr, split.valid_csr)
+    validated = ImplicitALS().fit(split.train_csr, FitOptions(validate=validate, warm_start=warm))
+    sweeps = int(refit_epochs(validated) or 0)
     final = ImplicitALS().fit(split.data.to_csr(), FitOptions(epochs=sweeps, warm_start=warm))
     return final, len(validated.history), sweeps
 
@@ -120,7 +123,7 @@ def main() -> None:
         f"{int((train.timestamps > cutoff).sum())} train interactions; warm validation on the "
         f"{len(warm_split.valid)} held-out pairs newer than that (cold: all {len(cold_split.valid)})"
     )
-    ImplicitALS(iterations=1).fit(test_csr)  # compile the TensorFlow functions outside the timing
+    ImplicitALS(epochs=1).fit(test_csr)  # compile the TensorFlow functions outside the timing
     runs: dict[str, list[Run]] = {"cold": [], "warm": []}
     for _ in range(args.repeats):
         runs["cold"].append(timed_run(cold_split, test_csr, None))

@@ -283,21 +283,22 @@ def choose_epochs(
     """As ``recsys train`` does: fit on the train part with the validation carve-out, whose best
     epoch the refit uses. Returns the chosen settings, the validation curve and the seconds."""
     from recsys.models import create_model
-    from recsys.models.base import FitOptions
-    from recsys.training.trainer import best_epoch, fit_features
+    from recsys.models.base import FitOptions, refit_epochs
+    from recsys.training.trainer import fit_features
+    from recsys.training.validation import validation_callback
 
     validated = create_model(name, seed=seed)
     started = time.perf_counter()
     validated.fit(
         training_matrix(fit_part, name),
         FitOptions(
-            validation=training_matrix(valid, name),
+            validate=validation_callback(training_matrix(fit_part, name), training_matrix(valid, name)),
             epochs=QUICK_EPOCHS if quick else None,
             features=fit_features(fit_part, catalog),
         ),
     )
     return {
-        "params": {**validated.params, "chosen_epochs": best_epoch(validated)},
+        "params": {**validated.params, "chosen_epochs": refit_epochs(validated)},
         "tuning_seconds": time.perf_counter() - started,
         "history": validated.history,
     }

@@ -121,6 +121,8 @@ class StateHolder:
         self.current: ServingState | None = None
         self.reload_lock = threading.Lock()
         self.stamp_seen: int = 0
+        self.load_error: str | None = None
+        """Why the production version failed to load at the last attempt (None: it did not fail)."""
 
     def swap(self, state: ServingState) -> ServingState | None:
         previous, self.current = self.current, state
@@ -245,11 +247,16 @@ def reload_production(
         started = time.perf_counter()
         current = holder.current
         production = ModelRegistry(engine, settings.artifacts).production()
+        holder.load_error = None
         if production is None:
             return None
         if current is not None and current.version == production.version and not force:
             return ReloadOutcome(False, current.version, current.version, 0.0)
-        state = load_state(engine, settings, production.version)
+        try:
+            state = load_state(engine, settings, production.version)
+        except Exception as exc:
+            holder.load_error = f"the production version {production.version} fails to load: {exc}"
+            raise
         if state is None:
             return None
         previous = holder.swap(state)

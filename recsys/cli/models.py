@@ -66,10 +66,18 @@ def list_command(
 def show_command(
     version: VersionArgument, json_output: JsonOption = False, database_url: DatabaseUrlOption = None
 ) -> None:
-    """Everything recorded about one version (its row and its version.json)."""
+    """Everything recorded about one version (its row and its version.json), after checking its
+    files against their checksums (a damaged version is shown, then refused with exit code 1)."""
+    from recsys.errors import ArtifactError
     from recsys.registry.registry import VERSION_FILE
 
-    info = _registry(database_url).get(version)
+    registry = _registry(database_url)
+    info = registry.get(version)
+    damage = None
+    try:
+        registry.verify(version)
+    except ArtifactError as exc:
+        damage = exc
     manifest_file = info.path / VERSION_FILE
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     payload = {
@@ -78,10 +86,17 @@ def show_command(
         "training": manifest.get("training"),
         "n_users": manifest.get("n_users"),
         "n_items": manifest.get("n_items"),
+        "checksums": "ok" if damage is None else f"FAILED: {damage}",
     }
     if json_output:
         print_json(payload)
-        return
+    else:
+        _print_fields(version, payload)
+    if damage is not None:
+        raise damage
+
+
+def _print_fields(version: str, payload: dict[str, object]) -> None:
     table = Table(title=version, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")

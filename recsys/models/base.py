@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.retrieval import RankOptions, Retriever
+from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
@@ -32,6 +34,36 @@ class ModelConfig(BaseModel):
 
     seed: int = 42
     """Random seed; every value (0 included) is a fixed seed."""
+
+
+class EpochConfig(ModelConfig):
+    """Hyper-parameters of every model that trains in epochs (sweeps, passes): one name for the
+    limit and one early-stopping rule (:class:`recsys.runtime.epochs.StoppingRule`)."""
+
+    #: Names the epoch settings had before they were shared; configs saved with them still load.
+    FORMER_NAMES: ClassVar[dict[str, str]] = {"iterations": "epochs", "max_epochs": "epochs"}
+
+    epochs: int = Field(default=20, ge=1)
+    """Most epochs: the limit when early stopping on validation, the exact count otherwise."""
+    patience: int = Field(default=3, ge=1)
+    """Early stopping: epochs without a better smoothed validation metric before stopping."""
+    min_epochs: int = Field(default=1, ge=1)
+    """Early stopping never keeps fewer epochs than this (when the limit allows as many)."""
+    smoothing: int = Field(default=3, ge=1)
+    """Validation values averaged (trailing mean) before epochs are compared, so that one noisy
+    epoch neither wins nor ends the fit."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.keys() & cls.FORMER_NAMES.keys():
+            data = dict(data)
+            for old, new in cls.FORMER_NAMES.items():
+                if old in data:
+                    # The former name wins: the two-tower model's "epochs" was the count without
+                    # validation, its "max_epochs" the limit that is now "epochs".
+                    data[new] = data.pop(old)
+        return data
 
 
 @dataclass
@@ -53,8 +85,10 @@ class WarmStart:
 class FitOptions:
     """How to run a fit (as opposed to what to learn, which is the model's config)."""
 
-    validation: sp.csr_matrix | None = None
-    """Held-out interactions (same shape as the training matrix) for early stopping."""
+    validate: Callable[[Recommender], dict[str, float]] | None = None
+    """Validation metrics of the model as it stands after an epoch (``{"val_ndcg": ...}``), for
+    early stopping. Built by the caller (``recsys.training.validation.validation_callback``), so
+    that models never import the evaluation code."""
     epochs: int | None = None
     """Train exactly this many epochs/iterations without early stopping (the refit on all data)."""
     log_dir: Path | None = None
@@ -75,6 +109,8 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: The history key early stopping watches, and whether larger values are better.
+    stopping_metric: ClassVar[tuple[str, Literal["max", "min"]]] = ("val_ndcg", "max")
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -88,6 +124,7 @@ class Recommender(ABC):
         self.history: list[dict[str, float]] = []
         """One entry per epoch: loss and validation metrics, as logged."""
         self._index: ExactIndex | None = None
+        self._stopping_rule: StoppingRule | None = None
 
     # --- what each model implements -------------------------------------------------------
 
@@ -110,6 +147,47 @@ class Recommender(ABC):
     def similarity_factors(self) -> np.ndarray:
         """Item vectors used for item-to-item similarity (models with bias columns drop them)."""
         return self._require_items()
+
+    # --- the epoch loop (models that train in epochs) ----------------------------------------
+
+    def stopping_rule(self) -> StoppingRule:
+        """The rule that chose (or will choose) this model's epochs: the one its last fit used,
+        else the one its config describes."""
+        if self._stopping_rule is not None:
+            return self._stopping_rule
+        metric, mode = self.stopping_metric
+        config = self.config
+        if not isinstance(config, EpochConfig):
+            return StoppingRule(metric=metric, mode=mode)
+        return StoppingRule(
+            metric=metric,
+            mode=mode,
+            patience=config.patience,
+            min_epochs=config.min_epochs,
+            window=config.smoothing,
+        )
+
+    def _run_epochs(
+        self, step: EpochStep, options: FitOptions, *, limit: int, rule: StoppingRule | None = None
+    ) -> None:
+        """Train through the shared epoch loop: ``limit`` epochs at most (``options.epochs``
+        exactly), early-stopped by ``rule`` (default :meth:`stopping_rule`) when validating."""
+        self._stopping_rule = rule
+        rule = self.stopping_rule()
+        validate = options.validate
+        self.history = run_epochs(
+            step,
+            name=self.name,
+            limit=options.epochs if options.epochs is not None else limit,
+            rule=rule,
+            validate=None if validate is None else (lambda: validate(self)),
+            early_stopping=options.epochs is None,
+            checkpoint_dir=options.checkpoint_dir,
+            resume=options.resume,
+            log_dir=options.log_dir,
+            progress=options.progress,
+        )
+        self._stopping_rule = rule
 
     # --- shared behaviour -------------------------------------------------------------------
 
@@ -165,17 +243,21 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``N`` item indices and scores for one user (1-d result) or many (2-d result).
 
-        ``user_items`` holds the rows of the given users: either the full users x items matrix
-        or exactly one row per requested user. Seen items are excluded by default; slots that
-        cannot be filled hold ``-1`` and ``-inf``.
+        ``user_items`` holds exactly one row per requested user, in the order of ``userid``
+        (as in implicit): row ``i`` is the history of ``userid[i]``. Pass ``matrix[userids]``,
+        not the whole matrix; any other shape is refused. Seen items are excluded by default;
+        slots that cannot be filled hold ``-1`` and ``-inf``.
         """
         single = np.ndim(userid) == 0
         userids = np.atleast_1d(np.asarray(userid, dtype=np.int64))
-        rows = user_items if user_items.shape[0] == len(userids) else user_items[userids]
-        rows = sp.csr_matrix(rows)
         n_items = len(self._require_items())
-        if rows.shape[1] != n_items:
-            raise ValueError(f"user_items must have {n_items} columns, got {rows.shape[1]}")
+        if user_items.shape != (len(userids), n_items):
+            raise ValueError(
+                f"user_items must hold one row per requested user: got shape {user_items.shape}, "
+                f"expected ({len(userids)}, {n_items}) for {len(userids)} users and {n_items} items "
+                "(pass matrix[userids])"
+            )
+        rows = sp.csr_matrix(user_items)
         # Ranked by the retriever the service, scoring and evaluation use (recsys.retrieval).
         options = RankOptions(k=N, exclude_seen=filter_already_liked_items, exclude_items=filter_items)
         fold = np.full(len(userids), recalculate_user)
@@ -219,6 +301,12 @@ class Recommender(ABC):
         model.history = meta.get("history", [])
         model._restore_extra_arrays(arrays)
         return model
+
+
+def refit_epochs(model: Recommender) -> int | None:
+    """How many epochs a refit on all the data runs: the epoch the model's stopping rule chose on
+    its validation history (every epoch that ran when it had no validation; None: no epochs)."""
+    return model.stopping_rule().chosen_epoch(model.history)
 
 
 def read_model_meta(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ user ``[p_u, 1, mu + b_u]`` and item ``[q_i, b_i, 1]``.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -20,10 +20,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys.errors import ConfigError, DataError, NotFittedError
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
-from recsys.runtime.checkpoint import load_checkpoint, save_checkpoint
+from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, WarmStart
 from recsys.runtime.device import distribution_strategy, import_tensorflow, use_mixed_precision
-from recsys.runtime.monitor import EpochMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ logger = logging.getLogger(__name__)
 FOLD_IN_BLOCK_FLOATS = 1 << 24
 
 
-class MatrixFactorizationConfig(ModelConfig):
+class MatrixFactorizationConfig(EpochConfig):
     """Hyper-parameters of explicit MF. Defaults were tuned on a validation carve-out of the
     Protocol R train part of ml-100k (benchmarks/quality_check.py mf --validation): SGD with
     momentum at a constant step beat Adam there (validation RMSE 0.910 against 0.918)."""
@@ -40,6 +38,9 @@ class MatrixFactorizationConfig(ModelConfig):
     """Length of p_u and q_i."""
     epochs: int = Field(default=25, ge=1)
     """Passes over the ratings; the maximum when early stopping on validation RMSE."""
+    smoothing: int = Field(default=1, ge=1)
+    """No smoothing: RMSE over every held-out rating moves smoothly from epoch to epoch, and a
+    trailing mean would only choose an epoch past the minimum of an overfitting curve."""
     batch_size: int = Field(default=1024, ge=1)
     learning_rate: float = Field(default=1.0, gt=0)
     """Initial step size; a cosine schedule lowers it to ``learning_rate * final_lr_fraction``.
@@ -55,8 +56,6 @@ class MatrixFactorizationConfig(ModelConfig):
     """L2 weight on b_u and b_i, per rating in the batch."""
     init_scale: float = Field(default=0.01, gt=0)
     """Standard deviation of the initial factors (biases start at zero)."""
-    patience: int = Field(default=3, ge=1)
-    """Early stopping: epochs without a lower validation RMSE before stopping."""
     mixed_precision: bool = False
     """float16 compute on GPUs (ignored on the CPU, where it is slower)."""
 
@@ -64,6 +63,7 @@ class MatrixFactorizationConfig(ModelConfig):
 class MatrixFactorization(Recommender):
     """Biased matrix factorization of explicit ratings (also ranks by predicted rating)."""
 
+    stopping_metric = ("val_rmse", "min")
     name = "mf"
     Config = MatrixFactorizationConfig
     config: MatrixFactorizationConfig
@@ -75,7 +75,6 @@ class MatrixFactorization(Recommender):
         self.item_bias: np.ndarray | None = None
         self._user_p: np.ndarray | None = None
         self._item_q: np.ndarray | None = None
-        self._rating_range: tuple[float, float] | None = None
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -89,10 +88,8 @@ class MatrixFactorization(Recommender):
         if ratings.nnz == 0:
             raise DataError("explicit MF needs at least one rating; the training matrix is empty")
         n_users, n_items = ratings.shape
-        early_stopping = options.validation is not None and options.epochs is None
         total = options.epochs if options.epochs is not None else config.epochs
         self.global_mean = float(ratings.data.mean())
-        self._rating_range = (float(ratings.data.min()), float(ratings.data.max()))
         initial = self._initial_arrays(n_users, n_items, options.warm_start)
 
         use_mixed_precision(config.mixed_precision)
@@ -113,51 +110,17 @@ class MatrixFactorization(Recommender):
                 "sgd": lambda: tf_keras.optimizers.SGD(schedule, momentum=config.momentum),
             }[config.optimizer]()
             optimizer.build(list(variables.values()))
-        history: list[dict[str, Any]] = []
-        best = {key: value.copy() for key, value in initial.items()}
-        resumed = self._resume(options, variables, optimizer)
-        if resumed is not None:
-            best, history = resumed
         run_epoch = self._epoch_function(strategy, variables, optimizer, ratings.nnz)
 
-        monitor = EpochMonitor(
-            total_epochs=total,
-            metric="val_rmse",
-            mode="min",
-            patience=config.patience,
-            log_dir=options.log_dir,
-            progress=options.progress,
-            description="mf",
-            history=history,
-        )
-        with monitor:
-            for epoch in range(len(history) + 1, total + 1):
-                if early_stopping and monitor.should_stop:
-                    break
-                started = time.perf_counter()
-                dataset = self._dataset(ratings, seed=config.seed + epoch)
-                loss_sum, squared_error = run_epoch(strategy.experimental_distribute_dataset(dataset))
-                entry: dict[str, Any] = {
-                    "epoch": epoch,
-                    "loss": float(loss_sum) / ratings.nnz,
-                    "rmse": float(np.sqrt(float(squared_error) / ratings.nnz)),
-                    "seconds": time.perf_counter() - started,
-                }
-                self._set_arrays({key: value.numpy() for key, value in variables.items()})
-                if options.validation is not None:
-                    entry["val_rmse"] = self._validation_rmse(options.validation)
-                if monitor.log(entry):
-                    best = {key: value.numpy() for key, value in variables.items()}
-                if options.checkpoint_dir is not None:
-                    arrays = {key: value.numpy() for key, value in variables.items()}
-                    arrays.update({f"best_{key}": value for key, value in best.items()})
-                    arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-                    save_checkpoint(
-                        options.checkpoint_dir, arrays, {"model": self.name, "history": monitor.history}
-                    )
-        self.history = monitor.history
-        final = best if early_stopping else {key: value.numpy() for key, value in variables.items()}
-        self._set_arrays(final)
+        def train_epoch(epoch: int) -> dict[str, float]:
+            dataset = self._dataset(ratings, seed=config.seed + epoch)
+            loss_sum, squared_error = run_epoch(strategy.experimental_distribute_dataset(dataset))
+            return {
+                "loss": float(loss_sum) / ratings.nnz,
+                "rmse": float(np.sqrt(float(squared_error) / ratings.nnz)),
+            }
+
+        self._run_epochs(_Passes(self, variables, optimizer, train_epoch), options, limit=config.epochs)
         return self
 
     def _dataset(self, ratings: sp.coo_matrix, seed: int) -> Any:
@@ -238,34 +201,6 @@ class MatrixFactorization(Recommender):
             arrays["user_bias"][known_u] = warm_start.user_factors[known_u, f + 1] - old_mean
             arrays["item_bias"][warm_start.known_items] = warm_start.item_factors[warm_start.known_items, f]
         return arrays
-
-    def _resume(
-        self, options: FitOptions, variables: dict[str, Any], optimizer: Any
-    ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]] | None:
-        if not options.resume or options.checkpoint_dir is None:
-            return None
-        stored = load_checkpoint(options.checkpoint_dir)
-        if stored is None:
-            logger.info("no checkpoint in %s; starting from the beginning", options.checkpoint_dir)
-            return None
-        arrays, state = stored
-        for key, variable in variables.items():
-            if state.get("model") != self.name or arrays[key].shape != tuple(variable.shape):
-                raise ConfigError(
-                    f"checkpoint in {options.checkpoint_dir} does not fit this fit ({key} "
-                    f"{arrays[key].shape}, expected {tuple(variable.shape)}); delete it or drop --resume"
-                )
-            variable.assign(arrays[key])
-        for i, variable in enumerate(optimizer.variables):
-            variable.assign(arrays[f"optimizer_{i}"])
-        best = {key: arrays[f"best_{key}"] for key in variables}
-        return best, list(state["history"])
-
-    def _validation_rmse(self, validation: sp.csr_matrix) -> float:
-        pairs = sp.coo_matrix(validation)
-        assert self._rating_range is not None
-        predicted = self.predict(pairs.row, pairs.col, clip=self._rating_range)
-        return float(np.sqrt(np.mean((predicted - pairs.data) ** 2)))
 
     # --- state --------------------------------------------------------------------------------------
 
@@ -368,3 +303,31 @@ class MatrixFactorization(Recommender):
             solution[order[start:stop]] = np.linalg.solve(system, rhs[:, :, None])[:, :, 0]
             start = stop
         return self._augment_users(solution[:, :f].astype(np.float32), solution[:, f].astype(np.float32))
+
+
+class _Passes:
+    """The epoch step of explicit MF: one shuffled pass of mini-batches over the ratings."""
+
+    def __init__(
+        self,
+        model: MatrixFactorization,
+        variables: dict[str, Any],
+        optimizer: Any,
+        train_epoch: Callable[[int], dict[str, float]],
+    ) -> None:
+        self.model, self.variables, self.optimizer = model, variables, optimizer
+        self.train_epoch = train_epoch
+
+    def export(self) -> None:
+        self.model._set_arrays({key: value.numpy() for key, value in self.variables.items()})
+
+    def state(self) -> dict[str, np.ndarray]:
+        arrays = {key: value.numpy() for key, value in self.variables.items()}
+        arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        for key, variable in self.variables.items():
+            variable.assign(arrays[key])
+        for i, variable in enumerate(self.optimizer.variables):
+            variable.assign(arrays[f"optimizer_{i}"])

@@ -7,9 +7,9 @@ vectors, and only folding in a new user needs the Keras weights saved next to th
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -18,13 +18,13 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys.errors import ConfigError, DataError, NotFittedError
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, WarmStart
 
 WEIGHTS_DIR = "tower_weights"
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-class TwoTowerConfig(ModelConfig):
+class TwoTowerConfig(EpochConfig):
     """Defaults tuned on the validation split carved from ml-100k's Protocol K train part."""
 
     dim: int = Field(default=64, ge=1)
@@ -47,12 +47,9 @@ class TwoTowerConfig(ModelConfig):
     batch_size: int = Field(default=1024, ge=2)
     l2: float = Field(default=0.0, ge=0)
     """L2 penalty on the embedding tables."""
-    epochs: int = Field(default=5, ge=1)
-    """Epochs when no validation set is given (the refit on all data)."""
-    max_epochs: int = Field(default=60, ge=1)
-    """Upper bound of epochs with early stopping on validation nDCG@10."""
-    patience: int = Field(default=3, ge=1)
-    """Epochs without improvement of validation nDCG@10 before stopping."""
+    epochs: int = Field(default=60, ge=1)
+    """Most epochs: the limit when early stopping on validation nDCG@10, the exact count
+    otherwise (the refit on all data passes the chosen count). Formerly ``max_epochs``."""
     use_user_id: bool = False
     """Add a user id embedding to the user tower (known users only; fold-in has none)."""
     use_item_features: bool = True
@@ -82,7 +79,6 @@ class TwoTower(Recommender):
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         from recsys.models import towers
         from recsys.runtime.device import distribution_strategy, import_tensorflow
-        from recsys.runtime.monitor import EpochMonitor
 
         tf = import_tensorflow()
         options = options or FitOptions()
@@ -113,6 +109,8 @@ class TwoTower(Recommender):
             )
             optimizer = tf.keras.optimizers.Adam(config.learning_rate)
             net.compile(optimizer=optimizer)
+            # Built before the first batch so that its slots exist for checkpoints and resuming.
+            optimizer.build(net.trainable_variables)
         self._net = net
         if options.warm_start is not None:
             self._warm_start(options.warm_start)
@@ -122,73 +120,18 @@ class TwoTower(Recommender):
             {"user": rows.astype(np.int32), "item": cols.astype(np.int32)}
         )
 
-        def epoch_data(number: int) -> Any:
+        def train_epoch(number: int) -> dict[str, float]:
             # One seed per epoch (not one reshuffling stream), so a resumed fit sees the same
             # batches as an uninterrupted one.
-            return (
+            batches = (
                 pairs.shuffle(len(rows), seed=config.seed + number)
                 .batch(config.batch_size, drop_remainder=len(rows) > config.batch_size)
                 .prefetch(tf.data.AUTOTUNE)
             )
+            fitted = net.fit(batches, epochs=1, verbose=0)
+            return {"loss": float(fitted.history["epoch_loss"][-1])}
 
-        early_stopping = options.validation is not None and options.epochs is None
-        if options.epochs is not None:
-            total = options.epochs
-        else:
-            total = config.max_epochs if early_stopping else config.epochs
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        saved_history = tf.Variable("[]", dtype=tf.string, trainable=False)
-        manager = best_manager = None
-        if options.checkpoint_dir is not None:
-            checkpoint = tf.train.Checkpoint(net=net, optimizer=optimizer, epoch=epoch, history=saved_history)
-            manager = tf.train.CheckpointManager(checkpoint, str(options.checkpoint_dir), max_to_keep=1)
-            best_manager = tf.train.CheckpointManager(
-                tf.train.Checkpoint(net=net), str(options.checkpoint_dir / "best"), max_to_keep=1
-            )
-            if options.resume and manager.latest_checkpoint:
-                optimizer.build(net.trainable_variables)
-                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        history = json.loads(saved_history.numpy().decode())
-        best_weights = None
-        if history and best_manager is not None and best_manager.latest_checkpoint:
-            # Resuming: the best epoch so far is the one saved apart, not the newest.
-            current = net.get_weights()
-            tf.train.Checkpoint(net=net).restore(best_manager.latest_checkpoint).expect_partial()
-            best_weights = net.get_weights()
-            net.set_weights(current)
-
-        with EpochMonitor(
-            total_epochs=total,
-            metric="val_ndcg",
-            mode="max",
-            patience=config.patience,
-            log_dir=options.log_dir,
-            progress=options.progress,
-            description="two-tower",
-            history=history,
-        ) as monitor:
-            for number in range(len(history) + 1, total + 1):
-                fitted = net.fit(epoch_data(number), epochs=1, verbose=0)
-                entry: dict[str, Any] = {"epoch": number, "loss": float(fitted.history["epoch_loss"][-1])}
-                if options.validation is not None:
-                    self._export(train)
-                    from recsys.evaluation import evaluate_ranking
-
-                    entry["val_ndcg"] = evaluate_ranking(self, train, options.validation)["ndcg"]
-                if monitor.log(entry) and early_stopping:
-                    best_weights = net.get_weights()
-                    if best_manager is not None:
-                        best_manager.save()
-                if manager is not None:
-                    epoch.assign(number)
-                    saved_history.assign(json.dumps(monitor.history))
-                    manager.save()
-                if early_stopping and monitor.should_stop:
-                    break
-            self.history = monitor.history
-        if early_stopping and best_weights is not None:
-            net.set_weights(best_weights)
-        self._export(train)
+        self._run_epochs(_TowerEpochs(self, train, optimizer, train_epoch), options, limit=config.epochs)
         self._weights_path = None
         return self
 
@@ -372,3 +315,35 @@ def _prepare_features(
         "n_title_bins": n_title_bins,
         "n_attrs": n_attrs,
     }
+
+
+class _TowerEpochs:
+    """The epoch step of the two-tower model: one shuffled pass over the training pairs."""
+
+    def __init__(
+        self,
+        model: TwoTower,
+        train: sp.csr_matrix,
+        optimizer: Any,
+        train_epoch: Callable[[int], dict[str, float]],
+    ) -> None:
+        self.model, self.train, self.optimizer = model, train, optimizer
+        self.train_epoch = train_epoch
+
+    def export(self) -> None:
+        self.model._export(self.train)
+
+    def state(self) -> dict[str, np.ndarray]:
+        net = self.model._net
+        arrays = {f"weight_{i}": value for i, value in enumerate(net.get_weights())}
+        arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
+        # The negative and dropout sampler's state: a resumed fit draws what an uninterrupted one would.
+        arrays["sampler"] = net.sampler.state.numpy()
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        net = self.model._net
+        net.set_weights([arrays[f"weight_{i}"] for i in range(len(net.get_weights()))])
+        net.sampler.state.assign(arrays["sampler"])
+        for i, variable in enumerate(self.optimizer.variables):
+            variable.assign(arrays[f"optimizer_{i}"])

@@ -27,10 +27,12 @@ from recsys.errors import ConfigError, DataError
 from recsys.evaluation.metrics import rmse
 from recsys.evaluation.ranking import evaluate_ranking
 from recsys.models import get_model_class
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, refit_epochs
 from recsys.models.popularity import Popularity
+from recsys.registry.comparison import HELD_OUT, IN_SAMPLE, SPLIT_KEY, split_record
 from recsys.registry.registry import BASELINE_PREFIX, LoadedVersion, ModelRegistry, VersionInfo
 from recsys.settings import Settings
+from recsys.training.validation import validation_callback
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,8 +45,6 @@ VALIDATION_K = 10
 RATING_MODELS = frozenset({"mf"})
 #: Models that read item titles and genres from ``FitOptions.features``.
 CATALOG_MODELS = frozenset({"two-tower"})
-#: History keys a model's early stopping watches, in order of preference, and whether larger is better.
-EPOCH_CRITERIA = (("val_ndcg", True), ("val_rmse", False), ("val_loss", False))
 
 
 @dataclass
@@ -92,11 +92,11 @@ def train(
     model_class = get_model_class(model_name)
 
     split = load_split(engine, kinds=kinds, until=until)
-    validation = "held-out"
+    validation, split_kind = "held-out", HELD_OUT
     if previous is not None and previous.info.watermark is not None:
         unseen = unseen_validation(split, previous.info.watermark)
         if unseen is None:
-            validation = "held-out, seen by the warm-start version (optimistic)"
+            validation, split_kind = "held-out, seen by the warm-start version (optimistic)", IN_SAMPLE
             logger.warning(
                 "no held-out interaction is newer than the watermark %s of %s: validating the warm "
                 "start on pairs that version was fitted on, so its metrics are optimistic",
@@ -105,6 +105,7 @@ def train(
             )
         else:
             split, validation = unseen, "held-out, newer than the warm-start version"
+            split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
     data = split.data
     fingerprint = data_fingerprint(data)
     warm = align_warm_start(previous, data.users, data.items) if previous else None
@@ -122,7 +123,7 @@ def train(
         model.fit(
             split.train_csr,
             FitOptions(
-                validation=split.valid_csr,
+                validate=validation_callback(split.train_csr, split.valid_csr),
                 log_dir=work / "tensorboard" / "validation",
                 checkpoint_dir=checkpoints / "validation",
                 resume=resume,
@@ -133,7 +134,8 @@ def train(
         )
         validation_seconds = time.perf_counter() - started
         metrics: dict[str, Any] = validation_metrics(model, split, model_name)
-        epochs = best_epoch(model)
+        metrics[SPLIT_KEY] = split_record(split_kind, fingerprint)
+        epochs = refit_epochs(model)
 
         final = model_class(config)
         started = time.perf_counter()
@@ -286,18 +288,6 @@ def validation_metrics(model: Recommender, split: ValidationSplit, model_name: s
         mean = np.full(len(split.valid), float(split.train.values.mean()))
         metrics[f"{BASELINE_PREFIX}rmse"] = rmse(mean, split.valid.values)
     return metrics
-
-
-def best_epoch(model: Recommender) -> int | None:
-    """The epoch with the best validation value in the model's history (None: no epochs)."""
-    history = model.history
-    for key, larger_is_better in EPOCH_CRITERIA:
-        scored = [entry for entry in history if entry.get(key) is not None]
-        if scored:
-            pick = max if larger_is_better else min
-            best = pick(scored, key=lambda entry: float(entry[key]))
-            return int(best.get("epoch", history.index(best) + 1))
-    return len(history) or None
 
 
 def data_fingerprint(data: Interactions) -> str:

@@ -47,6 +47,7 @@ from recsys.training.trainer import (
     train,
     validation_metrics,
 )
+from recsys.training.validation import validation_callback
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def _fit_and_measure(
     model = get_model_class(model_name)(parse_config(model_name, params))
     model.fit(
         split.train_csr,
-        FitOptions(validation=split.valid_csr, features=fit_features(split.train, catalog)),
+        FitOptions(
+            validate=validation_callback(split.train_csr, split.valid_csr),
+            features=fit_features(split.train, catalog)),
     )
     return validation_metrics(model, split, model_name)

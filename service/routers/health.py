@@ -23,10 +23,20 @@ async def health() -> Health:
     "/ready",
     operation_id="ready",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "No model loaded, or the database does not answer."}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "No model loaded, the production version fails to load, or the database "
+            "does not answer.",
+        }
+    },
 )
 def ready(response: Response, holder: HolderDep, engine: EngineDep) -> Readiness:
-    """Ready when a model version is loaded and the database answers ``SELECT 1``."""
+    """Ready when the production version is loaded and the database answers ``SELECT 1``.
+
+    A production version that fails to load (a damaged artifact) makes the service not ready, even
+    while it still answers with the version it had loaded before: it is not serving production.
+    """
     state = holder.current
     detail = None
     try:
@@ -37,7 +47,9 @@ def ready(response: Response, holder: HolderDep, engine: EngineDep) -> Readiness
         database, detail = False, f"database unavailable: {type(exc).__name__}"
     if state is None:
         detail = "no model version loaded"
-    is_ready = database and state is not None
+    if holder.load_error is not None:
+        detail = holder.load_error + (f"; still serving {state.version}" if state is not None else "")
+    is_ready = database and state is not None and holder.load_error is None
     if not is_ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(

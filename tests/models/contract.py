@@ -19,7 +19,10 @@ import scipy.sparse as sp
 
 from recsys.errors import ConfigError, NotFittedError
 from recsys.evaluation import evaluate_ranking
-from recsys.models import FitOptions, Recommender, create_model, load_model
+from recsys.models import FitOptions, Recommender, WarmStart, create_model, load_model
+from recsys.models.base import EpochConfig, refit_epochs
+from recsys.runtime.checkpoint import CHECKPOINT_FILE
+from recsys.training.validation import validation_callback
 
 N_CLUSTERS = 5
 USERS_PER_CLUSTER = 40
@@ -96,6 +99,8 @@ class ModelContract:
     min_recall: ClassVar[float] = 0.7
     #: How far above the popularity baseline its recall@10 must be.
     min_margin_over_popularity: ClassVar[float] = 0.4
+    #: Epoch limit of the early-stopping check (models that train in epochs).
+    stopping_limit: ClassVar[int] = 12
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -159,19 +164,37 @@ class ModelContract:
         user = 3
         seen = planted.train[user].indices
         banned = np.array([i for i in range(planted.n_items) if i not in set(seen)][:4])
-        ids, scores = fitted.recommend(user, planted.train, N=planted.n_items, filter_items=banned)
+        ids, scores = fitted.recommend(user, planted.train[user], N=planted.n_items, filter_items=banned)
         n_allowed = planted.n_items - len(seen) - len(banned)
         assert ids.shape == (planted.n_items,)
         assert set(ids[:n_allowed]) == set(range(planted.n_items)) - set(seen) - set(banned)
         assert (ids[n_allowed:] == -1).all() and np.isneginf(scores[n_allowed:]).all()
         assert np.all(np.diff(scores[:n_allowed]) <= 1e-6)  # best first
-        kept, _ = fitted.recommend(user, planted.train, N=planted.n_items, filter_already_liked_items=False)
+        kept, _ = fitted.recommend(
+            user, planted.train[user], N=planted.n_items, filter_already_liked_items=False
+        )
         assert set(seen) <= set(kept)
+
+    def test_recommend_takes_exactly_one_row_per_requested_user(
+        self, fitted: Recommender, planted: Planted
+    ) -> None:
+        users = np.array([1, 0])
+        # Row i is the history of users[i]: user 1 never gets its own training items back.
+        ids, _ = fitted.recommend(users, planted.train[users], N=10)
+        for row, user in zip(ids, users, strict=True):
+            assert not set(row) & set(planted.train[user].indices)
+        np.testing.assert_array_equal(ids[0], fitted.recommend(1, planted.train[1], N=10)[0])
+        # The whole matrix is not guessed at (a guess once paired user 1 with user 0's row).
+        expected = rf"got shape \({planted.n_users}, {planted.n_items}\), expected \(2, {planted.n_items}\)"
+        with pytest.raises(ValueError, match=expected):
+            fitted.recommend(users, planted.train, N=10)
+        with pytest.raises(ValueError, match=rf"expected \(1, {planted.n_items}\)"):
+            fitted.recommend(1, planted.train[[1, 0]], N=10)
 
     def test_scores_are_inner_products_of_the_exported_vectors(
         self, fitted: Recommender, planted: Planted
     ) -> None:
-        ids, scores = fitted.recommend(5, planted.train, N=10)
+        ids, scores = fitted.recommend(5, planted.train[5], N=10)
         assert fitted.user_factors is not None
         expected = fitted.item_factors[ids] @ fitted.user_factors[5]  # type: ignore[index]
         np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
@@ -217,12 +240,93 @@ class ModelContract:
 
     def test_unfitted_model_refuses_to_recommend(self, planted: Planted) -> None:
         with pytest.raises(NotFittedError):
-            self.new_model().recommend(0, planted.train, N=3)
+            self.new_model().recommend(0, planted.train[0], N=3)
 
     def test_fit_options_epochs_sets_the_history(self, planted: Planted) -> None:
         model = self.new_model().fit(planted.train, FitOptions(epochs=2))
         assert [entry["epoch"] for entry in model.history] == [1, 2]
         assert all(np.isfinite(entry["loss"]) for entry in model.history)
+
+    # --- the epoch loop: resume, early stopping, warm start (models that train in epochs) ---------
+
+    def require_epochs(self) -> None:
+        if not isinstance(self.new_model().config, EpochConfig):
+            pytest.skip(f"the {self.model_name} model does not train in epochs")
+
+    def test_the_epoch_limit_has_one_name_and_former_names_still_load(self) -> None:
+        self.require_epochs()
+        config_class = self.new_model().Config
+        assert "epochs" in config_class.model_fields
+        for former in ("iterations", "max_epochs"):  # as saved by earlier versions
+            config = config_class(**{**self.params, former: 3})
+            assert config.model_dump()["epochs"] == 3 and former not in config.model_dump()
+
+    def test_resume_continues_from_the_checkpoint_exactly(self, planted: Planted, tmp_path: Path) -> None:
+        self.require_epochs()
+        straight = self.new_model().fit(planted.train, FitOptions(epochs=4))
+        checkpoints = tmp_path / "checkpoints"
+        self.new_model().fit(planted.train, FitOptions(epochs=2, checkpoint_dir=checkpoints))
+        assert (checkpoints / CHECKPOINT_FILE).is_file()
+        resumed = self.new_model().fit(
+            planted.train, FitOptions(epochs=4, checkpoint_dir=checkpoints, resume=True)
+        )
+        assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
+        losses = [entry["loss"] for entry in resumed.history]
+        np.testing.assert_allclose(losses, [entry["loss"] for entry in straight.history], rtol=1e-4)
+        np.testing.assert_allclose(resumed.item_factors, straight.item_factors, atol=1e-5)  # type: ignore[arg-type]
+        np.testing.assert_allclose(resumed.user_factors, straight.user_factors, atol=1e-5)  # type: ignore[arg-type]
+        # A checkpoint of other data (one item fewer) is refused, not half-loaded.
+        with pytest.raises(ConfigError, match="checkpoint"):
+            self.new_model().fit(planted.train[:, 1:], FitOptions(checkpoint_dir=checkpoints, resume=True))
+
+    def test_early_stopping_keeps_the_epoch_its_rule_chose(self, planted: Planted, tmp_path: Path) -> None:
+        self.require_epochs()
+        validate = validation_callback(planted.train, planted.test * 5.0)  # ratings for RMSE models
+        limit, patience = self.stopping_limit, 2
+        model = self.new_model(epochs=limit, patience=patience, min_epochs=1)
+        model.fit(planted.train, FitOptions(validate=validate, log_dir=tmp_path / "logs"))
+        rule, chosen, history = model.stopping_rule(), refit_epochs(model), model.history
+        assert rule.metric in history[0] and chosen is not None
+        assert [entry["epoch"] for entry in history] == list(range(1, len(history) + 1))
+        assert len(history) <= limit
+        if len(history) < limit:  # stopped early: patience epochs after the chosen one
+            assert len(history) - chosen == patience
+        # The fitted model is the chosen epoch's, not the last one's.
+        assert validate(model)[rule.metric] == pytest.approx(history[chosen - 1][rule.metric], abs=1e-6)
+        assert list((tmp_path / "logs").glob("events.out.tfevents.*"))  # TensorBoard scalars
+
+    def test_warm_start_from_its_own_vectors_keeps_what_it_learned(
+        self, planted: Planted, fitted: Recommender
+    ) -> None:
+        self.require_epochs()
+        assert fitted.user_factors is not None
+        warm = WarmStart(
+            user_factors=fitted.user_factors,
+            item_factors=fitted._require_items(),
+            known_users=np.ones(planted.n_users, bool),
+            known_items=np.ones(planted.n_items, bool),
+            extra=fitted._extra_arrays(),
+        )
+        # One epoch from the fitted vectors against one from scratch, on the same data.
+        continued = self.new_model().fit(planted.train, FitOptions(epochs=1, warm_start=warm))
+        cold = self.new_model().fit(planted.train, FitOptions(epochs=1))
+        warm_recall = evaluate_ranking(continued, planted.train, planted.test)["recall"]
+        cold_recall = evaluate_ranking(cold, planted.train, planted.test)["recall"]
+        assert warm_recall >= max(cold_recall - 0.02, self.min_recall - 0.05)
+
+    def test_warm_start_vectors_of_another_size_are_refused(
+        self, planted: Planted, fitted: Recommender
+    ) -> None:
+        self.require_epochs()
+        assert fitted.user_factors is not None
+        narrow = WarmStart(
+            user_factors=fitted.user_factors[:, 1:],
+            item_factors=fitted._require_items()[:, 1:],
+            known_users=np.ones(planted.n_users, bool),
+            known_items=np.ones(planted.n_items, bool),
+        )
+        with pytest.raises(ConfigError, match=r"warm.start .*shape"):
+            self.new_model().fit(planted.train, FitOptions(epochs=1, warm_start=narrow))
 
 
 def _one_hot(ids: np.ndarray, n_items: int) -> np.ndarray:

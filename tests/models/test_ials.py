@@ -13,12 +13,13 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
-from recsys.data.splits import protocol_k_split
+from recsys.data.splits import protocol_k_split, validation_split
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, WarmStart, create_model
+from recsys.models.base import refit_epochs
 from recsys.models.ials import ImplicitALS
-from recsys.runtime.checkpoint import CHECKPOINT_FILE
+from recsys.training.validation import validation_callback
 
 from .contract import ModelContract, Planted, planted_data
 
@@ -27,7 +28,7 @@ FAST: dict[str, Any] = {
     "regularization": 5.0,
     "frequency_exponent": 0.5,
     "alpha": 4.0,
-    "iterations": 8,
+    "epochs": 8,
 }
 
 
@@ -79,7 +80,7 @@ def test_solve_equals_the_numpy_least_squares_solution(
         frequency_exponent=exponent,
         solver=solver,
         cg_steps=10,
-        iterations=1,
+        epochs=1,
     ).fit(tiny)
     items = model.item_factors
     assert items is not None
@@ -94,16 +95,16 @@ def test_solve_equals_the_numpy_least_squares_solution(
 def test_blocks_bound_memory_without_changing_the_result(
     tiny: sp.csr_matrix, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole = ImplicitALS(factors=4, iterations=2).fit(tiny)
+    whole = ImplicitALS(factors=4, epochs=2).fit(tiny)
     monkeypatch.setattr("recsys.models.ials.BLOCK_FLOATS", 16)  # a handful of rows per block
     monkeypatch.setattr("recsys.models.ials.CG_BLOCK_FLOATS", 16)
-    blocked = ImplicitALS(factors=4, iterations=2).fit(tiny)
+    blocked = ImplicitALS(factors=4, epochs=2).fit(tiny)
     np.testing.assert_allclose(blocked.item_factors, whole.item_factors, atol=1e-5)  # type: ignore[arg-type]
     np.testing.assert_allclose(blocked.fold_in(tiny), whole.fold_in(tiny), atol=1e-5)
 
 
 def test_loss_decreases_over_sweeps(tiny: sp.csr_matrix) -> None:
-    model = ImplicitALS(factors=4, regularization=0.5, iterations=6).fit(tiny)
+    model = ImplicitALS(factors=4, regularization=0.5, epochs=6).fit(tiny)
     losses = [entry["loss"] for entry in model.history]
     assert losses[-1] < losses[0]
     assert all(later <= earlier + 1e-6 for earlier, later in itertools.pairwise(losses))
@@ -114,33 +115,6 @@ def test_negative_values_are_refused(tiny: sp.csr_matrix) -> None:
     bad.data[0] = -1
     with pytest.raises(DataError, match="non-negative"):
         ImplicitALS(factors=2).fit(bad)
-
-
-def test_early_stopping_keeps_the_best_iteration(tmp_path: Path) -> None:
-    data = planted_data()
-    options = FitOptions(validation=data.test, log_dir=tmp_path / "logs")
-    model = ImplicitALS(**{**FAST, "iterations": 12, "patience": 2}).fit(data.train, options)
-    scores = [entry["val_ndcg"] for entry in model.history]
-    assert 1 <= len(scores) <= 12
-    assert evaluate_ranking(model, data.train, data.test)["ndcg"] == pytest.approx(max(scores))
-    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))  # TensorBoard scalars
-
-
-def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
-    data = planted_data()
-    uninterrupted = ImplicitALS(**FAST).fit(data.train, FitOptions(epochs=4))
-    checkpoints = tmp_path / "checkpoints"
-    ImplicitALS(**FAST).fit(data.train, FitOptions(epochs=2, checkpoint_dir=checkpoints))
-    assert (checkpoints / CHECKPOINT_FILE).is_file()
-    resumed = ImplicitALS(**FAST).fit(
-        data.train, FitOptions(epochs=4, checkpoint_dir=checkpoints, resume=True)
-    )
-    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
-    np.testing.assert_allclose(resumed.item_factors, uninterrupted.item_factors, atol=1e-6)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="checkpoint"):
-        ImplicitALS(**{**FAST, "factors": 8}).fit(
-            data.train, FitOptions(checkpoint_dir=checkpoints, resume=True)
-        )
 
 
 def test_warm_start_keeps_old_vectors_and_adds_fresh_ones() -> None:
@@ -171,8 +145,10 @@ def test_warm_start_keeps_old_vectors_and_adds_fresh_ones() -> None:
 
 def test_warm_start_from_converged_vectors_needs_few_sweeps_and_keeps_quality() -> None:
     data = planted_data()
-    params = {**FAST, "iterations": 20, "patience": 3}
-    cold = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test))
+    params = {**FAST, "epochs": 20, "patience": 3}
+    cold = ImplicitALS(**params).fit(
+        data.train, FitOptions(validate=validation_callback(data.train, data.test))
+    )
     assert cold.user_factors is not None and cold.item_factors is not None
     warm = WarmStart(
         user_factors=cold.user_factors,
@@ -180,8 +156,10 @@ def test_warm_start_from_converged_vectors_needs_few_sweeps_and_keeps_quality() 
         known_users=np.ones(data.n_users, bool),
         known_items=np.ones(data.n_items, bool),
     )
-    model = ImplicitALS(**params).fit(data.train, FitOptions(validation=data.test, warm_start=warm))
-    assert len(model.history) <= ImplicitALS.Config().warm_start_iterations < len(cold.history)
+    model = ImplicitALS(**params).fit(
+        data.train, FitOptions(validate=validation_callback(data.train, data.test), warm_start=warm)
+    )
+    assert len(model.history) <= ImplicitALS.Config().warm_start_epochs < len(cold.history)
     cold_ndcg = evaluate_ranking(cold, data.train, data.test)["ndcg"]
     assert evaluate_ranking(model, data.train, data.test)["ndcg"] >= cold_ndcg - 0.01
     # Explicit epochs (the refit on all data) still run exactly that many sweeps.
@@ -231,7 +209,7 @@ def test_default_parameters_reach_the_protocol_k_target_on_ml100k(ml100k_dir: Pa
 
 def test_fold_in_does_not_import_tensorflow(tiny: sp.csr_matrix, tmp_path: Path) -> None:
     # The service folds users in after each feedback event; it must stay free of TensorFlow.
-    ImplicitALS(factors=4, iterations=1).fit(tiny).save(tmp_path / "model")
+    ImplicitALS(factors=4, epochs=1).fit(tiny).save(tmp_path / "model")
     script = (
         "import sys, numpy as np, scipy.sparse as sp\n"
         "from pathlib import Path\n"
@@ -243,3 +221,22 @@ def test_fold_in_does_not_import_tensorflow(tiny: sp.csr_matrix, tmp_path: Path)
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("validation_seed", [1, 2, 3])
+def test_early_stopping_with_ratings_as_confidence_keeps_enough_sweeps_on_ml100k(
+    ml100k_dir: Path, validation_seed: int
+) -> None:
+    """Ratings as confidence (as `recsys train` passes them) flatten the validation curve after
+    two sweeps; raw early stopping once kept 2 where 5 or more are needed (0.92x of 5 on test)."""
+    ratings = np.loadtxt(ml100k_dir / "u.data", dtype=np.int64)
+    data = Interactions.from_arrays(ratings[:, 0], ratings[:, 1], values=ratings[:, 2].astype(np.float32))
+    train, _ = protocol_k_split(data, seed=42)
+    fit_part, valid = validation_split(train, seed=validation_seed)
+    validate = validation_callback(fit_part.to_csr(), valid.to_csr())
+    model = create_model("ials").fit(fit_part.to_csr(), FitOptions(validate=validate))
+    chosen = refit_epochs(model)
+    assert chosen is not None and chosen >= 5
+    assert len(model.history) >= chosen + model.stopping_rule().patience or len(model.history) == 15
+    assert validate(model)["val_ndcg"] == pytest.approx(model.history[chosen - 1]["val_ndcg"], abs=1e-6)

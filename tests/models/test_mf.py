@@ -99,37 +99,6 @@ def test_predict_before_fit_is_refused() -> None:
         MatrixFactorization().predict(np.array([0]), np.array([0]))
 
 
-def test_early_stopping_keeps_the_lowest_validation_rmse(tmp_path: Path) -> None:
-    data = planted_data()
-    # Validation ratings: the held-out liked items, rated 5.
-    validation = data.test * 5.0
-    model = MatrixFactorization(**{**FAST, "epochs": 25, "patience": 2, "regularization": 0.0}).fit(
-        data.train, FitOptions(validation=validation, log_dir=tmp_path / "logs")
-    )
-    scores = [entry["val_rmse"] for entry in model.history]
-    pairs = sp.coo_matrix(validation)
-    final = np.sqrt(np.mean((model.predict(pairs.row, pairs.col, clip=(1.0, 5.0)) - pairs.data) ** 2))
-    assert final == pytest.approx(min(scores), rel=1e-5)
-    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
-
-
-def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
-    data = planted_data()
-    params = {**FAST, "epochs": 4}
-    uninterrupted = MatrixFactorization(**params).fit(data.train)
-    checkpoints = tmp_path / "checkpoints"
-    MatrixFactorization(**params).fit(data.train, FitOptions(epochs=2, checkpoint_dir=checkpoints))
-    resumed = MatrixFactorization(**params).fit(
-        data.train, FitOptions(checkpoint_dir=checkpoints, resume=True)
-    )
-    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3, 4]
-    np.testing.assert_allclose(resumed.item_factors, uninterrupted.item_factors, atol=1e-5)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="checkpoint"):
-        MatrixFactorization(**{**params, "factors": 8}).fit(
-            data.train, FitOptions(checkpoint_dir=checkpoints, resume=True)
-        )
-
-
 def test_warm_start_keeps_old_vectors_for_old_ids(fitted: MatrixFactorization) -> None:
     data = planted_data()
     assert fitted.user_factors is not None and fitted.item_factors is not None

@@ -25,7 +25,7 @@ class TestPopularity(ModelContract):
 
     def test_recommendations_stay_in_the_users_cluster(self, planted: Planted, fitted: Recommender) -> None:
         counts = np.diff(sp.csc_matrix(planted.train).indptr)
-        ids, scores = fitted.recommend(0, sp.csr_matrix(planted.train.shape), N=3)
+        ids, scores = fitted.recommend(0, sp.csr_matrix((1, planted.n_items)), N=3)
         np.testing.assert_array_equal(scores, np.sort(counts)[::-1][:3])
         np.testing.assert_array_equal(counts[ids], scores)
 
@@ -49,5 +49,5 @@ class TestPopularity(ModelContract):
         model = self.new_model(window_seconds=10).fit(
             planted.train, FitOptions(features={"timestamps": stamps})
         )
-        ids, _ = model.recommend(0, sp.csr_matrix(planted.train.shape), N=1)
+        ids, _ = model.recommend(0, sp.csr_matrix((1, planted.train.shape[1])), N=1)
         assert ids[0] == recent_item

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,14 +15,19 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sqlalchemy import Engine, func, select
+from typer.testing import CliRunner
 
+from recsys.cli import app
 from recsys.data.interactions import IdMap
 from recsys.db.engine import session_scope
 from recsys.db.models import ModelVersion
 from recsys.errors import ArtifactError, RegistryError
 from recsys.models.popularity import Popularity
-from recsys.registry import registry as registry_module
+from recsys.registry import artifacts as artifacts_module
+from recsys.registry import versions as versions_module
+from recsys.registry.comparison import SPLIT_KEY, metric_notes, split_record
 from recsys.registry.registry import CHECKSUMS_FILE, ModelRegistry
+from recsys.settings import get_settings
 
 N_USERS, N_ITEMS = 12, 8
 
@@ -91,7 +98,7 @@ def test_a_crash_while_writing_leaves_no_visible_version(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("killed while writing checksums")
 
-    monkeypatch.setattr(registry_module, "_write_checksums", crash)
+    monkeypatch.setattr(artifacts_module, "_write_checksums", crash)
     with pytest.raises(RuntimeError, match="killed"):
         register(registry)
     assert visible_entries(registry.artifact_dir) == []
@@ -104,7 +111,7 @@ def test_a_failed_database_insert_removes_the_published_folder(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(registry_module, "_production_row", crash)
+    monkeypatch.setattr(versions_module, "_production_row", crash)
     with pytest.raises(RuntimeError, match="went away"):
         register(registry)
     assert visible_entries(registry.artifact_dir) == []
@@ -295,3 +302,133 @@ def test_remove_orphans_deletes_only_old_leftovers(registry: ModelRegistry) -> N
     assert sorted(registry.remove_orphans()) == sorted(leftovers)
     assert visible_entries(root) == ["checkpoints", kept]
     registry.load(kept)
+
+
+# --- damaged versions and leftovers ------------------------------------------------------------
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_promote_refuses_a_damaged_version_even_with_force(registry: ModelRegistry) -> None:
+    first = register(registry)
+    damaged = register(registry, seed=1)
+    flip_a_byte(registry.get(damaged).path / "model" / "arrays.npz")
+    for force in (False, True):
+        with pytest.raises(
+            ArtifactError, match=rf"{damaged} is damaged .*model/arrays\.npz does not match its checksum"
+        ):
+            registry.promote(damaged, force=force)
+    production = registry.production()
+    assert production is not None and production.version == first
+
+
+def test_clean_removes_the_folder_a_killed_index_build_left(registry: ModelRegistry) -> None:
+    version = register(registry)
+    root = registry.get(version).path
+
+    def killed_while_writing(folder: Path) -> None:
+        (folder / "index.faiss").write_bytes(b"half an index")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def build_index() -> None:
+        registry.engine.dispose(close=False)  # the child must not share the parent's connections
+        registry.attach(version, "index", killed_while_writing)
+
+    child = multiprocessing.get_context("fork").Process(target=build_index)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    leftovers = sorted(root.glob(".tmp-index-*"))
+    assert len(leftovers) == 1
+
+    assert registry.remove_orphans(min_age_seconds=3600) == []  # young: may be a build in progress
+    assert registry.remove_orphans(min_age_seconds=0) == leftovers
+    assert not any(path.name.startswith(".") for path in root.iterdir())
+    assert registry.load(version).info.version == version  # the version itself stays intact
+
+
+def test_models_show_and_promote_refuse_a_damaged_version_through_the_cli(
+    sqlite_engine: Engine, sqlite_url: str, settings_env: Path
+) -> None:
+    registry = ModelRegistry(sqlite_engine, get_settings().artifacts)
+    first = register(registry)
+    damaged = register(registry, seed=1)
+    runner = CliRunner()
+
+    healthy = runner.invoke(app, ["models", "show", first, "--json", "--database-url", sqlite_url])
+    assert healthy.exit_code == 0, healthy.output
+    assert json.loads(healthy.stdout)["checksums"] == "ok"
+
+    flip_a_byte(registry.get(damaged).path / "id_maps.npz")
+    shown = runner.invoke(app, ["models", "show", damaged, "--json", "--database-url", sqlite_url])
+    assert shown.exit_code == 1
+    assert json.loads(shown.stdout)["checksums"].startswith("FAILED")
+    assert isinstance(shown.exception, ArtifactError)  # recsys.cli.main prints it as one line
+    assert "id_maps.npz does not match its checksum" in str(shown.exception)
+    promoted = runner.invoke(app, ["models", "promote", damaged, "--force", "--database-url", sqlite_url])
+    assert promoted.exit_code == 1
+    assert f"version {damaged} is damaged" in str(promoted.exception)
+    production = registry.production()
+    assert production is not None and production.version == first
+
+    (registry.get(first).path / ".tmp-index-0a1b2c").mkdir()
+    cleaned = runner.invoke(app, ["models", "clean", "--min-age-hours", "0", "--database-url", sqlite_url])
+    assert cleaned.exit_code == 0, cleaned.output
+    assert "1 leftover folders removed" in cleaned.stdout
+
+
+def test_metric_notes_mark_in_sample_and_other_split_metrics(registry: ModelRegistry) -> None:
+    users, items = id_maps()
+
+    def version(split: dict[str, object] | None, seed: int) -> str:
+        metrics: dict[str, object] = {"ndcg@10": 0.3, "baseline_ndcg@10": 0.2}
+        if split is not None:
+            metrics[SPLIT_KEY] = split
+        model = fitted_popularity(seed)
+        return registry.register(
+            model, users, items, metrics=metrics, watermark=1, data_fingerprint="f" * 64
+        ).version
+
+    same = split_record("held-out", "a" * 64, seed=43)
+    production = version(same, 0)  # the first version is production
+    comparable = version(split_record("held-out", "a" * 64, seed=43), 1)
+    other_data = version(split_record("held-out", "b" * 64, seed=43), 2)
+    other_seed = version(split_record("held-out", "a" * 64, seed=44), 3)
+    warm = version(split_record("in-sample", "a" * 64, seed=43), 4)
+    old = version(None, 5)
+
+    notes = metric_notes(registry.list())
+    assert notes == {
+        production: "",
+        comparable: "",
+        other_data: "other split",
+        other_seed: "other split",
+        warm: "in-sample",
+        old: "split not recorded",
+    }
+    # Without a production version nothing is a reference, but in-sample figures stay marked.
+    assert metric_notes([registry.get(other_data), registry.get(warm)]) == {other_data: "", warm: "in-sample"}
+
+
+def test_add_metrics_records_a_later_backtest_next_to_the_training_metrics(registry: ModelRegistry) -> None:
+    version = register(registry, ndcg=0.3, baseline=0.2)
+    info = registry.add_metrics(
+        version, {"backtest_ndcg@10": np.float32(0.25), "backtest_split": {"kind": "temporal"}}
+    )
+    assert info.metrics == {
+        "ndcg@10": 0.3,
+        "baseline_ndcg@10": 0.2,
+        "backtest_ndcg@10": pytest.approx(0.25),
+        "backtest_split": {"kind": "temporal"},
+    }
+    assert json.loads((info.path / "version.json").read_text())["metrics"] == {
+        "ndcg@10": 0.3,
+        "baseline_ndcg@10": 0.2,
+    }
+    registry.load(version)  # version.json and its checksums are untouched
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.add_metrics("popularity-missing", {"backtest_ndcg@10": 0.1})

@@ -24,12 +24,12 @@ from recsys.settings import Settings
 from recsys.training import trainer
 from recsys.training.trainer import (
     align_warm_start,
-    best_epoch,
     data_fingerprint,
     parse_config,
     parse_param_options,
     train,
 )
+from recsys.training.validation import ValidationCallback
 
 Seeder = Callable[..., None]
 
@@ -45,8 +45,8 @@ class RecordingPopularity(Popularity):
         options = options or FitOptions()
         RecordingPopularity.calls.append((sp.csr_matrix(user_items), options))
         super().fit(user_items, options)
-        if options.validation is not None:
-            self.history = [{"epoch": e, "val_ndcg": v} for e, v in ((1, 0.1), (2, 0.3), (3, 0.2))]
+        if options.validate is not None:
+            self.history = [{"epoch": e, "val_ndcg": v} for e, v in ((1, 0.1), (2, 0.3), (3, 0.1))]
         return self
 
 
@@ -95,9 +95,9 @@ def test_refit_uses_the_best_epoch_and_resume_reaches_the_model(
     info = train(sqlite_engine, training_settings, "popularity", {}, resume=True)
 
     (valid_matrix, valid_options), (full_matrix, full_options) = recording.calls
-    assert valid_options.validation is not None and valid_options.epochs is None
-    assert valid_matrix.nnz + valid_options.validation.nnz == full_matrix.nnz == N_INTERACTIONS
-    assert full_options.validation is None and full_options.epochs == 2  # the best validation epoch
+    assert isinstance(valid_options.validate, ValidationCallback) and valid_options.epochs is None
+    assert valid_matrix.nnz + valid_options.validate.valid.nnz == full_matrix.nnz == N_INTERACTIONS
+    assert full_options.validate is None and full_options.epochs == 2  # the best validation epoch
     assert info.metrics["best_epoch"] == 2
     checkpoints = training_settings.artifacts / "checkpoints"
     assert valid_options.resume and full_options.resume
@@ -107,19 +107,6 @@ def test_refit_uses_the_best_epoch_and_resume_reaches_the_model(
     assert valid_options.checkpoint_dir.parent.name.startswith(f"popularity-{info.data_fingerprint[:16]}-")
     assert valid_options.log_dir is not None and valid_options.log_dir.name == "validation"
     assert valid_options.features is not None and "timestamps" in valid_options.features
-
-
-def test_best_epoch_reads_the_watched_metric() -> None:
-    model = Popularity()
-    assert best_epoch(model) is None
-    model.history = [
-        {"epoch": 1, "val_rmse": 1.0},
-        {"epoch": 2, "val_rmse": 0.9},
-        {"epoch": 3, "val_rmse": 0.95},
-    ]
-    assert best_epoch(model) == 2
-    model.history = [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}]
-    assert best_epoch(model) == 2  # no validation: every epoch that ran
 
 
 class BiasedPopularity(Popularity):
@@ -177,6 +164,7 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     # Nothing new since the first version: validation falls back to pairs it has seen, and says so.
     same = train(sqlite_engine, training_settings, "popularity", {}, warm_start=first.version)
     assert "optimistic" in json.loads((same.path / "version.json").read_text())["training"]["validation"]
+    assert same.metrics["split"]["kind"] == "in-sample"
     seeder(
         sqlite_engine,
         n_users=6,
@@ -197,11 +185,15 @@ def test_warm_start_from_a_version_aligns_to_the_grown_data_and_validates_on_uns
     assert warm.known_items.tolist() == [True] * 36 + [False] * 13
     assert second.params["window_seconds"] == 10_000  # the previous version's parameters carry over
     # Validated only on what the previous version never saw: the late users' held-out items.
-    assert options.validation is not None
-    assert set(options.validation.nonzero()[0]) <= set(range(30, 36)) and options.validation.nnz == 6
-    assert train_matrix.nnz + options.validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
+    assert isinstance(options.validate, ValidationCallback)
+    validation = options.validate.valid
+    assert set(validation.nonzero()[0]) <= set(range(30, 36)) and validation.nnz == 6
+    assert train_matrix.nnz + validation.nnz == full_matrix.nnz == 30 * 9 + 6 * 5
     details = json.loads((second.path / "version.json").read_text())["training"]
     assert details["validation"] == "held-out, newer than the warm-start version"
+    # Its metrics come from another split than the first version's, and the registry says so.
+    assert second.metrics["split"]["kind"] == f"held-out, newer than {first.watermark}"
+    assert first.metrics["split"] == {"kind": "held-out", "data": first.data_fingerprint[:16], "seed": None}
     assert details["warm_start"] == first.version
 
 
@@ -302,7 +294,7 @@ def test_rating_models_report_rmse_next_to_the_mean_rating_baseline(
 
 # --- with the real iALS model ------------------------------------------------------------------
 
-ALS_PARAMS = {"factors": 8, "iterations": 4, "patience": 4, "regularization": 1.0, "alpha": 5.0}
+ALS_PARAMS = {"factors": 8, "epochs": 4, "patience": 4, "regularization": 1.0, "alpha": 5.0}
 
 
 def test_ials_beats_popularity_on_planted_groups(
@@ -324,9 +316,10 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
     sqlite_engine: Engine, training_settings: Settings, seeder: Seeder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recsys.models import ials
+    from recsys.runtime import epochs
 
     seeder(sqlite_engine)
-    real_save = ials.save_checkpoint
+    real_save = epochs.save_checkpoint
     saved: list[int] = []
 
     def save_then_die(directory: Path, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
@@ -336,7 +329,7 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
             raise Killed("killed after the second epoch")
         return path
 
-    monkeypatch.setattr(ials, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(epochs, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         train(sqlite_engine, training_settings, "ials", ALS_PARAMS)
     registry = ModelRegistry(sqlite_engine, training_settings.artifacts)
@@ -345,7 +338,7 @@ def test_resume_continues_an_interrupted_ials_training_from_its_checkpoint(
         "checkpoints"
     ]
 
-    monkeypatch.setattr(ials, "save_checkpoint", real_save)
+    monkeypatch.setattr(epochs, "save_checkpoint", real_save)
     solves = 0
     real_solve = ials.ImplicitALS._solve
 

@@ -32,7 +32,7 @@ def test_objectives() -> None:
     assert objective_of("ials") == ("ndcg@10", "maximize")
 
 
-ALS_FIXED = {"iterations": 3, "factors": 8}
+ALS_FIXED = {"epochs": 3, "factors": 8}
 
 
 def test_ials_tuning_is_seeded_and_registers_the_best(
