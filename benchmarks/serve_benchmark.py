@@ -267,11 +267,10 @@ def measure(
             8, seconds, workdir,
         )  # fmt: skip
         at_32 = alternate(
-            [("folded-in GET", port, folded_get), ("bare", bare_port, get_script(users))],
-            32,
-            seconds,
-            workdir,
-        )
+            [("trained GET", port, trained_get), ("folded-in GET", port, folded_get),
+             ("bare", bare_port, get_script(users))],
+            32, seconds, workdir,
+        )  # fmt: skip
         fold_in.update({f"{label} at 32": row for label, row in at_32.items()})
         return results, fold_in
     finally:
