@@ -1,6 +1,6 @@
 """Quality of iALS (Protocol K) and explicit MF (Protocol R) on MovieLens, with fit seconds.
 
-Follows ../shared/BENCHMARK_PROTOCOL.md with seed 42. ``--validation`` evaluates on the
+Follows docs/protocol.md with seed 42. ``--validation`` evaluates on the
 validation split carved from the train part (seed 43) instead of the test part: that is the
 split the default hyper-parameters were tuned on.
 

@@ -15,7 +15,7 @@ at concurrency 8, a trained user's GET, a folded-in user's GET and POST /recomme
 20-item history (a different random history each request: never cached); at concurrency 32, a
 trained user's GET, a folded-in user's GET and the bare endpoint.
 
-    python benchmarks/serve_benchmark.py [--seconds 5] [--data-dir /work/shared/data/ml-100k]
+    python benchmarks/serve_benchmark.py [--seconds 5] [--data-dir PATH/TO/ml-100k]
 
 Targets on the 2-core machine: p99 < 20 ms at concurrency 8; >= 1000 requests/s at 32; the
 service keeps >= 70 % of the bare endpoint's throughput; zero errors. For users who just acted:
@@ -181,7 +181,7 @@ def run_wrk(base: str, script_text: str, concurrency: int, seconds: float, workd
     }
 
 
-def prepare(workdir: Path, data_dir: Path) -> tuple[dict[str, str], Path, list[str], list[str]]:
+def prepare(workdir: Path, data_dir: Path | None) -> tuple[dict[str, str], Path, list[str], list[str]]:
     """ml-100k in a fresh database and a trained, promoted iALS version with its index."""
     env = {
         **os.environ,
@@ -310,7 +310,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="Duration of each load level.")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ml-100k")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="extracted ml-100k folder (default: download it)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")

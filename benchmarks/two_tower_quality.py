@@ -1,4 +1,4 @@
-"""Two-tower quality on MovieLens, Protocol K (shared/BENCHMARK_PROTOCOL.md), seed 42.
+"""Two-tower quality on MovieLens, Protocol K (docs/protocol.md), seed 42.
 
     python benchmarks/two_tower_quality.py --dataset ml-100k
     python benchmarks/two_tower_quality.py --dataset ml-latest-small --no-features
@@ -8,6 +8,9 @@ Default: fit with the default parameters on the train part, report nDCG@10 / Rec
 test part and the fit seconds. ``--tune`` instead carves a validation split out of the train part
 (same rule, seed 43), early-stops on it and reports validation figures: the test part is never
 used for choosing parameters.
+
+The MovieLens folders (``ml-100k/``, ``ml-latest-small/``, as extracted from GroupLens's zips) are
+read from ``$RECSYS_BENCHMARK_DATA`` (default: the current folder).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from recsys.evaluation import evaluate_ranking
 from recsys.models import FitOptions, create_model
 from recsys.training.validation import validation_callback
 
-DATA_DIR = Path(os.environ.get("RECSYS_BENCHMARK_DATA", "/work/shared/data"))
+DATA_DIR = Path(os.environ.get("RECSYS_BENCHMARK_DATA", "."))
 
 
 def load(dataset: str) -> tuple[Interactions, dict[str, list]]:

@@ -2,7 +2,7 @@
 
 Scenario: a previous version was trained on the interactions of the first 90% of the time span
 (by timestamp); new data arrived and the model is retrained on everything. Quality follows
-../shared/BENCHMARK_PROTOCOL.md, Protocol K (seed 42) on the full data; the test part is used
+docs/protocol.md, Protocol K (seed 42) on the full data; the test part is used
 once, for the printed nDCG@10 (``recsys.evaluation.evaluate_ranking``). Both runs train as
 ``recsys train`` does: an early-stopped fit on the train part minus a validation carve-out (seed
 43) chooses the sweeps, then a refit on the whole train part runs that many; the time covers both.

@@ -3,7 +3,7 @@
     python -m pipelines.benchmark_movielens --dataset ml-100k --data-dir /path/ml-100k --out report/
     recsys benchmark --dataset ml-latest-small --protocol both --check
 
-Protocols, splits and metrics follow shared/BENCHMARK_PROTOCOL.md (docs/benchmarks.md has the
+Protocols, splits and metrics follow docs/protocol.md (docs/benchmarks.md has the
 latest tables). Recsys models go through the code path of ``recsys train``: ``create_model`` with
 the model's tuned defaults, a fit on the train part with the validation carve-out (seed 43)
 choosing the epochs, a refit on the whole train part for that many epochs, and evaluation through
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "synthetic")
 RECSYS_MODELS = ("popularity", "ials", "mf", "two-tower")
 PEERS = ("implicit-als", "implicit-bpr", "ease", "surprise-svd")
-#: Seed of the validation carve-out (shared/BENCHMARK_PROTOCOL.md: same rule, another seed).
+#: Seed of the validation carve-out (docs/protocol.md: same rule, another seed).
 VALIDATION_SEED = 43
 #: Synthetic data sizes (users, items, interactions): full and ``--quick``.
 SYNTHETIC_SIZE = (2_000, 1_000, 100_000)
@@ -61,7 +61,7 @@ QUICK_EPOCHS = 2
 #: Protocol R folds (``--quick`` runs only the first).
 R_FOLDS = 5
 
-#: ``--check`` thresholds (issue 3's quality goals): dataset, protocol, model, metric, op, bound.
+#: ``--check`` thresholds (the project's quality goals): dataset, protocol, model, metric, op, bound.
 #: ``--thresholds FILE`` replaces this table with a JSON list of objects with the same keys.
 THRESHOLDS: tuple[dict[str, Any], ...] = (
     {"dataset": "ml-100k", "protocol": "K", "model": "ials", "metric": "ndcg", "op": ">=", "bound": 0.43},

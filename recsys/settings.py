@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
         '["https://shop.example"]; ["*"] for any); empty disables CORS.',
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as timestamped text, or one JSON object per line (with the request id).",
+    )
     lock_stale_seconds: float = Field(
         default=12 * 3600,
         gt=0,

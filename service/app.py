@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
 from threadpoolctl import threadpool_limits
 
@@ -25,7 +26,7 @@ from recsys.errors import RecsysError
 from recsys.settings import Settings, get_settings
 from service.metrics import MetricsMiddleware
 from service.request_id import HEADER, RequestIdMiddleware
-from service.routers import admin, health, interactions, items, recommendations
+from service.routers import admin, dashboard, health, interactions, items, recommendations, versions
 from service.state import StateHolder, describe, feedback_stamp, reload_production, stamp_time
 
 logger = logging.getLogger("uvicorn.error")
@@ -34,7 +35,10 @@ logger = logging.getLogger("uvicorn.error")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: the process settings from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(
+    # Swagger UI from the assets fastapi-offline ships (no CDN), like the dashboard. No ReDoc:
+    # its page loads a logo from the internet.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="recsys",
         version=recsys.__version__,
         summary="Top-k recommendations, similar items and real-time feedback.",
@@ -53,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=[HEADER],
         )
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
-    for module in (recommendations, items, interactions, admin, health):
+    for module in (recommendations, items, interactions, admin, versions, health, dashboard):
         app.include_router(module.router)
+    dashboard.mount_static(app)
     return app
 
 

@@ -1,7 +1,9 @@
 """Every response carries ``X-Request-ID``: the client's, when it sent a usable one, else a new one.
 
 A plain ASGI middleware (no task per request, unlike Starlette's BaseHTTPMiddleware). The id is
-also put in ``scope["state"]["request_id"]`` for handlers and logs.
+also put in ``scope["state"]["request_id"]`` for handlers, and in :data:`recsys.log.request_id`
+for the duration of the request, so every log line written meanwhile (uvicorn's access line
+included) carries it (``RECSYS_LOG_FORMAT=json``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
+
+from recsys.log import request_id as current_request_id
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
@@ -50,4 +54,8 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (_HEADER_KEY, header_value)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = current_request_id.set(header_value.decode())
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, func, select
@@ -215,15 +215,12 @@ def stamp_time(path: Path) -> int:
         return 0
 
 
-def describe(state: ServingState) -> dict[str, Any]:
-    return {
-        "version": state.version,
-        "model": state.model_name,
-        "items": len(state.items),
-        "users": len(state.users),
-        "index": type(state.index).__name__,
-        "load_seconds": round(state.load_seconds, 3),
-    }
+def describe(state: ServingState) -> str:
+    """What a worker serves, in words for its log lines (not a Python dict)."""
+    return (
+        f"{state.model_name} model, {len(state.users):,} users, {len(state.items):,} items, "
+        f"{type(state.index).__name__}, loaded in {state.load_seconds:.2f} s"
+    )
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -15,7 +17,8 @@ from typer.main import get_command
 
 from recsys.cli import app
 
-DOCKER = Path(__file__).resolve().parents[1] / "docker"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCKER = REPO_ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
 
 
@@ -95,3 +98,44 @@ def test_images_run_as_non_root_with_health_check() -> None:
 def test_dockerfiles_pass_hadolint() -> None:
     result = subprocess.run(["hadolint", *map(str, DOCKERFILES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _lock_script() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "lock_constraints", REPO_ROOT / "scripts" / "lock_constraints.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compose_requires_the_api_key_and_binds_to_localhost() -> None:
+    text = (DOCKER / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    for name in ("load", "train", "api"):
+        key = compose["services"][name]["environment"]["RECSYS_API_KEY"]
+        # ${VAR:?message}: compose stops with the message when the variable is unset or empty.
+        assert re.fullmatch(r"\$\{RECSYS_API_KEY:\?[^}]+\}", key), key
+    assert "change-me" not in text
+    (port,) = compose["services"]["api"]["ports"]
+    assert port == "${RECSYS_BIND_ADDRESS:-127.0.0.1}:${RECSYS_API_PORT:-8000}:8000"
+
+
+def test_constraints_pin_everything_the_images_install() -> None:
+    lock = _lock_script()
+    pins = lock.read_pins()
+    packages = lock.image_packages()
+    for image, needed in packages.items():
+        missing = sorted(set(needed) - set(pins))
+        assert not missing, f"{image} image installs unpinned {missing}: run scripts/lock_constraints.py"
+        assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", pins[name]) for name in needed)
+    assert {"fastapi", "faiss-cpu", "sqlalchemy", "psycopg"} <= set(packages["api"])
+    assert {"tensorflow", "tensorflow-recommenders"} <= set(packages["train"])
+    # The API image serves numpy vectors: no TensorFlow, no plotting.
+    assert not {"tensorflow", "matplotlib"} & set(packages["api"])
+    assert "matplotlib" not in packages["train"]
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert "COPY docker/constraints.txt" in text
+        assert re.search(r"pip install [^\n]*--constraint constraints\.txt", text), dockerfile.name

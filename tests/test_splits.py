@@ -1,4 +1,4 @@
-"""Each split's stated properties (shared/BENCHMARK_PROTOCOL.md), exactly."""
+"""Each split's stated properties (docs/protocol.md), exactly."""
 
 from __future__ import annotations
 

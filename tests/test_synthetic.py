@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,30 @@ def test_item_catalogue_matches_the_planted_factors() -> None:
     shuffled = dict(zip(genres, [values[i] for i in order], strict=True))
     # Users concentrate on the genres their planted factors favour; shuffled genres do not.
     assert top_genre_share(genres) > 1.25 * top_genre_share(shuffled)
+
+
+def test_generate_synthetic_writes_the_catalogue_beside_the_events(tmp_path: Path) -> None:
+    runner = CliRunner()
+    sizes = ["--users", "100", "--items", "60", "--interactions", "1500", "--seed", "3"]
+    out = tmp_path / "data" / "events.csv"
+    assert runner.invoke(app, ["generate-synthetic", *sizes, "--out", str(out)]).exit_code == 0
+    catalogue = tmp_path / "data" / "items.csv"
+    read = pd.read_csv(catalogue, dtype=str)
+    pd.testing.assert_frame_equal(read, synthetic_items(60, seed=3))
+    url = f"sqlite:///{tmp_path / 'recsys.db'}"
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", url]).exit_code == 0
+    loaded = runner.invoke(app, ["ingest", "items", str(catalogue), "--database-url", url, "--json"])
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.output)["reports"][0]["rows_loaded"] == 60
+
+    # --items-out names the file; --no-catalogue writes none; the two files never collide.
+    named = tmp_path / "elsewhere" / "catalogue.parquet"
+    args = [*sizes, "--out", str(tmp_path / "b.csv"), "--items-out", str(named)]
+    assert runner.invoke(app, ["generate-synthetic", *args]).exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(named), synthetic_items(60, seed=3))
+    args = [*sizes, "--out", str(tmp_path / "none" / "c.csv"), "--no-catalogue"]
+    assert runner.invoke(app, ["generate-synthetic", *args]).exit_code == 0
+    assert [p.name for p in (tmp_path / "none").iterdir()] == ["c.csv"]
+    args = [*sizes, "--out", str(tmp_path / "d.csv"), "--items-out", str(tmp_path / "d.csv")]
+    clash = runner.invoke(app, ["generate-synthetic", *args])
+    assert clash.exit_code == 1 and "is the events file" in str(clash.exception or clash.output)

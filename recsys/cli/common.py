@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
 
-from recsys.db import ensure_current, get_engine
-from recsys.settings import Settings, get_settings
+if TYPE_CHECKING:
+    # Imported inside the functions: `recsys --help` must not pay for SQLAlchemy and pydantic.
+    from sqlalchemy import Engine
 
-console = Console()
-err_console = Console(stderr=True)
+    from recsys.settings import Settings
+
+# soft_wrap: a line longer than the terminal (a path, a command to copy) is never broken in two;
+# tables still fit the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -23,11 +28,15 @@ DatabaseUrlOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json/--no-json", help="Print a machine-readable JSON result instead of text.")
+]
 
 
 def load_settings(database_url: str | None = None) -> Settings:
     """The settings, with the command's ``--database-url`` taking precedence."""
+    from recsys.settings import get_settings
+
     settings = get_settings()
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
@@ -36,6 +45,8 @@ def load_settings(database_url: str | None = None) -> Settings:
 
 def open_database(settings: Settings, check_schema: bool = True) -> Engine:
     """The engine for the configured database, refusing to go on with an outdated schema."""
+    from recsys.db import ensure_current, get_engine
+
     engine = get_engine(settings.database_url)
     if check_schema:
         ensure_current(engine)
@@ -45,3 +56,9 @@ def open_database(settings: Settings, check_schema: bool = True) -> Engine:
 def print_json(payload: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON for machines.
     print(json.dumps(payload, indent=2, default=str))
+
+
+def show_progress(as_json: bool = False) -> bool:
+    """Whether to draw progress bars: only for a person at a terminal, never into a file or a pipe
+    (cron, CI, ``| tee``) and never around JSON output. Plain log lines report progress otherwise."""
+    return not as_json and console.is_terminal and sys.stderr.isatty()

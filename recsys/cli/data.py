@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+from recsys.cli.common import (
+    DatabaseUrlOption,
+    JsonOption,
+    console,
+    load_settings,
+    open_database,
+    print_json,
+    show_progress,
+)
 from recsys.errors import ConfigError
 
 # The command that loads a generated file, exactly as `recsys generate-synthetic` writes it.
@@ -19,9 +29,13 @@ INGEST_COMMAND = (
 GENERATE_HELP = f"""Write a synthetic interaction log with planted low-rank structure, power-law item
 popularity, heavy-tailed user activity, 1-5 ratings and timestamps.
 
-Columns: user_id, item_id, rating, timestamp (epoch seconds). Load it into the database with:
+Columns: user_id, item_id, rating, timestamp (epoch seconds). The item catalogue (item_id,
+title, genres) goes beside it as items.csv unless --items-out or --no-items says otherwise.
+Load them into the database with:
 
 {INGEST_COMMAND.format(path="PATH")}
+
+recsys ingest items ITEMS_PATH
 """
 
 
@@ -139,17 +153,50 @@ def generate_synthetic(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv, or .parquet for Parquet.")],
+    items_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--items-out",
+            help="Item catalogue file (item_id,title,genres) [default: items.csv beside --out].",
+            show_default=False,
+        ),
+    ] = None,
+    write_items: Annotated[
+        bool, typer.Option("--catalogue/--no-catalogue", help="Also write the item catalogue.")
+    ] = True,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Random seed; the same seed gives the same file.")
     ] = 42,
     rank: Annotated[int, typer.Option("--rank", min=1, help="Number of planted latent factors.")] = 16,
 ) -> None:
     # The help text is GENERATE_HELP (it embeds INGEST_COMMAND, so the two cannot drift apart).
+    from recsys.data.synthetic import default_items_path, write_synthetic, write_synthetic_items
+
+    catalogue = (items_out or default_items_path(out)) if write_items else None
+    if catalogue is not None and catalogue.resolve() == out.resolve():
+        raise ConfigError(f"--items-out {catalogue} is the events file (--out); choose another name")
+    started = time.perf_counter()
+    with _progress_bar(interactions) as advance:
+        rows = write_synthetic(out, users, items, interactions, seed, rank, progress=advance)
+    seconds = time.perf_counter() - started
+    console.print(f"wrote {rows:,} interactions to {out} in {seconds:.1f} s", soft_wrap=True)
+    if catalogue is not None:
+        n_items = write_synthetic_items(catalogue, items, seed, rank)
+        console.print(f"wrote {n_items:,} items (id, title, genres) to {catalogue}", soft_wrap=True)
+    console.print("load them with:")
+    console.print(f"  {INGEST_COMMAND.format(path=out)}", soft_wrap=True)
+    if catalogue is not None:
+        console.print(f"  recsys ingest items {catalogue}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A bar advanced by the rows written, at a terminal only (nothing to advance otherwise)."""
+    if not show_progress():
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from recsys.data.synthetic import write_synthetic
-
-    started = time.perf_counter()
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -158,12 +205,8 @@ def generate_synthetic(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("generating", total=interactions)
-        rows = write_synthetic(
-            out, users, items, interactions, seed, rank, progress=lambda n: bar.advance(task, n)
-        )
-    console.print(f"wrote {rows:,} interactions to {out} in {time.perf_counter() - started:.1f} s")
-    console.print(f"load them with: {INGEST_COMMAND.format(path=out)}", soft_wrap=True)
+        task = bar.add_task("generating", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def register(root: typer.Typer) -> None:

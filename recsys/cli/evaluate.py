@@ -98,7 +98,7 @@ def evaluate_command(
     json_output: JsonOption = False,
 ) -> None:
     """Evaluate a registered version on the Protocol K split or the Protocol R folds of the
-    database's interactions (shared/BENCHMARK_PROTOCOL.md)."""
+    database's interactions (docs/protocol.md)."""
     import numpy as np
 
     from recsys.data.matrix import build_interactions

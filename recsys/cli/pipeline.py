@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
-from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, open_database, print_json
+from recsys.cli.common import (
+    DatabaseUrlOption,
+    JsonOption,
+    console,
+    load_settings,
+    open_database,
+    print_json,
+    show_progress,
+)
 
 app = typer.Typer(help="The retraining pipeline (safe to run from cron).", no_args_is_help=True)
 
@@ -30,8 +37,9 @@ def run_command(
     from pipelines.retrain import run_pipeline
 
     settings = load_settings(database_url)
-    logging.getLogger("pipelines").setLevel(settings.log_level)
-    result = run_pipeline(open_database(settings), settings, model=model, full=full, progress=not as_json)
+    result = run_pipeline(
+        open_database(settings), settings, model=model, full=full, progress=show_progress(as_json)
+    )
     if as_json:
         print_json(result.to_dict())
         return

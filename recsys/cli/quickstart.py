@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from recsys.cli.common import DatabaseUrlOption, console, load_settings
+from recsys.cli.common import DatabaseUrlOption, console, load_settings, show_progress
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -75,11 +75,11 @@ def _load(engine: Engine, settings: Settings, dataset: str, data_dir: Path | Non
         catalogue = synthetic_items(SYNTHETIC_ITEMS, SYNTHETIC_SEED)
         reports = [
             ingest_frame(engine, catalogue, spec=ItemSpec(), source=f"{source}:items"),
-            ingest_frame(engine, frame, spec=CsvSpec(), source=source, progress=True),
+            ingest_frame(engine, frame, spec=CsvSpec(), source=source, progress=show_progress()),
         ]
     else:
         reports = ingest_movielens(
-            engine, dataset, data_dir=data_dir, cache_dir=settings.downloads, progress=True
+            engine, dataset, data_dir=data_dir, cache_dir=settings.downloads, progress=show_progress()
         )
     for report in reports:
         console.print(
@@ -97,7 +97,7 @@ def _train(engine: Engine, settings: Settings, model: str) -> str:
     from recsys.training.trainer import train
 
     console.print(f"[bold]3. train[/bold] {model} (validation split, then refit on everything)")
-    info = train(engine, settings, model, progress=True)
+    info = train(engine, settings, model, progress=show_progress())
     metrics = info.metrics
     baseline = {key: value for key, value in metrics.items() if key.startswith("baseline_")}
     console.print(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, print_json
+from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, print_json, show_progress
 
 
 def score_command(
@@ -45,7 +45,7 @@ def score_command(
         block_size=block_size,
         include_genres=include_genre or (),
         exclude_genres=exclude_genre or (),
-        progress=not as_json,
+        progress=show_progress(as_json),
     )
     if as_json:
         print_json(asdict(report))

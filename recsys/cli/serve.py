@@ -25,6 +25,7 @@ def serve_command(
     """Serve the production model version over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from recsys.log import logging_config
     from service.metrics import MULTIPROC_ENV
 
     settings = load_settings(database_url)
@@ -48,6 +49,8 @@ def serve_command(
             port=port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            # Timestamped text or JSON lines (RECSYS_LOG_FORMAT) in every worker, uvicorn's included.
+            log_config=logging_config(settings.log_level, settings.log_format),
         )
 
 

@@ -1,4 +1,4 @@
-"""Train/test splits of shared/BENCHMARK_PROTOCOL.md, vectorised over users.
+"""Train/test splits of docs/protocol.md, vectorised over users.
 
 Every split returns ``Interactions`` with the same id maps as its input, so train and test
 matrices have the same shape and index the same users and items.

@@ -23,6 +23,7 @@ output does not depend on how many users a writer holds in memory at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -126,23 +127,54 @@ def write_synthetic(
         raise ConfigError(f"chunk_users must be at least 1, got {chunk_users}")
     world = _make_world(n_users, n_items, n_interactions, seed, rank, shape or SyntheticShape())
     target = Path(path)
+    written = 0
+    with _atomic_file(target) as temporary, _TableWriter(temporary, parquet=_is_parquet(target)) as writer:
+        for table in _tables(world, chunk_users):
+            writer.write(table)
+            written += table.num_rows
+            if progress is not None:
+                progress(table.num_rows)
+    return written
+
+
+def write_synthetic_items(path: str | os.PathLike[str], n_items: int, seed: int = 42, rank: int = 16) -> int:
+    """Write :func:`synthetic_items` (``item_id,title,genres``) to CSV, or Parquet when ``path``
+    ends in .parquet, atomically. Returns the number of items. Loads with ``recsys ingest items PATH``.
+    """
+    catalogue = pa.Table.from_pandas(synthetic_items(n_items, seed, rank), preserve_index=False)
+    target = Path(path)
+    with _atomic_file(target) as temporary, _TableWriter(temporary, parquet=_is_parquet(target)) as writer:
+        writer.write(catalogue)
+    return catalogue.num_rows
+
+
+def default_items_path(events_path: Path) -> Path:
+    """Where ``recsys generate-synthetic`` puts the catalogue: ``items.csv`` (or ``.parquet``, like the
+    events) beside the events file, or ``<events name>.items.csv`` when the events file is itself
+    called ``items``."""
+    suffix = ".parquet" if _is_parquet(events_path) else ".csv"
+    beside = events_path.with_name(f"items{suffix}")
+    return beside if beside != events_path else events_path.with_name(f"{events_path.stem}.items{suffix}")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+@contextlib.contextmanager
+def _atomic_file(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it when the block succeeds and is deleted
+    when it fails, so readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
     _umask_permissions(Path(temporary))
-    written = 0
     try:
-        with _TableWriter(Path(temporary), parquet=target.suffix == ".parquet") as writer:
-            for table in _tables(world, chunk_users):
-                writer.write(table)
-                written += table.num_rows
-                if progress is not None:
-                    progress(table.num_rows)
+        yield Path(temporary)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return written
 
 
 def synthetic_items(

@@ -1,4 +1,4 @@
-"""Metrics and offline evaluation (shared/BENCHMARK_PROTOCOL.md)."""
+"""Metrics and offline evaluation (docs/protocol.md)."""
 
 from recsys.evaluation.metrics import coverage, mae, ranking_metrics, rmse
 from recsys.evaluation.ranking import evaluate_ranking, recommend_top_k

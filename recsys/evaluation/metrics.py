@@ -1,4 +1,4 @@
-"""Metrics of shared/BENCHMARK_PROTOCOL.md, vectorised over users.
+"""Metrics of docs/protocol.md, vectorised over users.
 
 Ranking metrics take the top-k item ids per evaluated user (``-1`` padding allowed) and a CSR
 matrix whose row ``r`` holds that user's test items.

@@ -1,4 +1,4 @@
-"""Protocol R: rating prediction error on held-out ratings (shared/BENCHMARK_PROTOCOL.md)."""
+"""Protocol R: rating prediction error on held-out ratings (docs/protocol.md)."""
 
 from __future__ import annotations
 

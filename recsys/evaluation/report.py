@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from recsys.errors import ConfigError
+
 #: Columns of the Protocol K and Protocol R tables: (result key, header, format).
 RANKING_COLUMNS = (
     ("ndcg", "nDCG@{k}", "{:.4f}"),
@@ -148,12 +150,16 @@ def markdown(result: dict[str, Any]) -> str:
 def write_report(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write report.md, results.json and the plots into ``out_dir``; returns the written paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": _atomic_write(out_dir / "report.md", markdown(result)),
+    plots = write_plots(result, out_dir)
+    # The plots sit beside report.md, so relative links show them wherever the folder is viewed.
+    figures = ["", "## Plots", ""]
+    for path in plots.values():
+        figures += [f"![{path.stem.replace('_', ' ')}]({path.name})", ""]
+    return {
+        "markdown": _atomic_write(out_dir / "report.md", markdown(result) + "\n".join(figures)),
         "json": _atomic_write(out_dir / "results.json", json.dumps(result, indent=2, default=str)),
+        **plots,
     }
-    paths.update(write_plots(result, out_dir))
-    return paths
 
 
 def _atomic_write(path: Path, text: str) -> Path:
@@ -161,13 +167,20 @@ def _atomic_write(path: Path, text: str) -> Path:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    # mkstemp creates the file readable by its owner only; a report gets a plain file's mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     os.replace(temporary, path)
     return path
 
 
 def write_plots(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """metrics.png (metric per model), training_curves.png, quality_vs_fit_time.png."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("the benchmark's plots need matplotlib: pip install 'recsys[plots]'") from None
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt

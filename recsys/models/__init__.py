@@ -1,17 +1,32 @@
 """Models: one module per algorithm, all sharing the contract in :mod:`recsys.models.base`.
 
 Model classes are imported on demand so that using one model (or only serving) does not import
-TensorFlow.
+TensorFlow. The contract itself (numpy, scipy) loads on first use too: the CLI reads
+``MODEL_CLASSES`` for its help text, and ``recsys --help`` must start fast.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys.errors import ConfigError
-from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, read_model_meta
+
+if TYPE_CHECKING:
+    from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
+
+_CONTRACT = ("FitOptions", "ModelConfig", "Recommender", "WarmStart")
+
+
+def __getattr__(name: str) -> Any:
+    """The contract's names (``from recsys.models import Recommender``), imported on first use."""
+    if name in _CONTRACT:
+        from recsys.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Model name -> "module:Class". The names are the ones the CLI and the registry use.
 MODEL_CLASSES: dict[str, str] = {
@@ -37,6 +52,8 @@ def create_model(name: str, **params: Any) -> Recommender:
 
 def load_model(path: Path) -> Recommender:
     """Load any saved model, choosing the class from its metadata."""
+    from recsys.models.base import read_model_meta
+
     return get_model_class(read_model_meta(path)["model"]).load(path)
 
 

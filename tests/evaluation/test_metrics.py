@@ -1,4 +1,4 @@
-"""Ranking and rating metrics against hand-computed examples (shared/BENCHMARK_PROTOCOL.md)."""
+"""Ranking and rating metrics against hand-computed examples (docs/protocol.md)."""
 
 from __future__ import annotations
 

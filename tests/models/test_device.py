@@ -22,7 +22,7 @@ def test_import_tensorflow_returns_one_module() -> None:
     assert device.import_tensorflow() is device.import_tensorflow()
 
 
-def test_without_a_gpu_the_default_strategy_is_used_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_without_a_gpu_the_default_strategy_is_used_quietly(caplog: pytest.LogCaptureFixture) -> None:
     tf = device.import_tensorflow()
     if tf.config.list_logical_devices("GPU"):
         pytest.fail("this test describes the CPU-only machine the suite runs on")
@@ -32,8 +32,8 @@ def test_without_a_gpu_the_default_strategy_is_used_and_said_once(caplog: pytest
         second = device.distribution_strategy()
     assert first is second
     assert first.num_replicas_in_sync == len(tf.config.list_logical_devices("CPU"))
-    messages = [record.getMessage() for record in caplog.records]
-    assert len(messages) == 1 and "no GPU found" in messages[0]
+    # A CPU machine trains on the CPU without saying so; only GPUs get the one device line.
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 def test_mixed_precision_stays_off_on_the_cpu() -> None:
