@@ -122,7 +122,7 @@ class HistoryRequest(Strict):
     )
 
     items: list[ExternalId] = Field(min_length=1, max_length=MAX_K, description="External item ids.")
-    values: list[float] | None = Field(
+    values: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
         default=None, description="One value (rating or strength) per item; default 1.0 each."
     )
     k: int = Field(default=10, ge=1, le=MAX_K)

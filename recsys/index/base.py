@@ -38,6 +38,11 @@ class Exclusions:
         unique = np.unique(np.asarray(columns if columns is not None else (), dtype=np.int64))
         return cls(np.array([0, len(unique)], dtype=np.int64), unique)
 
+    @classmethod
+    def sorted_row(cls, columns: np.ndarray) -> Exclusions:
+        """One query's exclusions from columns already sorted and unique (a CSR row's)."""
+        return cls(np.array([0, len(columns)], dtype=np.int64), columns)
+
     @property
     def n_rows(self) -> int:
         return len(self.indptr) - 1

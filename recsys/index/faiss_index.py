@@ -59,6 +59,8 @@ class FaissIndex(ItemIndex):
         self.kind: IndexKind = kind
         self.is_exact = kind == "flat"
         self.meta: dict[str, Any] = {"kind": kind, **(meta or {})}
+        # Read once: each attribute access on the SWIG object costs tens of microseconds.
+        self._n_items, self._dim = int(index.ntotal), int(index.d)
         # Exact search with exclusions masks scores over the same vectors (see the module docstring).
         self._masked = ExactIndex(index.reconstruct_n(0, index.ntotal)) if self.is_exact else None
 
@@ -125,11 +127,11 @@ class FaissIndex(ItemIndex):
 
     @property
     def n_items(self) -> int:
-        return int(self._index.ntotal)
+        return self._n_items
 
     @property
     def dim(self) -> int:
-        return int(self._index.d)
+        return self._dim
 
     @property
     def recall(self) -> float:
@@ -138,9 +140,9 @@ class FaissIndex(ItemIndex):
     def search(
         self, queries: np.ndarray, k: int, exclude: ExcludeArg = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries = check_queries(queries, self.dim, k)
         if self._masked is not None:  # flat: the numpy reference over the same vectors
             return self._masked.search(queries, k, exclude)
+        queries = check_queries(queries, self.dim, k)
         exclusions = as_exclusions(exclude, len(queries), self.n_items)
         if exclusions is None:
             exclusions = Exclusions(np.zeros(len(queries) + 1, np.int64), np.zeros(0, np.int64))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
+from recsys.retrieval import RankOptions, Retriever
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
 MODEL_FILE = "model.json"
@@ -283,25 +284,19 @@ class Recommender(ABC):
                 "(pass matrix[userids])"
             )
         rows = sp.csr_matrix(user_items)
-        queries = self.fold_in(rows) if recalculate_user else self.user_vectors(userids, rows)
-        exclude = _exclusions(
-            rows if filter_already_liked_items else None, filter_items, len(userids), n_items
-        )
-        ids, scores = self.index.search(queries, N, exclude)
+        # Ranked by the retriever the service, scoring and evaluation use (recsys.retrieval).
+        options = RankOptions(k=N, exclude_seen=filter_already_liked_items, exclude_items=filter_items)
+        fold = np.full(len(userids), recalculate_user)
+        ranking = Retriever.for_model(self, self.index).recommend(userids, rows, options, fold)
+        ids, scores = ranking.item_ids, ranking.scores
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def similar_items(self, itemid: int | np.ndarray, N: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``N`` items with the most similar vectors (cosine), the item itself excluded."""
         single = np.ndim(itemid) == 0
         itemids = np.atleast_1d(np.asarray(itemid, dtype=np.int64))
-        vectors = self.similarity_factors
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        normalised = vectors / np.maximum(norms, 1e-12)
-        own = sp.csr_matrix(
-            (np.ones(len(itemids)), (np.arange(len(itemids)), itemids)),
-            shape=(len(itemids), len(vectors)),
-        )
-        ids, scores = ExactIndex(normalised).search(normalised[itemids], N, own)
+        ranking = Retriever.for_model(self, self.index).similar(itemids, RankOptions(k=N))
+        ids, scores = ranking.item_ids, ranking.scores
         return (ids[0], scores[0]) if single else (ids, scores)
 
     # --- persistence ------------------------------------------------------------------------
@@ -346,23 +341,3 @@ def read_model_meta(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} is not a saved model (missing {MODEL_FILE} or {ARRAYS_FILE})")
     meta: dict[str, Any] = json.loads(meta_file.read_text())
     return meta
-
-
-def _exclusions(
-    seen: sp.csr_matrix | None, filter_items: np.ndarray | None, n_rows: int, n_items: int
-) -> sp.csr_matrix | None:
-    """One CSR row of excluded items per query: seen items plus the explicit filter list."""
-    exclude = None if seen is None else sp.csr_matrix(seen, dtype=np.float32, copy=True)
-    if exclude is not None:
-        exclude.data[:] = 1.0
-    if filter_items is not None and len(filter_items):
-        cols = np.asarray(filter_items, dtype=np.int64)
-        block = sp.csr_matrix(
-            (
-                np.ones(n_rows * len(cols), np.float32),
-                (np.repeat(np.arange(n_rows), len(cols)), np.tile(cols, n_rows)),
-            ),
-            shape=(n_rows, n_items),
-        )
-        exclude = block if exclude is None else exclude + block
-    return exclude

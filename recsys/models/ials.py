@@ -145,8 +145,10 @@ class ImplicitALS(Recommender):
     def _confidence_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         """``C - 1`` (``alpha * value``) on the observed pairs, explicit zeros dropped."""
         matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
-        matrix.eliminate_zeros()
-        matrix.sort_indices()
+        if not matrix.data.all():  # checks first: each scipy call costs more than a served fold-in's solve
+            matrix.eliminate_zeros()
+        if not matrix.has_sorted_indices:
+            matrix.sort_indices()
         if matrix.nnz and matrix.data.min() < 0:
             raise DataError(
                 f"implicit ALS needs non-negative interaction values, got {matrix.data.min()}; "
@@ -248,7 +250,7 @@ class ImplicitALS(Recommender):
         diagonal = np.arange(len(gram))
         for start, stop in _padded_blocks(counts[order], other.shape[1]):
             rows = order[start:stop]
-            block = confidence[rows]
+            block = confidence if len(rows) == confidence.shape[0] == 1 else confidence[rows]
             width = max(1, int(np.diff(block.indptr).max(initial=0)))
             position = np.arange(block.nnz) - np.repeat(block.indptr[:-1], np.diff(block.indptr))
             row_of = np.repeat(np.arange(len(rows)), np.diff(block.indptr))

@@ -22,6 +22,7 @@ a changed user's folded-in vector is cached, bounded, until that user's history 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -33,13 +34,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.interactions import IdMap, Interactions
-from recsys.errors import UnknownIdError
+from recsys.errors import DataError, UnknownIdError
 from recsys.index.base import PAD_ID, Exclusions, ItemIndex
 from recsys.index.exact import ExactIndex
 from recsys.retrieval.filters import Catalogue
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 Strategy = Literal["personalized", "folded-in", "popular"]
 #: Strategy codes of a batch, indices into this tuple.
@@ -181,6 +184,10 @@ class Overlay:
             self._generation[user] = self._generation.get(user, 0) + 1
 
 
+#: A folded-in user: one-row query vector and strategy code arrays.
+Folded = tuple[np.ndarray, np.ndarray]
+
+
 class VectorCache:
     """Folded-in vectors by user id, least recently used dropped beyond ``size`` entries.
 
@@ -191,10 +198,10 @@ class VectorCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, Folded]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, user: str, generation: int) -> np.ndarray | None:
+    def get(self, user: str, generation: int) -> Folded | None:
         with self._lock:
             entry = self._entries.get(user)
             if entry is None or entry[0] != generation:
@@ -204,7 +211,7 @@ class VectorCache:
             self.hits += 1
             return entry[1]
 
-    def put(self, user: str, generation: int, vector: np.ndarray) -> None:
+    def put(self, user: str, generation: int, vector: Folded) -> None:
         if self.size <= 0:
             return
         with self._lock:
@@ -248,6 +255,9 @@ class Retriever:
     popular_counts: np.ndarray | None = None
     overlay: Overlay = field(default_factory=lambda: Overlay(0))
     cache: VectorCache = field(default_factory=VectorCache)
+    popular_fallback: bool = True
+    """Users with no vector and an empty history get popular items; when False (a model without
+    popularity counts) they are folded in from the empty history, as the model answers them."""
     history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None
     """How history values become what the model folds in (the version's value rule, for example
     binary); None folds in the stored values. Exclusion always uses every stored item."""
@@ -263,6 +273,7 @@ class Retriever:
                 else np.bincount(self.seen.indices, minlength=n_items).astype(np.float32)
             )
         self.erased = np.zeros(n_items, dtype=bool)
+        self._erased_items = np.zeros(0, dtype=np.int64)  # the same, as sorted indices
         self._forgotten: set[str] = set()
         self._popular_index = ExactIndex(np.asarray(self.popular_counts, np.float32)[:, None])
 
@@ -277,7 +288,7 @@ class Retriever:
         history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
     ) -> Retriever:
         """A retriever over ``model`` alone (exact index unless one is given); histories are
-        passed to :meth:`recommend`."""
+        passed to :meth:`recommend`. Without ``popular_counts`` there is no popular fallback."""
         items = model.item_factors
         if items is None:
             from recsys.errors import NotFittedError
@@ -288,6 +299,7 @@ class Retriever:
             index=index if index is not None else ExactIndex(items),
             items=IdMap(np.arange(len(items)).astype(object)),
             popular_counts=popular_counts,
+            popular_fallback=popular_counts is not None,
             history_rule=history_rule,
         )
 
@@ -390,14 +402,34 @@ class Retriever:
             assert self.model.user_factors is not None
             vectors[trained] = self.model.user_factors[users[trained]]
             strategies[trained] = PERSONALIZED
-        folded = ~trained & (np.diff(rows.indptr) > 0)
+        folded = ~trained & ((np.diff(rows.indptr) > 0) | (not self.popular_fallback))
+        try:
+            self._fold_rows(rows, folded, vectors, strategies)
+        except DataError as exc:
+            # Values the model refuses (negative ones for implicit ALS): those users keep their
+            # trained vector or get popular items, and the others are still folded in.
+            unusable = np.asarray((rows < 0).sum(axis=1)).ravel() > 0
+            if not (folded & unusable).any():
+                raise
+            logger.warning("%d user(s) not folded in: %s", int((folded & unusable).sum()), exc)
+            fallback = folded & unusable & (users < self.n_trained_users)
+            if fallback.any():
+                assert self.model.user_factors is not None
+                vectors[fallback] = self.model.user_factors[users[fallback]]
+                strategies[fallback] = PERSONALIZED
+            self._fold_rows(rows, folded & ~unusable, vectors, strategies)
+        return vectors, strategies
+
+    def _fold_rows(
+        self, rows: sp.csr_matrix, folded: np.ndarray, vectors: np.ndarray, strategies: np.ndarray
+    ) -> None:
+        """Fold in the marked rows, in one call, into ``vectors`` and ``strategies``."""
         if folded.all():  # a service fold-in: no scipy row selection
             vectors[:] = self._fold_in(rows)
             strategies[:] = FOLDED_IN
         elif folded.any():
             vectors[folded] = self._fold_in(rows[np.flatnonzero(folded)])
             strategies[folded] = FOLDED_IN
-        return vectors, strategies
 
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
         return self.model.fold_in(rows if self.history_rule is None else self.history_rule(rows))
@@ -438,6 +470,13 @@ class Retriever:
         extra = self._extra_exclusions(options)
         exclusions = _merge(seen if options.exclude_seen else None, extra, n_rows)
         fetch = options.offset + options.k
+        if n_rows == 1:  # the service's case, without the bookkeeping of a block
+            index = self._popular_index if strategies[0] == POPULAR else self.index
+            query = np.ones((1, 1)) if strategies[0] == POPULAR else vectors
+            ids, scores = index.search(query, fetch, exclusions)
+            return Ranking(
+                ids[:, options.offset :], scores[:, options.offset :], np.asarray(strategies, np.int8)
+            )
         ids = np.full((n_rows, fetch), PAD_ID, dtype=np.int64)
         scores = np.full((n_rows, fetch), -np.inf, dtype=np.float32)
         popular = strategies == POPULAR
@@ -457,8 +496,8 @@ class Retriever:
         parts = [self.catalogue.filtered_out(options.include_genres, options.exclude_genres)]
         if options.exclude_items is not None and len(options.exclude_items):
             parts.append(np.asarray(options.exclude_items, dtype=np.int64))
-        if self.erased.any():
-            parts.append(np.flatnonzero(self.erased))
+        if len(self._erased_items):
+            parts.append(self._erased_items)
         parts = [part for part in parts if len(part)]
         if not parts:
             return np.zeros(0, dtype=np.int64)
@@ -494,7 +533,7 @@ class Retriever:
         """One user's list: the vector fixed at build time while the history is unchanged, else
         the cached folded-in vector, else a fold-in that is then cached."""
         columns, values, generation = self.user_history(user_id)
-        seen = Exclusions.one(columns)
+        seen = Exclusions.sorted_row(columns)
         if generation is None:
             index = self.user_index(user_id)
             if index is not None and self.vectors is not None and self.strategies is not None:
@@ -505,9 +544,11 @@ class Retriever:
         cached = self.cache.get(user_id, generation)
         if cached is None:
             row = _row(columns, values, len(self.items))
-            cached, _ = self.query_vectors(np.zeros(1, np.int64), row, fold=np.ones(1, bool))
+            index = self.user_index(user_id)
+            user = np.array([self.n_trained_users if index is None else index], np.int64)
+            cached = self.query_vectors(user, row, fold=np.ones(1, bool))
             self.cache.put(user_id, generation, cached)
-        return Ranked.row(self.rank(cached, np.array([FOLDED_IN], np.int8), seen, options))
+        return Ranked.row(self.rank(*cached, seen, options))
 
     def recommend_history(
         self, item_ids: Sequence[str], values: Sequence[float] | None, options: RankOptions
@@ -518,8 +559,9 @@ class Retriever:
         columns, position = np.unique(indices, return_inverse=True)
         summed = np.bincount(position, weights=data, minlength=len(columns)).astype(np.float32)
         row = _row(columns, summed, len(self.items))
-        vector, strategy = self.query_vectors(np.zeros(1, np.int64), row, fold=np.ones(1, bool))
-        return Ranked.row(self.rank(vector, strategy, Exclusions.one(columns), options))
+        # Folded in directly: values the model refuses are the caller's to fix (DataError).
+        vector = self._fold_in(row)
+        return Ranked.row(self.rank(vector, np.array([FOLDED_IN], np.int8), Exclusions.one(columns), options))
 
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Indices of the given item ids; unknown and erased ids raise :class:`UnknownIdError`."""
@@ -570,6 +612,7 @@ class Retriever:
         index = self.items.index(item_id)
         if index is not None:
             self.erased[index] = True
+            self._erased_items = np.flatnonzero(self.erased)
 
 
 def _row(columns: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:

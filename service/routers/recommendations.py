@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
-from recsys.errors import UnknownIdError
+from recsys.errors import DataError, UnknownIdError
 from recsys.retrieval import Ranked, RankOptions, UnknownGenreError
 from service import metrics
 from service.deps import StateDep, current_state
@@ -150,6 +150,6 @@ async def history_recommendations(state: StateDep, request: HistoryRequest) -> R
         ranked = state.retriever.recommend_history(request.items, request.values, options)
     except UnknownIdError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except UnknownGenreError as exc:
+    except DataError as exc:  # an unknown genre, or values the model cannot fold in (negative for iALS)
         raise unprocessable(exc) from None
     return recommendations_response(state, None, ranked)

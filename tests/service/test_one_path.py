@@ -186,3 +186,20 @@ def test_folded_in_vector_is_cached_until_that_user_acts_again(ials_client: Test
     assert calls == [1, 1, 1] and "i19" not in after
     assert get("u3") == after and calls == [1, 1, 1]
     assert retriever.cache.hits >= 3
+
+
+def test_history_values_the_model_cannot_use_are_a_422(ials_client: TestClient) -> None:
+    negative = ials_client.post("/recommendations", json={"items": ["i1", "i2"], "values": [1.0, -2.0]})
+    assert negative.status_code == 422 and "non-negative" in negative.json()["detail"]
+    assert ials_client.post("/recommendations", json={"items": ["i1"], "values": [2.0]}).status_code == 200
+
+
+def test_feedback_the_model_cannot_fold_in_does_not_break_answers(ials_client: TestClient) -> None:
+    # implicit ALS refuses negative values: the trained user keeps the trained vector, a new user
+    # gets popular items, and everyone else is still answered (no 500).
+    for user in ("u2", "brand-new"):
+        event = {"user_id": user, "item_id": "i1", "value": -1.0}
+        assert ials_client.post("/interactions", json=event, headers=KEY).status_code == 201
+    assert ials_client.get("/users/u2/recommendations").json()["strategy"] == "personalized"
+    assert ials_client.get("/users/brand-new/recommendations").json()["strategy"] == "popular"
+    assert ials_client.get("/users/u3/recommendations").json()["strategy"] == "personalized"
