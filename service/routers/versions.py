@@ -78,7 +78,8 @@ class ModelVersionSummary(BaseModel):
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: 0 or "yes" for a flag that can bypass the promotion guard is a client mistake (422).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     force: bool = Field(default=False, description="Promote even below the popularity baseline.")
 

@@ -77,6 +77,8 @@ def test_promote_and_rollback_through_the_api(
     assert client.post(path, headers={"X-API-Key": "wrong"}).status_code == 401
     refused = client.post(path, headers=KEY, json={"force": False})
     assert refused.status_code == 409 and "force" in refused.json()["detail"]
+    # The flag that bypasses the guard is a JSON boolean, never 0/1 or a string (found by schemathesis).
+    assert client.post(path, headers=KEY, json={"force": 0}).status_code == 422
     assert registry.production().version == version.version  # type: ignore[union-attr]
     promoted = client.post(path, headers=KEY, json={"force": True})
     assert promoted.status_code == 200
