@@ -34,7 +34,7 @@ class TestEASE(ModelContract):
     ) -> None:
         # No stored user vectors: a user's vector is their binarised history row.
         assert fitted.user_factors is None
-        ids, scores = fitted.recommend(5, planted.train, N=10)
+        ids, scores = fitted.recommend(5, planted.train[[5]], N=10)
         history = (planted.train[5].toarray()[0] > 0).astype(np.float32)
         np.testing.assert_allclose(scores, fitted.item_factors[ids] @ history, rtol=1e-4, atol=1e-4)  # type: ignore[index]
 

@@ -190,16 +190,24 @@ def test_folded_in_vector_is_cached_until_that_user_acts_again(ials_client: Test
 
 def test_history_values_the_model_cannot_use_are_a_422(ials_client: TestClient) -> None:
     negative = ials_client.post("/recommendations", json={"items": ["i1", "i2"], "values": [1.0, -2.0]})
-    assert negative.status_code == 422 and "non-negative" in negative.json()["detail"]
+    assert negative.status_code == 422 and "non-negative" in str(negative.json()["detail"])
     assert ials_client.post("/recommendations", json={"items": ["i1"], "values": [2.0]}).status_code == 200
 
 
-def test_feedback_the_model_cannot_fold_in_does_not_break_answers(ials_client: TestClient) -> None:
-    # implicit ALS refuses negative values: the trained user keeps the trained vector, a new user
-    # gets popular items, and everyone else is still answered (no 500).
-    for user in ("u2", "brand-new"):
-        event = {"user_id": user, "item_id": "i1", "value": -1.0}
-        assert ials_client.post("/interactions", json=event, headers=KEY).status_code == 201
-    assert ials_client.get("/users/u2/recommendations").json()["strategy"] == "personalized"
-    assert ials_client.get("/users/brand-new/recommendations").json()["strategy"] == "popular"
-    assert ials_client.get("/users/u3/recommendations").json()["strategy"] == "personalized"
+def test_feedback_the_model_cannot_fold_in_does_not_break_answers(
+    ials_client: TestClient, settings: Settings
+) -> None:
+    # By default the input rules refuse negative values at the door.
+    event = {"user_id": "u2", "item_id": "i1", "value": -1.0}
+    assert ials_client.post("/interactions", json=event, headers=KEY).status_code == 422
+    # An operator who allows them (for an explicit model) still serves the implicit ALS version:
+    # the trained user keeps the trained vector, a new user gets popular items, and everyone else
+    # is still answered (no 500).
+    allowing = settings.model_copy(update={"interaction_value_min": -5.0})
+    with TestClient(create_app(allowing)) as client:
+        for user in ("u2", "brand-new"):
+            event = {"user_id": user, "item_id": "i1", "value": -1.0}
+            assert client.post("/interactions", json=event, headers=KEY).status_code == 201
+        assert client.get("/users/u2/recommendations").json()["strategy"] == "personalized"
+        assert client.get("/users/brand-new/recommendations").json()["strategy"] == "popular"
+        assert client.get("/users/u3/recommendations").json()["strategy"] == "personalized"

@@ -190,4 +190,4 @@ def test_a_user_error_outside_recsys_errors_is_one_line_not_a_traceback(tmp_path
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "promotion_tolerance" in done.stderr and "Traceback" not in done.stderr
+    assert "PROMOTION_TOLERANCE" in done.stderr and "Traceback" not in done.stderr
