@@ -29,6 +29,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
+from scipy.linalg import qr, solve_triangular
 
 from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
@@ -160,9 +161,9 @@ def closed_form(x: sp.csr_matrix, config: LowRankAEConfig) -> tuple[np.ndarray, 
     rank = min(config.rank, n_items)
     width = min(rank + OVERSAMPLE, n_items)
     rng = np.random.default_rng(config.seed)
-    basis, _ = np.linalg.qr(gram_ridge(rng.standard_normal((n_items, width), dtype=np.float32)))
+    basis = orthonormal(gram_ridge(rng.standard_normal((n_items, width), dtype=np.float32)))
     for _ in range(config.power_iterations):
-        basis, _ = np.linalg.qr(gram_ridge(basis))
+        basis = orthonormal(gram_ridge(basis))
     # Rayleigh-Ritz on the subspace: eigenvectors of the small width x width projection.
     projected = basis.T @ gram_ridge(basis)
     values, vectors = np.linalg.eigh((projected + projected.T) / 2)
@@ -170,3 +171,20 @@ def closed_form(x: sp.csr_matrix, config: LowRankAEConfig) -> tuple[np.ndarray, 
     items = np.ascontiguousarray(basis @ vectors[:, top], dtype=np.float32)
     encoder = np.ascontiguousarray(ridge(items), dtype=np.float32)
     return encoder, items
+
+
+def orthonormal(block: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the columns of ``block`` by Cholesky QR, twice (CholQR2).
+
+    Matrix products only: a Householder QR of a 9,700 x 544 block took longer than the whole
+    inverse on two cores. The Gram matrix is float64, so blocks with a condition number up to
+    about 1e7 stay exact enough; beyond that, or for rank-deficient blocks, Householder QR.
+    """
+    basis: np.ndarray = np.asarray(block, dtype=np.float64)
+    try:
+        for _ in range(2):
+            upper = np.linalg.cholesky(basis.T @ basis).T
+            basis = solve_triangular(upper, basis.T, trans="T", lower=False).T
+    except np.linalg.LinAlgError:
+        basis, _ = qr(np.asarray(block, dtype=np.float64), mode="economic")
+    return np.ascontiguousarray(basis, dtype=np.float32)
