@@ -35,6 +35,7 @@ MODEL_CLASSES: dict[str, str] = {
     "ials": "recsys.models.ials:ImplicitALS",
     "two-tower": "recsys.models.two_tower:TwoTower",
     "ease": "recsys.models.ease:EASE",
+    "lowrank-ae": "recsys.models.lowrank:LowRankAE",
 }
 
 
