@@ -168,10 +168,17 @@ def run_pipeline(
         )
         result.candidate = candidate.version
         note(f"train: registered {candidate.version} (index built with it)")
+        # The registry shows the backtest next to the version (`recsys models list`, the dashboard):
+        # the one figure measured on today's split for candidate and production alike.
+        registry.add_metrics(
+            candidate.version,
+            {"backtest_ndcg@10": scores["candidate"], "backtest_baseline_ndcg@10": scores["popularity"]},
+        )
         if settings.pipeline_score_k:
             rows = step("score", lambda: _score(engine, registry, candidate, data, settings.pipeline_score_k))
             note(f"score: wrote {rows} recommendations for {candidate.version}")
         if candidate.status != "production":
+            lock.ensure_held()  # a run whose lock was taken over must not promote
             step("promote", lambda: registry.promote(candidate.version))
         result.production_after = candidate.version
         result.outcome = "promoted"

@@ -55,6 +55,9 @@ def test_first_run_promotes_then_nothing_new_is_up_to_date(
     assert production is not None and production.version == first.production_after == first.candidate
     assert first.metrics["candidate"] > first.metrics["popularity"]
     assert (production.path / "index").is_dir()
+    # The backtest is recorded with the version it judged (models list and the dashboard show it).
+    assert production.metrics["backtest_ndcg@10"] == first.metrics["candidate"]
+    assert production.metrics["backtest_baseline_ndcg@10"] == first.metrics["popularity"]
 
     second = run_pipeline(sqlite_engine, settings)
     assert second.outcome == "up-to-date"
