@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
 
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.settings import Settings
@@ -40,3 +44,29 @@ def test_ready_reports_a_production_version_that_fails_to_load(
         "database": True,
         "detail": None,
     }
+
+
+def test_ready_answers_quickly_when_the_database_is_frozen(
+    client: TestClient, settings: Settings, version: VersionInfo
+) -> None:
+    # A frozen server accepts the connection and never answers: no server-side timeout can fire.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        frozen = create_engine(
+            f"postgresql+psycopg://nobody@127.0.0.1:{port}/recsys", connect_args={"connect_timeout": 60}
+        )
+        app = client.app
+        original = app.state.engine  # type: ignore[attr-defined]
+        app.state.engine = frozen  # type: ignore[attr-defined]
+        try:
+            started = time.monotonic()
+            ready = client.get("/ready")
+            waited = time.monotonic() - started
+        finally:
+            app.state.engine = original  # type: ignore[attr-defined]
+    timeout = settings.request_timeout_seconds
+    assert ready.status_code == 503 and waited < timeout + 3, waited
+    assert ready.json()["database"] is False
+    assert ready.json()["detail"] == f"database unavailable: no answer within {timeout:g} s"
