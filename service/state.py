@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.data.interactions import IdMap, Interactions
-from recsys.db.models import Interaction, Item, User
+from recsys.db.models import Deletion, Interaction, Item, User
 from recsys.index import ItemIndex
 from recsys.models.base import Recommender
 from recsys.retrieval import Catalogue, Overlay, Retriever
@@ -51,6 +51,7 @@ class ServingState:
     item_json: list[str]  # per item index, its JSON up to the score (service.render)
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    erasures_seen: int = 0  # the newest row of the deletions table this state has applied
 
     @classmethod
     def build(
@@ -167,8 +168,32 @@ def max_interaction_id(engine: Engine) -> int:
         return int(connection.scalar(select(func.coalesce(func.max(Interaction.id), 0))) or 0)
 
 
+def sync_erasures(engine: Engine, state: ServingState) -> int:
+    """Forget users and items erased since the state's last sync (by the API of any worker, or by
+    ``recsys delete``); returns how many erasures were applied.
+
+    A fresh state applies every recorded erasure: the version it serves may have been trained
+    before them. Erasures are rare, so one Python call each is fine here.
+    """
+    query = (
+        select(Deletion.id, Deletion.target, Deletion.external_id)
+        .where(Deletion.id > state.erasures_seen, Deletion.target.in_(("user", "item")))
+        .order_by(Deletion.id)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    for _, target, external_id in rows:
+        if external_id is not None:
+            (state.forget_user if target == "user" else state.forget_item)(external_id)
+    if rows:
+        state.erasures_seen = int(rows[-1][0])
+    return len(rows)
+
+
 def sync_feedback(engine: Engine, state: ServingState) -> int:
-    """Read interactions stored after the state's last sync into its overlay; returns how many."""
+    """Read interactions stored after the state's last sync into its overlay, and apply erasures
+    recorded since (:func:`sync_erasures`); returns how many interactions were read."""
+    sync_erasures(engine, state)
     query = (
         select(Interaction.id, User.external_id, Item.external_id, Interaction.value)
         .join(User, User.id == Interaction.user_id)

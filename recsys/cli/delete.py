@@ -1,7 +1,8 @@
 """`recsys delete user|item|event|invalid`: erasure and removal of bad data, audited.
 
-The same effects as the API's DELETE endpoints (one implementation: recsys.db.erasure). A running
-service forgets an erased user or item at its next reload; use the API to erase at once.
+The same effects as the API's DELETE endpoints (one implementation: recsys.db.erasure). Running
+services on this machine's data folder forget an erased user or item on their next request (the
+command touches the stamp they watch); services elsewhere do at their next reload.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ IdArgument = Annotated[str, typer.Argument(help="The external id.", show_default
 
 def _erase(target: str, external_id: str, as_json: bool, database_url: str | None) -> None:
     from recsys.db.erasure import erase
+    from service.state import feedback_stamp, touch_stamp
 
-    engine = open_database(load_settings(database_url))
+    settings = load_settings(database_url)
+    engine = open_database(settings)
     erased = erase(engine, target, external_id, source="cli")  # type: ignore[arg-type]
+    if erased.found:
+        touch_stamp(feedback_stamp(settings))  # workers re-sync, and forget what was erased
     if as_json:
         print_json(vars(erased))
     elif erased.found:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Self
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
@@ -345,6 +346,38 @@ def test_an_erased_user_is_gone_at_once_and_audited(client: TestClient) -> None:
     from recsys.data.matrix import build_interactions
 
     assert "u3" not in set(build_interactions(engine).users.external_ids)
+
+
+def test_erasure_reaches_every_worker_and_survives_a_reload(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second app on the same settings is another worker of the same service.
+    with TestClient(create_app(settings)) as other:
+        assert other.get("/users/u4/recommendations").json()["strategy"] == "personalized"
+        assert client.delete("/users/u4", headers=KEY).status_code == 200
+        assert other.get("/users/u4/recommendations").json()["strategy"] == "popular"
+        # `recsys delete` erases as the API does, and running workers forget on their next request.
+        from typer.testing import CliRunner
+
+        from recsys.cli import app as cli
+
+        assert other.get("/users/u5/recommendations").json()["strategy"] == "personalized"
+        from recsys.settings import get_settings
+
+        monkeypatch.setenv("RECSYS_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("RECSYS_DATABASE_URL", settings.database_url)
+        get_settings.cache_clear()
+        try:
+            done = CliRunner().invoke(cli, ["delete", "user", "u5"])
+        finally:
+            get_settings.cache_clear()
+        assert done.exit_code == 0, done.output
+        assert other.get("/users/u5/recommendations").json()["strategy"] == "popular"
+        assert client.get("/users/u5/recommendations").json()["strategy"] == "popular"
+    # A worker started later serves the same (older) version: the erasures still hold.
+    with TestClient(create_app(settings)) as restarted:
+        for user in ("u4", "u5"):
+            assert restarted.get(f"/users/{user}/recommendations").json()["strategy"] == "popular"
 
 
 def test_an_erased_item_is_never_recommended_and_events_are_deleted_by_id(client: TestClient) -> None:
