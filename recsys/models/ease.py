@@ -20,6 +20,7 @@ from pydantic import Field
 from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, SearchRange
+from recsys.runtime.memory import check_dense_items_memory
 
 #: Dense n_items x n_items float32 arrays alive at the peak of a fit (the factor, its inverse
 #: and the symmetric copy).
@@ -74,22 +75,10 @@ class EASE(Recommender):
 
 def check_memory(n_items: int, max_items: int) -> None:
     """Refuse catalogues beyond ``max_items`` or beyond the memory available, naming both."""
-    import psutil
-
-    needed = PEAK_MATRICES * 4 * n_items**2
-    available = psutil.virtual_memory().available
-    alternatives = "train ials or two-tower, whose memory grows with the catalogue, not its square"
-    if n_items > max_items:
-        raise ConfigError(
-            f"EASE needs a dense {n_items} x {n_items} matrix ({needed / 2**30:.1f} GB at its peak); "
-            f"the catalogue exceeds max_items={max_items}. Raise it with --param max_items=N if the "
-            f"memory is there, or {alternatives}"
-        )
-    if needed > available:
-        raise ConfigError(
-            f"EASE needs about {needed / 2**30:.1f} GB for {n_items} items but {available / 2**30:.1f} GB "
-            f"is available; {alternatives}"
-        )
+    check_dense_items_memory(
+        "EASE", n_items, max_items, matrices=PEAK_MATRICES,
+        alternatives="train ials or two-tower, whose memory grows with the catalogue, not its square",
+    )  # fmt: skip
 
 
 def closed_form(x: sp.csr_matrix, l2: float) -> np.ndarray:

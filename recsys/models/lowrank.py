@@ -34,6 +34,7 @@ from scipy.linalg import qr, solve_triangular
 from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, SearchRange
+from recsys.runtime.memory import check_dense_items_memory
 
 #: Dense n_items x n_items float32 arrays alive at the peak of a fit (A, factored in place).
 PEAK_MATRICES = 1
@@ -110,22 +111,10 @@ class LowRankAE(Recommender):
 
 def check_memory(n_items: int, max_items: int) -> None:
     """Refuse catalogues beyond ``max_items`` or beyond the memory available, naming both."""
-    import psutil
-
-    needed = PEAK_MATRICES * 4 * n_items**2
-    available = psutil.virtual_memory().available
-    alternative = "train ials, whose memory grows with the catalogue, not its square"
-    if n_items > max_items:
-        raise ConfigError(
-            f"lowrank-ae factorises a dense {n_items} x {n_items} matrix ({needed / 2**30:.1f} GB); "
-            f"the catalogue exceeds max_items={max_items}. Raise it with --param max_items=N if the "
-            f"memory is there, or {alternative}"
-        )
-    if needed > available:
-        raise ConfigError(
-            f"lowrank-ae needs about {needed / 2**30:.1f} GB for {n_items} items but "
-            f"{available / 2**30:.1f} GB is available; {alternative}"
-        )
+    check_dense_items_memory(
+        "lowrank-ae", n_items, max_items, matrices=PEAK_MATRICES,
+        alternatives="train ials, whose memory grows with the catalogue, not its square",
+    )  # fmt: skip
 
 
 def closed_form(x: sp.csr_matrix, config: LowRankAEConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,28 @@
+"""Memory checks before fits that hold dense items x items matrices (EASE-like models)."""
+
+from __future__ import annotations
+
+from recsys.errors import ConfigError
+
+
+def check_dense_items_memory(
+    model: str, n_items: int, max_items: int, *, matrices: int, alternatives: str
+) -> None:
+    """Refuse a catalogue beyond ``max_items``, or one whose ``matrices`` dense float32
+    items x items matrices do not fit in the memory available now; the error names both limits,
+    how to raise the first and ``alternatives``."""
+    import psutil
+
+    needed = matrices * 4 * n_items**2
+    if n_items > max_items:
+        raise ConfigError(
+            f"{model} needs a dense {n_items} x {n_items} matrix ({needed / 2**30:.1f} GB at its peak); "
+            f"the catalogue exceeds max_items={max_items}. Raise it with --param max_items=N if the "
+            f"memory is there, or {alternatives}"
+        )
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ConfigError(
+            f"{model} needs about {needed / 2**30:.1f} GB for {n_items} items but "
+            f"{available / 2**30:.1f} GB is available; {alternatives}"
+        )
