@@ -3,33 +3,17 @@ paging, exclusions, the bounded vector cache, and forgetting users and items."""
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import IdMap, Interactions
 from recsys.index.faiss_index import FaissIndex, HnswParams
-from recsys.models.base import FitOptions, Recommender
 from recsys.retrieval import RankOptions, Retriever, VectorCache, changed_since
 from recsys.retrieval.retriever import FOLDED_IN, PERSONALIZED, POPULAR
+from tests.vector_model import MeanOfItems
 
 N_USERS, N_ITEMS, DIM = 60, 400, 12
-
-
-class MeanOfItems(Recommender):
-    """Random vectors; fold-in is the weighted mean of the history's item vectors."""
-
-    name = "mean-of-items"
-
-    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
-        return self
-
-    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
-        weights = sp.csr_matrix(user_items)
-        totals = np.maximum(np.asarray(weights.sum(axis=1)), 1e-9)
-        return np.asarray(weights @ self._require_items() / totals, dtype=np.float32)
 
 
 def ids(n: int, prefix: str) -> IdMap:

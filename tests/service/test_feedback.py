@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,12 +12,12 @@ from recsys.data.interactions import IdMap, Interactions
 from recsys.db.engine import session_scope
 from recsys.db.models import Interaction, Item, User
 from recsys.index.exact import ExactIndex
-from recsys.models.base import FitOptions, Recommender
 from recsys.settings import Settings
 from service.app import create_app
 from service.deps import INVALID_KEY
 from service.state import ServingState, max_interaction_id
 from tests.service.conftest import API_KEY, N_ITEMS, N_USERS, seen_items
+from tests.vector_model import MeanOfItems
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -126,20 +124,6 @@ def test_database_down_reads_served_writes_503(client: TestClient) -> None:
     assert client.post("/recommendations", json={"items": ["i1"]}).status_code == 200
     response = client.post("/interactions", json={"user_id": "u1", "item_id": "i1"}, headers=KEY)
     assert response.status_code == 503 and "database is unavailable" in response.json()["detail"]
-
-
-class MeanOfItems(Recommender):
-    """A hand-made vector model whose fold-in is the value-weighted mean of the item vectors."""
-
-    name = "mean-of-items"
-
-    def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
-        return self
-
-    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
-        weights = sp.csr_matrix(user_items)
-        totals = np.maximum(np.asarray(weights.sum(axis=1)), 1e-9)
-        return np.asarray(weights @ self._require_items() / totals, dtype=np.float32)
 
 
 def vector_state(client: TestClient) -> MeanOfItems:
