@@ -85,6 +85,17 @@ def test_k_outside_bounds_names_the_field(client: TestClient) -> None:
     assert len(body["items"]) == 2
 
 
+def test_user_id_outside_bounds_names_the_path_parameter(client: TestClient) -> None:
+    # The endpoint is a DirectRoute (service/routing.py): its path is validated without FastAPI's
+    # dependency machinery, with the answer FastAPI gives.
+    for user_id, error in (("", "string_too_short"), ("u" * 256, "string_too_long")):
+        response = client.get(f"/users/{user_id}/recommendations")
+        assert response.status_code == 422
+        [detail] = response.json()["detail"]
+        assert (detail["loc"], detail["type"]) == (["path", "user_id"], error)
+    assert client.get(f"/users/{'u' * 255}/recommendations").json()["strategy"] == "popular"
+
+
 def test_similar_items(client: TestClient) -> None:
     body = client.get("/items/i2/similar", params={"k": 5}).json()
     ids = [item["item_id"] for item in body["items"]]
