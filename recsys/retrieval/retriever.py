@@ -178,14 +178,20 @@ class Overlay:
             found = self._rows.get(user)
             return (dict(found) if found else None), self._generation.get(user, 0)
 
+    def generation(self, user: str) -> int | None:
+        """The user's generation, or None while the overlay holds nothing of the user."""
+        with self._lock:
+            return self._generation.get(user, 0) if self._rows.get(user) else None
+
     def forget(self, user: str) -> None:
         with self._lock:
             self._rows.pop(user, None)
             self._generation[user] = self._generation.get(user, 0) + 1
 
 
-#: A folded-in user: one-row query vector and strategy code arrays.
-Folded = tuple[np.ndarray, np.ndarray]
+#: A folded-in user: one-row query vector and strategy code arrays, and the merged history
+#: (snapshot plus overlay) the lists leave out.
+Folded = tuple[np.ndarray, np.ndarray, "Exclusions"]
 
 
 class VectorCache:
@@ -532,23 +538,29 @@ class Retriever:
     def recommend_user(self, user_id: str, options: RankOptions) -> Ranked:
         """One user's list: the vector fixed at build time while the history is unchanged, else
         the cached folded-in vector, else a fold-in that is then cached."""
-        columns, values, generation = self.user_history(user_id)
-        seen = Exclusions.sorted_row(columns)
+        generation = self.overlay.generation(user_id)
         if generation is None:
             index = self.user_index(user_id)
-            if index is not None and self.vectors is not None and self.strategies is not None:
+            if index is not None and self.vectors is not None and self.seen is not None:
+                assert self.strategies is not None
                 vector, strategy = self.vectors[index : index + 1], self.strategies[index : index + 1]
+                seen = self.seen.indices[self.seen.indptr[index] : self.seen.indptr[index + 1]]
             else:
                 vector, strategy = np.zeros((1, self.index.dim), np.float32), np.array([POPULAR], np.int8)
-            return Ranked.row(self.rank(vector, strategy, seen, options))
+                seen = np.zeros(0, np.int32)
+            return Ranked.row(self.rank(vector, strategy, Exclusions.sorted_row(seen), options))
+        # The merged history is cached with the vector: both change only with the user's feedback.
         cached = self.cache.get(user_id, generation)
         if cached is None:
+            columns, values, generation = self.user_history(user_id)
             row = _row(columns, values, len(self.items))
             index = self.user_index(user_id)
             user = np.array([self.n_trained_users if index is None else index], np.int64)
-            cached = self.query_vectors(user, row, fold=np.ones(1, bool))
-            self.cache.put(user_id, generation, cached)
-        return Ranked.row(self.rank(*cached, seen, options))
+            vector, strategy = self.query_vectors(user, row, fold=np.ones(1, bool))
+            cached = (vector, strategy, Exclusions.sorted_row(columns))
+            if generation is not None:
+                self.cache.put(user_id, generation, cached)
+        return Ranked.row(self.rank(*cached, options))
 
     def recommend_history(
         self, item_ids: Sequence[str], values: Sequence[float] | None, options: RankOptions
