@@ -56,7 +56,7 @@ async def current_state(request: Request) -> ServingState:
     state = holder.current
     if state is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NO_MODEL)
-    stamp = stamp_time(request.app.state.stamp_path)
+    stamp = stamp_time(request.app.state.stamp_file)
     if stamp != holder.stamp_seen:
         holder.stamp_seen = stamp
         try:

@@ -233,9 +233,11 @@ def touch_stamp(path: Path) -> None:
         logger.warning("cannot touch %s: %s", path, exc)
 
 
-def stamp_time(path: Path) -> int:
+def stamp_time(path: Path | str) -> int:
+    """The stamp's modification time (0 when missing); every request asks, so ``path`` may be a
+    string (``os.stat`` on a str skips pathlib's per-call work)."""
     try:
-        return path.stat().st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except OSError:
         return 0
 
