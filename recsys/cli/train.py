@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import (
+    AddressOption,
     DatabaseUrlOption,
+    EngineOption,
     JsonOption,
+    WorkersOption,
     console,
     err_console,
     load_settings,
@@ -95,11 +98,17 @@ def train_command(
     force: Annotated[
         bool, typer.Option("--force", help="With --promote: promote even below the popularity baseline.")
     ] = False,
+    engine_name: EngineOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     json_output: JsonOption = False,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Train a model on the database's interactions, register it and print its version id."""
+    """Train a model on the database's interactions, register it and print its version id.
+    --engine ray shares iALS's solves among Ray workers; MF and two-tower train on several
+    machines through TF_CONFIG instead (docs/scaling.md)."""
     from recsys.cli.common import print_json
+    from recsys.runtime.cluster import engine_from_options
     from recsys.training.trainer import parse_param_options, train, version_summary
 
     settings = load_settings(database_url)
@@ -118,6 +127,7 @@ def train_command(
         promote=promote,
         force=force,
         progress=not json_output and sys.stderr.isatty(),
+        cluster=engine_from_options(engine_name, address, workers),
     )
     if json_output:
         print_json(version_summary(info))

@@ -22,6 +22,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.retrieval import RankOptions, Retriever
+from recsys.runtime.cluster import RayEngine
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
 MODEL_FILE = "model.json"
@@ -65,6 +66,8 @@ class EpochConfig(ModelConfig):
                     # validation, its "max_epochs" the limit that is now "epochs".
                     data[new] = data.pop(old)
         return data
+
+
 @dataclass(frozen=True)
 class SearchRange:
     """One tuned parameter's range: integers or floats from ``low`` to ``high`` (inclusive),
@@ -113,6 +116,8 @@ class FitOptions:
     """Show a progress bar."""
     features: dict[str, Any] | None = None
     """Side information (item titles and genres, user attributes) for models that use it."""
+    engine: RayEngine | None = None
+    """Ray workers to share the fit among (models whose ``engines`` include ``ray``); None: here."""
 
 
 class Recommender(ABC):
@@ -137,6 +142,9 @@ class Recommender(ABC):
     """Parameters ``recsys tune`` samples; empty: nothing to tune."""
     epoch_limit: ClassVar[str | None] = None
     """The config field bounding epochs/sweeps (None: a closed-form or one-pass model)."""
+    engines: ClassVar[tuple[str, ...]] = ("local",)
+    """Where the model can fit: ``local`` (this process, TensorFlow's ``TF_CONFIG`` workers for
+    the models that train under a distribution strategy) and ``ray`` (``FitOptions.engine``)."""
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:

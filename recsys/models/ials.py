@@ -20,10 +20,11 @@ a fit from random vectors needs five to ten (``benchmarks/warm_start_benchmark.p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +34,9 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import EpochConfig, FitOptions, Recommender, SearchRange, WarmStart
 from recsys.runtime.device import import_tensorflow
+
+if TYPE_CHECKING:
+    from recsys.models.ials_distributed import ShardedSweeps
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +110,7 @@ class ImplicitALS(Recommender):
         SearchRange("frequency_exponent", 0.0, 1.0),
     )
     epoch_limit = "epochs"
+    engines = ("local", "ray")
     config: ImplicitALSConfig
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
@@ -118,14 +123,22 @@ class ImplicitALS(Recommender):
         users, items = self._initial_factors(n_users, n_items, warm)
         if warm is not None:
             users, items = self._solve_new_rows(confidence, item_confidence, users, items, warm)
-        step = _Sweeps(self, confidence, item_confidence, users, items)
         rule = None
         if warm is not None:
             # From a warm start every sweep is a small correction: the first one that does not
             # help validation says the vectors have caught up with the new data.
             rule = replace(self.stopping_rule(), patience=1, min_epochs=1)
         limit = min(config.epochs, config.warm_start_epochs) if warm is not None else config.epochs
-        self._run_epochs(step, options, limit=limit, rule=rule)
+        with contextlib.ExitStack() as stack:
+            if options.engine is None:
+                step: _Sweeps | ShardedSweeps = _Sweeps(self, confidence, item_confidence, users, items)
+            else:  # half-steps sharded by rows across Ray workers
+                from recsys.models.ials_distributed import ShardedSweeps
+
+                step = stack.enter_context(
+                    ShardedSweeps(self, confidence, item_confidence, users, items, options.engine)
+                )
+            self._run_epochs(step, options, limit=limit, rule=rule)
         return self
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
@@ -198,11 +211,17 @@ class ImplicitALS(Recommender):
         current: np.ndarray,
         solver: str,
         cg_steps: int | None = None,
+        gram: np.ndarray | None = None,
     ) -> np.ndarray:
-        """New vectors for every row of the blocks given the ``other`` side's vectors."""
+        """New vectors for every row of the blocks given the ``other`` side's vectors (and their
+        Gram matrix when the caller has it: the Ray workers receive it broadcast)."""
         tf = import_tensorflow()
         other_t = tf.constant(other, dtype=tf.float32)
-        gram = tf.matmul(other_t, other_t, transpose_a=True)
+        gram = (
+            tf.matmul(other_t, other_t, transpose_a=True)
+            if gram is None
+            else tf.constant(gram, dtype=tf.float32)
+        )
         steps = cg_steps or self.config.cg_steps
         # A concrete function: the polymorphic dispatch costs about a millisecond per block call.
         step = (_cg_function(steps) if solver == "cg" else _cholesky_function()).get_concrete_function()

@@ -31,6 +31,8 @@ from recsys.training.fitting import ValidationSplit, fit_version, parse_config
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recsys.runtime.cluster import RayEngine
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,9 +51,11 @@ def train(
     promote: bool = False,
     force: bool = False,
     progress: bool = False,
+    cluster: RayEngine | None = None,
 ) -> VersionInfo:
     """Train ``model_name`` (default: ``settings.default_model``) on the database's interactions,
-    register it and return the version.
+    register it and return the version; with a Ray ``cluster``, the fits share their work among
+    its workers (:func:`recsys.training.fitting.fit_version`).
 
     ``kinds``, ``weights`` and ``combine`` override the model's recipe. ``warm_start`` names a
     version of the same model to start from (its parameters are the defaults of this run);
@@ -96,6 +100,7 @@ def train(
         progress=progress,
         details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
         split_kind=split_kind,
+        engine=cluster,
     )
     info = fitted.info
     assert info is not None  # fit_version registers when given a registry
