@@ -143,8 +143,9 @@ class Recommender(ABC):
     epoch_limit: ClassVar[str | None] = None
     """The config field bounding epochs/sweeps (None: a closed-form or one-pass model)."""
     engines: ClassVar[tuple[str, ...]] = ("local",)
-    """Where the model can fit: ``local`` (this process, TensorFlow's ``TF_CONFIG`` workers for
-    the models that train under a distribution strategy) and ``ray`` (``FitOptions.engine``)."""
+    """Where the model can fit: ``local`` (this process), ``ray`` (Ray workers,
+    ``FitOptions.engine``), ``tf_config`` (the workers ``TF_CONFIG`` names, under
+    ``MultiWorkerMirroredStrategy``: :func:`recsys.runtime.device.distribution_strategy`)."""
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:

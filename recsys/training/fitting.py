@@ -38,6 +38,7 @@ from recsys.models.popularity import Popularity
 from recsys.registry.comparison import HELD_OUT, SPLIT_KEY, split_record
 from recsys.registry.registry import BASELINE_PREFIX, ModelRegistry, VersionInfo
 from recsys.runtime.cluster import RayEngine, ray_session
+from recsys.runtime.device import worker_role
 from recsys.training.validation import validation_callback
 
 if TYPE_CHECKING:
@@ -206,6 +207,13 @@ def fit_version(
         raise ConfigError(
             f"the {model_name} model does not train on the ray engine (models that do: iALS); "
             "MF and two-tower train on several workers through TF_CONFIG (docs/scaling.md)"
+        )
+    role = worker_role()
+    if role is not None and "tf_config" not in model_class.engines:
+        raise ConfigError(
+            f"TF_CONFIG names {role.workers} workers, but the {model_name} model does not train "
+            "across them (models that do: mf, two-tower); unset TF_CONFIG"
+            + (" and use --engine ray" if "ray" in model_class.engines else "")
         )
     with contextlib.ExitStack() as stack:
         if engine is not None:

@@ -25,6 +25,7 @@ from recsys.models import get_model_class
 from recsys.models.base import WarmStart
 from recsys.registry.comparison import HELD_OUT, IN_SAMPLE
 from recsys.registry.registry import LoadedVersion, ModelRegistry, VersionInfo
+from recsys.runtime.device import worker_role
 from recsys.settings import Settings
 from recsys.training.fitting import ValidationSplit, fit_version, parse_config
 
@@ -63,6 +64,68 @@ def train(
     when ``promote`` (refused below the popularity baseline unless ``force``) or when there is no
     production version yet.
     """
+    role = worker_role()
+    if role is not None and not role.is_chief:
+        raise ConfigError(
+            f"TF_CONFIG makes this process {role.task_type} {role.index}, not the chief: run it with "
+            "`recsys train`, which trains there without registering (the chief registers)"
+        )
+    info = _train(
+        engine, settings, model_name, params, kinds=kinds, weights=weights, combine=combine, until=until,
+        warm_start=warm_start, resume=resume, promote=promote, force=force, progress=progress,
+        cluster=cluster,
+    )  # fmt: skip
+    assert info is not None  # the chief (or a single machine) registers
+    return info
+
+
+def train_as_worker(
+    engine: Engine,
+    settings: Settings,
+    model_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    combine: str | None = None,
+    until: int | None = None,
+    warm_start: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> None:
+    """The part of :func:`train` a non-chief ``TF_CONFIG`` worker runs: the same data, the same
+    fits in step with the other workers, nothing registered (the chief registers the version)."""
+    _train(
+        engine, settings, model_name, params, kinds=kinds, weights=weights, combine=combine, until=until,
+        warm_start=warm_start, resume=resume, promote=False, force=False, progress=progress, cluster=None,
+    )  # fmt: skip
+
+
+def _train(
+    engine: Engine,
+    settings: Settings,
+    model_name: str | None,
+    params: Mapping[str, Any] | None,
+    *,
+    kinds: Sequence[str] | None,
+    weights: Mapping[str, float] | None,
+    combine: str | None,
+    until: int | None,
+    warm_start: str | None,
+    resume: bool,
+    promote: bool,
+    force: bool,
+    progress: bool,
+    cluster: RayEngine | None,
+) -> VersionInfo | None:
+    """:func:`train`; on a non-chief ``TF_CONFIG`` worker, without registering (returns None)."""
+    role = worker_role()
+    if role is not None and until is None:
+        raise ConfigError(
+            "training on several TF_CONFIG workers needs --until: every worker must read the same "
+            "interactions, and new ones may arrive between their reads"
+        )
+    chief = role is None or role.is_chief
     model_name = model_name or settings.default_model
     model_class = get_model_class(model_name)
     registry = ModelRegistry(engine, settings.artifacts)
@@ -92,10 +155,13 @@ def train(
         data,
         recipe=recipe,
         catalog=load_catalog(engine, data.items) if model_class.uses_catalog else None,
-        registry=registry,
+        registry=registry if chief else None,
         warm_start=align_warm_start(previous, data.users, data.items) if previous else None,
         validation=split,
-        checkpoint_root=settings.artifacts / "checkpoints",
+        # Each worker checkpoints on its own, so that all of them resume from the same epoch.
+        checkpoint_root=settings.artifacts
+        / "checkpoints"
+        / ("" if chief or role is None else f"worker-{role.index}"),
         resume=resume,
         progress=progress,
         details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
@@ -103,6 +169,9 @@ def train(
         engine=cluster,
     )
     info = fitted.info
+    if not chief:
+        logger.info("trained as a TF_CONFIG worker; the chief registers the version")
+        return None
     assert info is not None  # fit_version registers when given a registry
     _build_index(registry, info.version, settings)
     if promote and info.status != "production":
