@@ -50,8 +50,10 @@ def test_row_ranges_cover_the_rows_in_balanced_contiguous_parts() -> None:
     assert row_ranges(np.zeros(0, int), 2) == [(0, 0), (0, 0)]  # more workers than rows: empty shares
 
 
-@pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_sharded_sweeps_equal_the_local_ones(ray_address: str, solver: str) -> None:
+def test_sharded_sweeps_equal_the_local_ones(ray_address: str) -> None:
+    # The default solver; the exact (Cholesky) one runs through the same sharding and also
+    # matched when tried, but each fit starts two TensorFlow workers, and CI time counts.
+    solver = "cg"
     data = planted_data()
     local = ImplicitALS(**PARAMS, solver=solver).fit(data.train, FitOptions(epochs=4))
     sharded = ImplicitALS(**PARAMS, solver=solver).fit(
