@@ -126,6 +126,9 @@ def _train(
             "interactions, and new ones may arrive between their reads"
         )
     chief = role is None or role.is_chief
+    checkpoints = settings.artifacts / "checkpoints"
+    if role is not None and not chief:  # each worker resumes from its own, all from the same epoch
+        checkpoints /= f"worker-{role.index}"
     model_name = model_name or settings.default_model
     model_class = get_model_class(model_name)
     registry = ModelRegistry(engine, settings.artifacts)
@@ -158,10 +161,7 @@ def _train(
         registry=registry if chief else None,
         warm_start=align_warm_start(previous, data.users, data.items) if previous else None,
         validation=split,
-        # Each worker checkpoints on its own, so that all of them resume from the same epoch.
-        checkpoint_root=settings.artifacts
-        / "checkpoints"
-        / ("" if chief or role is None else f"worker-{role.index}"),
+        checkpoint_root=checkpoints,
         resume=resume,
         progress=progress,
         details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
