@@ -2,7 +2,7 @@
 (``TF_CONFIG``, ``MultiWorkerMirroredStrategy``) against the same training in one process.
 
 MF: each global batch is split between the workers and their gradients summed, which is the local
-step up to float rounding, so losses agree to 1e-5 and metrics to 1e-3 (measured: 1e-7 apart).
+step up to float rounding, so losses agree to 1e-5 and metrics to 1e-3 (losses measured 1e-7 apart).
 Two-tower: each worker ranks its half of the batch against its own in-batch negatives, so the
 comparison is with a local run whose batch is one worker's share; the updates still differ (two
 half-batches summed per step), so losses agree to 3% and recall to 0.05 (measured by hand over
