@@ -49,7 +49,7 @@ class VersionRetriever:
 
         engine = get_engine(self.database_url)
         loaded = ModelRegistry(engine, self.artifact_dir).load(self.version)
-        return load_retriever(engine, loaded, with_catalogue=self.with_catalogue), loaded.info.version
+        return load_retriever(engine, loaded, with_catalogue=self.with_catalogue, fresh=True), loaded.info.version
 
     def __call__(self) -> Retriever:
         return self.open()[0]
