@@ -8,7 +8,7 @@ model's. Reading and combining the whole log is what made a service start slow a
 and 946 MB per worker at 5M interactions), so the registry writes it once, when a version is
 registered, into ``seen/``::
 
-    indptr.npy        int64 (rows + 1)  CSR row pointers
+    indptr.npy        int32 (rows + 1)  CSR row pointers (int64 beyond 2**31 entries)
     indices.npy       int32 (nnz)       item index of each entry, sorted within its row
     data.npy          float32 (nnz)     the stored value (combined: newest wins)
     fold.npy          bool (rows)       users with an interaction newer than the watermark
@@ -50,11 +50,12 @@ SEEN_DIR = "seen"
 SNAPSHOT_FILE = "snapshot.json"
 SNAPSHOT_FORMAT = 1
 #: The arrays of a snapshot, their file names and dtypes.
-ARRAYS: dict[str, np.dtype[Any]] = {
-    "indptr": np.dtype(np.int64),
-    "indices": np.dtype(np.int32),
-    "data": np.dtype(np.float32),
-    "fold": np.dtype(bool),
+ARRAYS: dict[str, tuple[np.dtype[Any], ...]] = {
+    # int32 row pointers while the entries fit (scipy would copy int64 ones down to int32)
+    "indptr": (np.dtype(np.int32), np.dtype(np.int64)),
+    "indices": (np.dtype(np.int32),),
+    "data": (np.dtype(np.float32),),
+    "fold": (np.dtype(bool),),
 }
 EXTRA_USERS_FILE = "extra_users.npy"
 
@@ -112,7 +113,8 @@ class SeenSnapshot:
         folder.mkdir(parents=True, exist_ok=True)
         seen = self.seen
         arrays = {"indptr": seen.indptr, "indices": seen.indices, "data": seen.data, "fold": self.fold}
-        for name, dtype in ARRAYS.items():
+        for name, dtypes in ARRAYS.items():
+            dtype = dtypes[0] if name != "indptr" or seen.nnz < 2**31 else dtypes[1]
             np.save(folder / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype))
         extra = self.users.to_list()[n_model_users:]
         np.save(folder / EXTRA_USERS_FILE, np.asarray(extra, dtype=str), allow_pickle=False)
@@ -154,7 +156,7 @@ def load_snapshot(version_dir: Path, users: IdMap, items: IdMap) -> SeenSnapshot
         raise ArtifactError(
             f"{meta_path} has format {meta.get('format')!r}; this recsys reads format {SNAPSHOT_FORMAT}"
         )
-    arrays = {name: _map(folder / f"{name}.npy", dtype) for name, dtype in ARRAYS.items()}
+    arrays = {name: _map(folder / f"{name}.npy", dtypes) for name, dtypes in ARRAYS.items()}
     extra_path = folder / EXTRA_USERS_FILE
     try:
         extra = np.load(extra_path, allow_pickle=False)
@@ -187,11 +189,13 @@ def load_snapshot(version_dir: Path, users: IdMap, items: IdMap) -> SeenSnapshot
     return SeenSnapshot(users=all_users, seen=seen, fold=arrays["fold"], marks=marks, source="files")
 
 
-def _map(path: Path, dtype: np.dtype) -> np.ndarray:
+def _map(path: Path, dtypes: tuple[np.dtype[Any], ...]) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path} cannot be read: {exc}") from None
-    if array.dtype != dtype or array.ndim != 1:
-        raise ArtifactError(f"{path} holds {array.dtype} of shape {array.shape}, expected one row of {dtype}")
+    if array.dtype not in dtypes or array.ndim != 1:
+        raise ArtifactError(
+            f"{path} holds {array.dtype} of shape {array.shape}, expected one row of {dtypes[0]}"
+        )
     return array

@@ -37,6 +37,7 @@ from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, 
 from recsys.models.popularity import Popularity
 from recsys.registry.comparison import HELD_OUT, SPLIT_KEY, split_record
 from recsys.registry.registry import BASELINE_PREFIX, ModelRegistry, VersionInfo
+from recsys.retrieval.snapshot import SeenSnapshot
 from recsys.runtime.cluster import RayEngine, ray_session
 from recsys.runtime.device import worker_role
 from recsys.training.validation import validation_callback
@@ -185,6 +186,7 @@ def fit_version(
     details: Mapping[str, Any] | None = None,
     split_kind: str = HELD_OUT,
     engine: RayEngine | None = None,
+    seen: SeenSnapshot | None = None,
 ) -> Fitted:
     """Validate, refit ``model_name`` on all of ``data`` for the chosen epochs and register it.
 
@@ -194,6 +196,9 @@ def fit_version(
     Without a ``registry`` nothing is written (a backtest, a test). ``split_kind`` says what the
     validation pairs are (:func:`recsys.registry.comparison.split_record`), so that the registry can
     tell which versions' metrics compare.
+
+    ``seen`` is the version's seen-items snapshot when the caller has it (the registry reads it
+    from the database otherwise; :meth:`ModelRegistry.register`).
 
     Data too small to hold validation pairs out is fitted on everything with the model's own
     epoch default and recorded as unvalidated: no metrics, so promotion needs ``--force``.
@@ -221,7 +226,7 @@ def fit_version(
         return _fit_version(
             model_name, params, data, recipe=recipe, catalog=catalog, registry=registry,
             warm_start=warm_start, validation=validation, checkpoint_root=checkpoint_root, resume=resume,
-            progress=progress, details=details, split_kind=split_kind, engine=engine,
+            progress=progress, details=details, split_kind=split_kind, engine=engine, seen=seen,
         )  # fmt: skip
 
 
@@ -241,6 +246,7 @@ def _fit_version(
     details: Mapping[str, Any] | None,
     split_kind: str,
     engine: RayEngine | None,
+    seen: SeenSnapshot | None,
 ) -> Fitted:
     model_class = get_model_class(model_name)
     recipe = recipe or model_class.recipe
@@ -329,6 +335,7 @@ def _fit_version(
                 version=version,
                 include={"tensorboard": work / "tensorboard"} if work else None,
                 details=recorded,
+                seen=seen,
             )
     finally:
         # Checkpoints stay on failure (for --resume); the scratch folder never does.

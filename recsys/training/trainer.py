@@ -25,6 +25,7 @@ from recsys.models import get_model_class
 from recsys.models.base import WarmStart
 from recsys.registry.comparison import HELD_OUT, IN_SAMPLE
 from recsys.registry.registry import LoadedVersion, ModelRegistry, VersionInfo
+from recsys.retrieval.snapshot import LogMarks, SeenSnapshot
 from recsys.runtime.device import worker_role
 from recsys.settings import Settings
 from recsys.training.fitting import ValidationSplit, fit_version, parse_config
@@ -136,7 +137,9 @@ def _train(
     merged = {**(previous.info.params if previous else {}), **dict(params or {})}
     parse_config(model_name, merged)  # a bad parameter fails before any data is read
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
-    data = load_data(engine, recipe, until=not_after_now(engine, until))
+    now = int(time.time())
+    marks = LogMarks.read(engine)  # before the read: what the version's seen-items snapshot covers
+    data = load_data(engine, recipe, until=not_after_now(engine, until, now))
     split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation, split_kind = "held-out", HELD_OUT
     if split is not None and previous is not None and previous.info.watermark is not None:
@@ -152,6 +155,10 @@ def _train(
         else:
             split, validation = unseen, "held-out, newer than the warm-start version"
             split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
+    seen = None
+    if chief and until is None and recipe.reads_whole_log() and future_interactions(engine, now)[0] == 0:
+        # The data is the log as the service reads it: its snapshot needs no second read.
+        seen = SeenSnapshot.from_interactions(data, data.users, data.items, None, marks)
     fitted = fit_version(
         model_name,
         merged,
@@ -167,6 +174,7 @@ def _train(
         details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
         split_kind=split_kind,
         engine=cluster,
+        seen=seen,
     )
     info = fitted.info
     if not chief:
