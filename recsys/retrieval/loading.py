@@ -1,4 +1,5 @@
-"""A registered version's retriever from the database: what the service and ``recsys score`` load."""
+"""A registered version's retriever from its seen-items snapshot and the database: what the
+service and ``recsys score`` load."""
 
 from __future__ import annotations
 

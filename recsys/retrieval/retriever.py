@@ -407,7 +407,14 @@ class Retriever:
             retriever.forget_item(item)
         for user in erased_users:
             retriever.forget_user(user)
-        retriever.vectors, retriever.strategies = retriever.query_vectors(np.arange(len(users)), seen, fold)
+        trained = model.user_factors
+        if trained is not None and len(trained) == len(users) and (fold is None or not np.any(fold)):
+            # Every user has their trained vector: share the model's array instead of a copy.
+            retriever.vectors = np.asarray(trained, dtype=np.float32)
+            retriever.strategies = np.full(len(users), PERSONALIZED, dtype=np.int8)
+        else:
+            everyone = np.arange(len(users))
+            retriever.vectors, retriever.strategies = retriever.query_vectors(everyone, seen, fold)
         return retriever
 
     # --- the one rule for query vectors -------------------------------------------------------
