@@ -5,8 +5,8 @@ Set-up (not measured): `recsys generate-synthetic` writes the log (162k users, 6
 default), which is loaded straight into the recsys schema of a fresh SQLite database with
 sqlite3's executemany (ingestion is not what this measures, and the set-up at 25M would take
 longer than the rest); the catalogue goes through `recsys ingest items`; `recsys train` fits an
-iALS model (2 epochs: the start does not depend on how well it fits), registers it (with its
-``seen/`` snapshot), builds its index and promotes it.
+iALS model (2 epochs: the start does not depend on how well it fits; ``--model popularity`` sets
+up faster), registers it (with its ``seen/`` snapshot), builds its index and promotes it.
 
 Measured, in alternating rounds (``--rounds`` each):
 
@@ -21,7 +21,8 @@ Per round: seconds from the process start until every worker logged "ready" (and
 (PSS: shared pages divided between the processes that map them) once ready. Both modes must
 answer the same top 10 for a sample of users, checked over HTTP in every round.
 
-    python benchmarks/serve_start_benchmark.py --interactions 5000000 [--rounds 2] [--workdir DIR]
+    python benchmarks/serve_start_benchmark.py --interactions 5000000 [--rounds 2] [--model ials]
+        [--workdir DIR]
 
 Target: start to /ready under 10 s at 25M interactions.
 """
@@ -70,10 +71,8 @@ def load_sqlite(database: Path, events: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(events, columns=["user_id", "item_id", "rating", "timestamp"])
-    users = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
-    items = table.column("item_id").to_numpy(zero_copy_only=False).astype(str)
-    user_keys, user_index = np.unique(users, return_inverse=True)
-    item_keys, item_index = np.unique(items, return_inverse=True)
+    user_keys, user_index = _encode(table.column("user_id"))
+    item_keys, item_index = _encode(table.column("item_id"))
     values = table.column("rating").to_numpy().astype(float)
     stamps = table.column("timestamp").to_numpy().astype(np.int64)
     order = np.argsort(stamps, kind="stable")  # ids in time order, as a log grows
@@ -84,11 +83,11 @@ def load_sqlite(database: Path, events: Path) -> None:
     with connection:
         connection.executemany(
             "INSERT INTO users (id, external_id, attributes) VALUES (?, ?, '{}')",
-            zip(range(1, len(user_keys) + 1), user_keys.tolist(), strict=True),
+            zip(range(1, len(user_keys) + 1), user_keys, strict=True),
         )
         connection.executemany(
             "INSERT OR IGNORE INTO items (id, external_id, attributes) VALUES (?, ?, '{}')",
-            zip(range(1, len(item_keys) + 1), item_keys.tolist(), strict=True),
+            zip(range(1, len(item_keys) + 1), item_keys, strict=True),
         )
         block = 1_000_000
         for start in range(0, len(order), block):
@@ -106,8 +105,20 @@ def load_sqlite(database: Path, events: Path) -> None:
     connection.close()
 
 
-def prepare(workdir: Path, n_users: int, n_items: int, n_interactions: int) -> tuple[dict[str, str], str]:
-    """A database with the log and a promoted iALS version with its index and snapshot."""
+def _encode(column: Any) -> tuple[list[str], Any]:
+    """Distinct values (in order of first sight) and each row's position among them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column.combine_chunks())  # one dictionary for all rows
+    assert isinstance(encoded, pa.DictionaryArray)
+    return [str(key) for key in encoded.dictionary.to_pylist()], encoded.indices.to_numpy().astype("int64")
+
+
+def prepare(
+    workdir: Path, n_users: int, n_items: int, n_interactions: int, model: str
+) -> tuple[dict[str, str], str]:
+    """A database with the log and a promoted version with its index and snapshot."""
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     env = {
@@ -135,9 +146,8 @@ def prepare(workdir: Path, n_users: int, n_items: int, n_interactions: int) -> t
         f"  loaded {n_interactions:,} interactions with executemany ... {time.perf_counter() - started:.1f} s"
     )
     run([*recsys, "ingest", "items", str(workdir / "items.parquet")], env)
-    out = run(
-        [*recsys, "train", "--model", "ials", "--param", "epochs=2", "--param", "min_epochs=1", "--json"], env
-    )
+    params = ["--param", "epochs=2", "--param", "min_epochs=1"] if model == "ials" else []
+    out = run([*recsys, "train", "--model", model, *params, "--json"], env)
     version = json.loads(out)["version"]
     return env, version
 
@@ -230,13 +240,16 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=162_000)
     parser.add_argument("--items", type=int, default=62_000)
     parser.add_argument("--rounds", type=int, default=2, help="rounds per mode, alternating")
+    parser.add_argument(
+        "--model", default="ials", help="model trained (ials: 2 epochs; popularity is quicker to set up)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds a start may take")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serve-start-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        env, version = prepare(workdir, args.users, args.items, args.interactions)
+        env, version = prepare(workdir, args.users, args.items, args.interactions, args.model)
         version_dir = workdir / "data" / "artifacts" / version
         checksums_text = (version_dir / "checksums.sha256").read_text()
         seen_bytes = sum(path.stat().st_size for path in (version_dir / "seen").iterdir())
