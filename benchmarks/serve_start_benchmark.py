@@ -130,6 +130,13 @@ def prepare(
         "PYTHONPATH": str(REPO_ROOT),
     }
     recsys = [sys.executable, "-m", "recsys"]
+    if (data / "recsys.db").exists():  # set up by an earlier run in --workdir: measure it again
+        out = run([*recsys, "models", "list", "--json"], env)
+        versions = [row["version"] for row in json.loads(out) if row["status"] == "production"]
+        if versions:
+            print(f"  reusing {data} and its production version {versions[0]}")
+            return env, versions[0]
+        raise SystemExit(f"{data} holds a database without a production version: remove it first")
     events = workdir / f"events-{n_interactions}.parquet"
     print(f"set-up in {workdir}:", flush=True)
     if not events.exists():
@@ -244,7 +251,11 @@ def main() -> None:
         "--model", default="ials", help="model trained (ials: 2 epochs; popularity is quicker to set up)"
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds a start may take")
-    parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the data here, and reuse it on the next run (default: a temporary folder)",
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serve-start-"))
     workdir.mkdir(parents=True, exist_ok=True)
