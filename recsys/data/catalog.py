@@ -20,7 +20,7 @@ def item_catalog(engine: Engine, items: IdMap) -> pd.DataFrame:
     the items table lacks gets an empty row instead of shifting the others.
     """
     with engine.connect() as connection:
-        rows = connection.execute(select(Item.external_id, Item.title, Item.attributes)).tuples().all()
+        rows = connection.execute(select(Item.external_id, Item.title, Item.attributes)).all()
     # Plain tuples: pandas probes each SQLAlchemy Row for attributes, seconds at 62k items.
     stored = pd.DataFrame(
         [tuple(row) for row in rows], columns=["external_id", "title", "attributes"], dtype=object
