@@ -49,7 +49,9 @@ class VersionRetriever:
 
         engine = get_engine(self.database_url)
         loaded = ModelRegistry(engine, self.artifact_dir).load(self.version)
-        return load_retriever(engine, loaded, with_catalogue=self.with_catalogue, fresh=True), loaded.info.version
+        # The whole log as it is now: every user is ranked with all they have seen (no overlay).
+        retriever = load_retriever(engine, loaded, with_catalogue=self.with_catalogue, fresh=True)
+        return retriever, loaded.info.version
 
     def __call__(self) -> Retriever:
         return self.open()[0]
