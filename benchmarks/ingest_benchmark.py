@@ -1,7 +1,17 @@
-"""Ingestion speed: rows per second loading a synthetic interaction CSV into SQLite and PostgreSQL.
+"""Ingestion speed: `recsys ingest csv`'s path next to a bare load measured in the same run.
 
 Each database starts empty (a fresh SQLite file; a fresh PostgreSQL database, dropped afterwards).
-The first load inserts every row; the reload finds every row stored and measures the idempotent path.
+For each database the script measures, one after the other on the same synthetic CSV:
+
+- the bare baseline: pandas reads the CSV in chunks of the batch size and the rows go into a
+  plain table without indexes (sqlite3 ``executemany`` on SQLite, psycopg ``COPY`` on PostgreSQL),
+  committing each chunk. No validation, no id mapping, no duplicate detection;
+- recsys's first load (``ingest_interactions``, what ``recsys ingest csv`` runs), into the empty
+  schema: every row is inserted;
+- recsys's reload of the same file: every row is found stored (the idempotent path).
+
+Next to the totals it prints each load's throughput over its first and last 20% of rows (timed
+at batch commits), so a load that slows down as the table grows shows it.
 
     python benchmarks/ingest_benchmark.py                      # 5M interactions
     python benchmarks/ingest_benchmark.py --rows 200000        # a quick run
@@ -11,17 +21,51 @@ The first load inserts every row; the reload finds every row stored and measures
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
+import sqlite3
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import psutil
+import psycopg
 from scratch_postgres import scratch_postgres
 
 from recsys.db import get_engine, upgrade
-from recsys.ingest import CsvSpec, ingest_interactions
+from recsys.ingest import CsvSpec, ingest_interactions, loader
+from recsys.settings import get_settings
+
+PART = 0.2  # the share of rows whose throughput is reported at each end of a load
+
+
+@dataclass
+class Load:
+    database: str
+    label: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    seconds: float = 0.0
+    marks: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, rows done)
+
+    @property
+    def rate(self) -> float:
+        return self.rows_read / self.seconds
+
+    def part_rates(self) -> tuple[float, float]:
+        """Rows per second over the first and the last ``PART`` of the rows, between batch commits."""
+        marks = [(0.0, 0), *self.marks]
+        total = marks[-1][1]
+        head = next(mark for mark in marks if mark[1] >= PART * total)
+        tail = next(mark for mark in reversed(marks) if mark[1] <= (1 - PART) * total)
+        end = marks[-1]
+        return head[1] / head[0], (end[1] - tail[1]) / (end[0] - tail[0])
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -32,16 +76,100 @@ def write_csv(path: Path, rows: int) -> None:
     )
 
 
-def measure(url: str, path: Path, batch_size: int | None) -> list[tuple[str, int, int, float]]:
+def _chunks(path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
+    yield from pd.read_csv(path, chunksize=batch_size)
+
+
+def bare_sqlite(path: Path, database: Path, batch_size: int) -> Load:
+    """pandas + sqlite3 executemany into a plain table, one commit per chunk."""
+    load = Load("sqlite", "bare baseline")
+    connection = sqlite3.connect(database)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("CREATE TABLE bare (user_id TEXT, item_id TEXT, rating REAL, timestamp INTEGER)")
+    started = time.perf_counter()
+    for frame in _chunks(path, batch_size):
+        with connection:
+            connection.executemany("INSERT INTO bare VALUES (?, ?, ?, ?)", frame.itertuples(index=False))
+        load.rows_read += len(frame)
+        load.marks.append((time.perf_counter() - started, load.rows_read))
+    load.seconds = time.perf_counter() - started
+    load.rows_loaded = connection.execute("SELECT count(*) FROM bare").fetchone()[0]
+    connection.close()
+    return load
+
+
+def bare_postgres(path: Path, url: str, batch_size: int) -> Load:
+    """pandas + psycopg COPY into a plain table, one commit per chunk."""
+    load = Load("postgresql", "bare baseline")
+    with psycopg.connect(url) as connection:
+        connection.execute("CREATE TABLE bare (user_id TEXT, item_id TEXT, rating REAL, timestamp BIGINT)")
+        connection.commit()
+        started = time.perf_counter()
+        for frame in _chunks(path, batch_size):
+            buffer = io.StringIO()
+            frame.to_csv(buffer, index=False, header=False)
+            with connection.cursor() as cursor, cursor.copy("COPY bare FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buffer.getvalue())
+            connection.commit()
+            load.rows_read += len(frame)
+            load.marks.append((time.perf_counter() - started, load.rows_read))
+        load.seconds = time.perf_counter() - started
+        load.rows_loaded = connection.execute("SELECT count(*) FROM bare").fetchone()[0]  # type: ignore[index]
+    return load
+
+
+@contextmanager
+def batch_marks(load: Load) -> Iterator[None]:
+    """Record (time, rows read so far) after each batch recsys writes (its transaction is still
+    open then; the commit follows at once)."""
+    original: Callable[..., Any] = loader.write_batch
+    started = time.perf_counter()
+
+    def timed(*args: Any, **kwargs: Any) -> loader.BatchCounts:
+        counts = original(*args, **kwargs)
+        load.rows_read += counts.read
+        load.marks.append((time.perf_counter() - started, load.rows_read))
+        return counts
+
+    loader.write_batch = timed  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        loader.write_batch = original  # type: ignore[assignment]
+
+
+def recsys_loads(database: str, url: str, path: Path, batch_size: int | None) -> list[Load]:
     engine = get_engine(url)
     upgrade(engine)
-    results = []
+    loads = []
     for label in ("first load", "reload"):
-        started = time.perf_counter()
-        report = ingest_interactions(engine, path, spec=CsvSpec(), batch_size=batch_size)
-        results.append((label, report.rows_read, report.rows_loaded, time.perf_counter() - started))
+        load = Load(database, f"recsys {label}")
+        with batch_marks(load):
+            started = time.perf_counter()
+            report = ingest_interactions(engine, path, spec=CsvSpec(), batch_size=batch_size)
+            load.seconds = time.perf_counter() - started
+        load.rows_read, load.rows_loaded = report.rows_read, report.rows_loaded
+        loads.append(load)
     engine.dispose()
-    return results
+    return loads
+
+
+def print_table(loads: list[Load]) -> None:
+    head, tail = f"first {PART:.0%}", f"last {PART:.0%}"
+    print(
+        f"\n{'database':<12}{'load':<20}{'rows read':>12}{'rows loaded':>13}{'seconds':>9}{'rows/s':>11}"
+        f"{'x bare':>8}{head + ' rows/s':>17}{tail + ' rows/s':>16}{'last/first':>11}"
+    )
+    bare = {load.database: load for load in loads if load.label == "bare baseline"}
+    for load in loads:
+        first, last = load.part_rates()
+        ratio = load.rate / bare[load.database].rate
+        print(
+            f"{load.database:<12}{load.label:<20}{load.rows_read:>12,}{load.rows_loaded:>13,}"
+            f"{load.seconds:>9.1f}{load.rate:>11,.0f}{ratio:>7.2f}x{first:>17,.0f}{last:>16,.0f}"
+            f"{last / first:>10.2f}x"
+        )
 
 
 def main() -> None:
@@ -56,11 +184,14 @@ def main() -> None:
         help="server for a scratch database (default RECSYS_TEST_POSTGRES_URL; empty skips PostgreSQL)",
     )
     args = parser.parse_args()
+    batch_size = args.batch_size or get_settings().ingest_batch_size
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} logical cores, "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM; python {platform.python_version()}"
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM; python {platform.python_version()}; "
+        f"batch size {batch_size:,}"
     )
+    loads: list[Load] = []
     with tempfile.TemporaryDirectory(prefix="recsys-ingest-bench-") as folder:
         path = Path(folder) / "interactions.csv"
         started = time.perf_counter()
@@ -69,22 +200,15 @@ def main() -> None:
             f"synthetic CSV: {args.rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, "
             f"written in {time.perf_counter() - started:.1f} s"
         )
-        table: list[tuple[str, str, int, int, float]] = []
-        for label, row_count, loaded, seconds in measure(
-            f"sqlite:///{Path(folder) / 'bench.db'}", path, args.batch_size
-        ):
-            table.append(("sqlite", label, row_count, loaded, seconds))
+        loads.append(bare_sqlite(path, Path(folder) / "bare.db", batch_size))
+        loads += recsys_loads("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", path, batch_size)
         if args.postgres_url:
             with scratch_postgres(args.postgres_url) as url:
-                for label, row_count, loaded, seconds in measure(url, path, args.batch_size):
-                    table.append(("postgresql", label, row_count, loaded, seconds))
+                loads.append(bare_postgres(path, url, batch_size))
+                loads += recsys_loads("postgresql", url, path, batch_size)
         else:
             print("PostgreSQL skipped: pass --postgres-url or set RECSYS_TEST_POSTGRES_URL")
-
-    print(f"\n{'database':<12}{'run':<12}{'rows read':>12}{'rows loaded':>13}{'seconds':>10}{'rows/s':>12}")
-    for database, label, row_count, loaded, seconds in table:
-        rate = row_count / seconds
-        print(f"{database:<12}{label:<12}{row_count:>12,}{loaded:>13,}{seconds:>10.1f}{rate:>12,.0f}")
+    print_table(loads)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Staging tables of bulk loads (and other temporary tables) live in memory, not in a file.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 

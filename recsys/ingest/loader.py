@@ -17,7 +17,9 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import psutil
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import Connection, CursorResult, Engine, func, insert, select, text, update
 
 from recsys.db.models import IngestionRun, Interaction, RejectedRow
 from recsys.ingest.readers import printable_text
@@ -40,8 +42,8 @@ class IdCache:
     A failed batch ends the run, so ids of a rolled-back batch never outlive it here.
     """
 
-    users: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64"))
-    items: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64"))
+    users: dict[str, int] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,7 +60,11 @@ def _is_postgres(connection: Connection) -> bool:
 
 
 def stage(connection: Connection, name: str, columns: dict[str, str], frame: pd.DataFrame) -> None:
-    """(Re)create the temporary table ``name`` holding ``frame``'s ``columns``."""
+    """(Re)create the temporary table ``name`` holding ``frame``'s ``columns``.
+
+    PostgreSQL gets the rows by COPY of CSV text written by pyarrow (in C++, far faster than
+    ``DataFrame.to_csv``); SQLite by one ``executemany`` over tuples of Python scalars.
+    """
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     definition = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
     connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({definition})")
@@ -66,18 +72,32 @@ def stage(connection: Connection, name: str, columns: dict[str, str], frame: pd.
         return
     frame = frame[list(columns)]
     if _is_postgres(connection):
-        payload = frame.to_csv(index=False, header=False)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor, cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(payload)
+            copy.write(_csv_bytes(frame))
         return
     placeholders = ", ".join("?" for _ in columns)
     connection.exec_driver_sql(f"INSERT INTO {name} VALUES ({placeholders})", _tuples(frame))
 
 
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as headerless CSV for COPY: strings quoted (so '' stays an empty string), missing
+    values as empty unquoted fields (NULL), numbers in their shortest exact form."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))
+    return sink.getvalue().to_pybytes()
+
+
 def _tuples(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
     """Rows as tuples of Python scalars (sqlite3 cannot bind numpy scalars), built column-wise."""
-    return list(zip(*(frame[column].tolist() for column in frame.columns), strict=True))
+    return list(zip(*(_python_values(frame[column]) for column in frame.columns), strict=True))
+
+
+def _python_values(column: pd.Series) -> list[Any]:
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iuf":
+        return column.tolist()
+    return column.astype(object).where(column.notna(), None).tolist()
 
 
 def _json(expression: str, connection: Connection) -> str:
@@ -85,25 +105,33 @@ def _json(expression: str, connection: Connection) -> str:
     return f"CAST({expression} AS JSON)" if _is_postgres(connection) else expression
 
 
-def resolve_ids(connection: Connection, table: str, external_ids: pd.Series, known: pd.Series) -> pd.Series:
-    """Internal ids for ``external_ids``, inserting unknown ones; returns ``known`` plus the new ones."""
-    wanted = pd.Index(pd.unique(external_ids.to_numpy(dtype=object)))
-    missing = wanted[~wanted.isin(known.index)]
-    if len(missing) == 0:
-        return known
-    staged = f"recsys_stage_{table}_ids"
-    stage(connection, staged, {"external_id": "TEXT"}, pd.DataFrame({"external_id": missing.to_numpy()}))
-    connection.exec_driver_sql(
-        f"INSERT INTO {table} (external_id, attributes) "
-        f"SELECT external_id, {_json(repr('{}'), connection)} FROM {staged} WHERE true "
-        "ON CONFLICT (external_id) DO NOTHING"
-    )
-    rows = connection.exec_driver_sql(
-        f"SELECT t.external_id, t.id FROM {table} t JOIN {staged} s ON t.external_id = s.external_id"
-    ).all()
-    connection.exec_driver_sql(f"DROP TABLE {staged}")
-    found = pd.Series([row[1] for row in rows], index=[row[0] for row in rows], dtype="int64")
-    return pd.concat([known, found]) if len(known) else found
+def resolve_ids(
+    connection: Connection, table: str, external_ids: pd.Series, known: dict[str, int]
+) -> np.ndarray:
+    """Internal ids of ``external_ids`` (in order), inserting unknown ones; ``known`` gains the new ones.
+
+    The column is factorised once (in C), so only its distinct ids are looked up in Python.
+    """
+    codes, uniques = pd.factorize(external_ids)
+    distinct = [str(external) for external in uniques]
+    missing = [external for external in distinct if external not in known]
+    if missing:
+        staged = f"recsys_stage_{table}_ids"
+        stage(
+            connection, staged, {"external_id": "TEXT"}, pd.DataFrame({"external_id": missing}, dtype=object)
+        )
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} (external_id, attributes) "
+            f"SELECT external_id, {_json(repr('{}'), connection)} FROM {staged} WHERE true "
+            "ON CONFLICT (external_id) DO NOTHING"
+        )
+        rows = connection.exec_driver_sql(
+            f"SELECT t.external_id, t.id FROM {table} t JOIN {staged} s ON t.external_id = s.external_id"
+        ).all()
+        connection.exec_driver_sql(f"DROP TABLE {staged}")
+        known.update((str(external), int(internal)) for external, internal in rows)
+    lookup = np.fromiter((known[external] for external in distinct), dtype=np.int64, count=len(distinct))
+    return lookup[codes]
 
 
 @dataclass
@@ -118,7 +146,13 @@ class Written:
 
 
 KEY = ["user_id", "item_id", "kind", "ts"]
-_STAGED_KEY = " AND ".join(f"i.{column} = s.{column}" for column in KEY)
+
+
+def _staged_key(kind: str | None) -> str:
+    """The join of ``interactions i`` with the staged rows ``s`` on the event key; a batch of one
+    kind stages no kind column and binds the kind as the parameter ``kind`` instead."""
+    kind_match = "i.kind = s.kind" if kind is None else "i.kind = :kind"
+    return f"i.user_id = s.user_id AND i.item_id = s.item_id AND {kind_match} AND i.ts = s.ts"
 
 
 def write_interactions(
@@ -133,52 +167,74 @@ def write_interactions(
     """
     if good.empty:
         return Written()
-    cache.users = resolve_ids(connection, "users", good["user"], cache.users)
-    cache.items = resolve_ids(connection, "items", good["item"], cache.items)
+    kinds = good["kind"]
     rows = pd.DataFrame(
         {
             "pos": np.arange(len(good), dtype=np.int64),
-            "user_id": good["user"].map(cache.users).to_numpy(dtype=np.int64),
-            "item_id": good["item"].map(cache.items).to_numpy(dtype=np.int64),
-            "kind": good["kind"].to_numpy(dtype=object),
+            "user_id": resolve_ids(connection, "users", good["user"], cache.users),
+            "item_id": resolve_ids(connection, "items", good["item"], cache.items),
+            "kind": kinds.to_numpy(dtype=object),
             "value": good["value"].to_numpy(dtype=np.float64),
             "ts": good["ts"].to_numpy(dtype=np.int64),
-            "event_id": good.get("event_id", None),
-            "recommendation_id": good.get("recommendation_id", None),
+            "event_id": good.get("event_id"),
+            "recommendation_id": good.get("recommendation_id"),
         }
     )
     rows = _without_known_events(connection, rows).reset_index(drop=True)
     written = Written()
     if rows.empty:
         return written
-    first = ~rows.duplicated(KEY, keep="first")
-    repeated = rows.duplicated(KEY, keep=False)
-    values = rows.groupby(KEY, sort=False)["value"]
-    final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
-    if policy == "update":
-        final = final.assign(value=values.transform("last")[first])
+    _plan_joins_by_index(connection)
+    first_kind = str(rows["kind"].iat[0])
+    one_kind = bool((rows["kind"] == first_kind).all())
+    key_columns = ["user_id", "item_id", "ts"] if one_kind else KEY
+    params = {"kind": first_kind} if one_kind else {}
+    staged_key = _staged_key(first_kind if one_kind else None)
+    first = ~rows.duplicated(key_columns, keep="first")
+    any_repeated = not bool(first.all())
     columns = dict(STAGE_COLUMNS)
+    if one_kind:
+        del columns["kind"]
     for optional in ("event_id", "recommendation_id"):  # file loads have neither: stage less
-        if final[optional].isna().all():
+        if rows[optional].isna().all():
             del columns[optional]
+    if any_repeated:
+        # Only a batch repeating a key stages each key's first value and whether it repeats.
+        repeated = rows.duplicated(key_columns, keep=False)
+        values = rows.groupby(key_columns, sort=False)["value"]
+        final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
+        if policy == "update":
+            final = final.assign(value=values.transform("last")[first])
+        lookup_filter = "i.value <> s.first_value OR s.repeated = 1"
+    else:
+        final = rows
+        for extra in ("first_value", "repeated"):
+            del columns[extra]
+        lookup_filter = "i.value <> s.value"
     stage(connection, "recsys_stage_interactions", columns, final)
     # Stored values matter only where they differ from a key's first row or the key repeats;
     # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
-    stored_rows = connection.exec_driver_sql(
-        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {_STAGED_KEY} "
-        "WHERE i.value <> s.first_value OR s.repeated = 1"
+    stored_rows = _execute(
+        connection,
+        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {staged_key} "
+        f"WHERE {lookup_filter}",
+        params,
     ).all()
     stored_by_pos = pd.Series(
         np.array([row[1] for row in stored_rows], dtype=np.float64),
         index=np.array([row[0] for row in stored_rows], dtype=np.int64),
     )
-    stored = rows.groupby(KEY, sort=False)["pos"].transform("first").map(stored_by_pos)
-    # What each row meets: the stored value (first row of a key), then the value an update left
-    # or the one kept (later rows).
-    if policy == "update":
-        reference = values.shift().where(~first, stored)
+    if any_repeated:
+        stored = rows.groupby(key_columns, sort=False)["pos"].transform("first").map(stored_by_pos)
+        # What each row meets: the stored value (first row of a key), then the value an update
+        # left or the one kept (later rows).
+        if policy == "update":
+            reference = values.shift().where(~first, stored)
+        else:
+            reference = values.transform("first").where(stored.isna(), stored).where(~first, stored)
     else:
-        reference = values.transform("first").where(stored.isna(), stored).where(~first, stored)
+        stored = rows["pos"].map(stored_by_pos)
+        reference = stored
     conflicts = (reference.notna() & (rows["value"] != reference)).to_numpy()
     written.conflicting = int(conflicts.sum())
     if policy == "reject":
@@ -195,7 +251,12 @@ def write_interactions(
     # stored values that can differ were all fetched above.
     final_values = final.set_index("pos")["value"]
     differs = bool((stored_by_pos != final_values.reindex(stored_by_pos.index)).any())
-    written.loaded = _insert_staged(connection, replace=policy == "update" and differs, staged=columns)
+    written.loaded = _insert_staged(
+        connection,
+        replace=policy == "update" and differs,
+        staged=columns,
+        kind=first_kind if one_kind else None,
+    )
     connection.exec_driver_sql("DROP TABLE recsys_stage_interactions")
     return written
 
@@ -208,6 +269,25 @@ STAGE_COLUMNS = {
     "event_id": "TEXT",
     "recommendation_id": "TEXT",
 }
+
+#: SQLite's page cache (KiB) while a bulk load writes a batch: the interaction indexes of a large
+#: table stay in memory instead of being read back from the file for every insert. The cache only
+#: grows as pages are used.
+SQLITE_BULK_CACHE_KIB = 512 * 1024
+
+
+def _plan_joins_by_index(connection: Connection) -> None:
+    """PostgreSQL plans joins of a freshly staged table (no statistics) with ``interactions``
+    (whose statistics may be stale: 0 rows until the first ANALYZE) by hashing the whole
+    interactions table, for every batch. The staged rows are few next to the table, so the
+    batch's transaction probes the event-key index instead."""
+    if _is_postgres(connection):
+        connection.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+        connection.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+
+
+def _execute(connection: Connection, sql: str, params: dict[str, Any]) -> CursorResult[Any]:
+    return connection.execute(text(sql), params)
 
 
 def _conflict_reason(value: float, other: float, where: str) -> str:
@@ -233,35 +313,46 @@ def _without_known_events(connection: Connection, rows: pd.DataFrame) -> pd.Data
     return rows.loc[~(repeated | known).to_numpy()]
 
 
-def _insert_staged(connection: Connection, replace: bool, staged: dict[str, str]) -> int:
+def _insert_staged(connection: Connection, replace: bool, staged: dict[str, str], kind: str | None) -> int:
     """Move the staged events into ``interactions``; returns how many rows were inserted.
 
     With ``replace``, a stored event whose value differs is deleted and inserted again with the
-    new value (keeping its event and recommendation ids), so it gets a new, higher id.
+    new value (keeping its event and recommendation ids), so it gets a new, higher id. Without
+    event ids, the conflict target is the event key alone (the event-id index is not consulted).
     """
     event = "s.event_id" if "event_id" in staged else "NULL"
     recommendation = "s.recommendation_id" if "recommendation_id" in staged else "NULL"
+    kind_value = "s.kind" if kind is None else ":kind"
+    params = {} if kind is None else {"kind": kind}
+    target = "" if "event_id" in staged else "(user_id, item_id, kind, ts) "
     columns = "user_id, item_id, kind, value, ts, event_id, recommendation_id"
     if not replace:
-        result = connection.exec_driver_sql(
+        result = _execute(
+            connection,
             f"INSERT INTO interactions ({columns}) "
-            f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, {event}, {recommendation} "
-            "FROM recsys_stage_interactions s WHERE true ON CONFLICT DO NOTHING"
+            f"SELECT s.user_id, s.item_id, {kind_value}, s.value, s.ts, {event}, {recommendation} "
+            f"FROM recsys_stage_interactions s WHERE true ON CONFLICT {target}DO NOTHING",
+            params,
         )
         return int(result.rowcount)
     connection.exec_driver_sql("DROP TABLE IF EXISTS recsys_stage_replaced")
-    connection.exec_driver_sql(
+    _execute(
+        connection,
         "CREATE TEMPORARY TABLE recsys_stage_replaced AS "
         "SELECT i.id AS id, s.pos AS pos, i.event_id AS event_id, i.recommendation_id AS recommendation_id "
-        f"FROM interactions i JOIN recsys_stage_interactions s ON {_STAGED_KEY} WHERE i.value <> s.value"
+        f"FROM interactions i JOIN recsys_stage_interactions s ON {_staged_key(kind)} "
+        "WHERE i.value <> s.value",
+        params,
     )
     connection.exec_driver_sql("DELETE FROM interactions WHERE id IN (SELECT id FROM recsys_stage_replaced)")
-    result = connection.exec_driver_sql(
+    result = _execute(
+        connection,
         f"INSERT INTO interactions ({columns}) "
-        f"SELECT s.user_id, s.item_id, s.kind, s.value, s.ts, COALESCE({event}, r.event_id), "
+        f"SELECT s.user_id, s.item_id, {kind_value}, s.value, s.ts, COALESCE({event}, r.event_id), "
         f"COALESCE({recommendation}, r.recommendation_id) "
         "FROM recsys_stage_interactions s LEFT JOIN recsys_stage_replaced r ON r.pos = s.pos "
-        "WHERE true ON CONFLICT DO NOTHING"
+        f"WHERE true ON CONFLICT {target}DO NOTHING",
+        params,
     )
     connection.exec_driver_sql("DROP TABLE recsys_stage_replaced")
     return int(result.rowcount)
@@ -330,6 +421,8 @@ def write_batch(
     Rows the duplicate policy rejects join ``checked.rejected`` (so the caller reports them too).
     """
     conflicting = 0
+    if not _is_postgres(connection):
+        connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
     if target == "interactions":
         written = write_interactions(connection, checked.good, cache, policy)
         loaded, conflicting = written.loaded, written.conflicting

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.ingest.readers import Chunk, printable_text
 from recsys.ingest.specs import MAX_ID_LENGTH, MAX_KIND_LENGTH, CsvSpec, EntitySpec, ItemSpec
@@ -213,7 +215,26 @@ def _numbers(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_object_dtype(column):
         column = column.map(lambda value: "true" if value is True else "false" if value is False else value)
     text = as_text(column)
-    return pd.to_numeric(text, errors="coerce").astype("float64"), text
+    return _parsed_numbers(text), text
+
+
+#: Plain decimal numbers, which pyarrow and pandas read alike.
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _parsed_numbers(text: pd.Series) -> pd.Series:
+    """``text`` as float64, NaN where it is not a number.
+
+    A column of plain decimal numbers (the usual case) is parsed by pyarrow in C++; anything
+    else (missing values, words, "inf") goes through ``pandas.to_numeric``.
+    """
+    array = text.array
+    if isinstance(array, pd.arrays.ArrowStringArray) and len(array):
+        arrow = pa.array(array)  # the Arrow data behind the column, no copy
+        if arrow.null_count == 0 and pc.all(pc.match_substring_regex(arrow, _PLAIN_NUMBER)).as_py():
+            numbers = pc.cast(arrow, pa.float64()).to_numpy() + 0.0  # -0 is 0, as pandas reads it
+            return pd.Series(numbers, index=text.index, dtype="float64")
+    return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def _format(bound: float) -> str:
@@ -294,9 +315,7 @@ def _check_timestamp(
     reasons.add(text.isna() | (text == ""), f"missing timestamp (column {column!r})", column)
     reasons.add(
         seconds.isna(),
-        _Quoting(
-            "unparsable timestamp ", text, f" (column {column!r}; expected epoch seconds or ISO 8601)"
-        ),
+        _Quoting("unparsable timestamp ", text, f" (column {column!r}; expected epoch seconds or ISO 8601)"),
         column,
     )
     earliest, latest = rules.timestamp_min, rules.timestamp_max(now)
@@ -363,8 +382,8 @@ def validate_interactions(
     reasons.add(kind_reasons.bad, kind_reasons.reasons, spec.kind_col or "kind")
     good = pd.DataFrame(
         {
-            "user": users.astype(object),
-            "item": items.astype(object),
+            "user": users,
+            "item": items,
             "kind": kinds if isinstance(kinds, str) else kinds.astype(object),
             "value": values,
             "ts": stamps,
