@@ -1,4 +1,4 @@
-"""`recsys ingest csv|items|users|movielens` and `recsys stats`.
+"""`recsys ingest csv|sql|items|users|movielens` and `recsys stats`.
 
 A load exits with code 1 only when no row of the source is in the database afterwards (every
 row rejected, or an empty source) or when ``--strict`` met a bad row; rows that were already
@@ -24,7 +24,12 @@ app = typer.Typer(
 )
 
 PathArgument = Annotated[
-    Path, typer.Argument(help="CSV file (or Parquet, by the .parquet extension).", show_default=False)
+    Path,
+    typer.Argument(
+        help="CSV file (or Parquet, by the .parquet extension), or a folder of part files loaded in "
+        "name order, one run per file.",
+        show_default=False,
+    ),
 ]
 SepOption = Annotated[str, typer.Option("--sep", help="Field separator of a CSV file (use '\\t' for tabs).")]
 NoHeaderOption = Annotated[
@@ -100,34 +105,42 @@ def _finish(reports: list[IngestReport], as_json: bool, seconds: float) -> None:
         raise typer.Exit(1)
 
 
+UserColOption = Annotated[str, typer.Option("--user-col", help="Column of user ids.")]
+ItemColOption = Annotated[str, typer.Option("--item-col", help="Column of item ids.")]
+ValueColOption = Annotated[
+    str, typer.Option("--value-col", help="Column of values ('' = none: every event has value 1).")
+]
+TimestampColOption = Annotated[
+    str,
+    typer.Option(
+        "--timestamp-col", help="Column of times, epoch seconds or ISO 8601 ('' = none: timestamp 0)."
+    ),
+]
+KindOption = Annotated[str, typer.Option("--kind", help="Kind of every event (rating, view, click, ...).")]
+KindColOption = Annotated[
+    str | None, typer.Option("--kind-col", help="Column holding each event's kind (overrides --kind).")
+]
+MinValueOption = Annotated[
+    float | None,
+    typer.Option("--min-value", help="Also reject values below this (narrows the configured range)."),
+]
+MaxValueOption = Annotated[
+    float | None,
+    typer.Option("--max-value", help="Also reject values above this (narrows the configured range)."),
+]
+
+
 @app.command("csv")
 def csv_command(
     path: PathArgument,
-    user_col: Annotated[str, typer.Option("--user-col", help="Column of user ids.")] = "user_id",
-    item_col: Annotated[str, typer.Option("--item-col", help="Column of item ids.")] = "item_id",
-    value_col: Annotated[
-        str, typer.Option("--value-col", help="Column of values ('' = none: every event has value 1).")
-    ] = "rating",
-    timestamp_col: Annotated[
-        str,
-        typer.Option(
-            "--timestamp-col", help="Column of times, epoch seconds or ISO 8601 ('' = none: timestamp 0)."
-        ),
-    ] = "timestamp",
-    kind: Annotated[
-        str, typer.Option("--kind", help="Kind of every event (rating, view, click, ...).")
-    ] = "rating",
-    kind_col: Annotated[
-        str | None, typer.Option("--kind-col", help="Column holding each event's kind (overrides --kind).")
-    ] = None,
-    min_value: Annotated[
-        float | None,
-        typer.Option("--min-value", help="Also reject values below this (narrows the configured range)."),
-    ] = None,
-    max_value: Annotated[
-        float | None,
-        typer.Option("--max-value", help="Also reject values above this (narrows the configured range)."),
-    ] = None,
+    user_col: UserColOption = "user_id",
+    item_col: ItemColOption = "item_id",
+    value_col: ValueColOption = "rating",
+    timestamp_col: TimestampColOption = "timestamp",
+    kind: KindOption = "rating",
+    kind_col: KindColOption = None,
+    min_value: MinValueOption = None,
+    max_value: MaxValueOption = None,
     duplicate_policy: PolicyOption = None,
     sep: SepOption = ",",
     names: NoHeaderOption = None,
@@ -138,7 +151,7 @@ def csv_command(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Load an interaction log: one row per event (user, item, value, time, kind)."""
-    from recsys.ingest import CsvSpec, ingest_interactions
+    from recsys.ingest import CsvSpec, ingest_folder, ingest_interactions
 
     spec = CsvSpec(
         user_col=user_col,
@@ -155,9 +168,85 @@ def csv_command(
     )
     engine = open_database(load_settings(database_url))
     started = time.perf_counter()
-    report = ingest_interactions(
+    policy = _policy(duplicate_policy)
+    progress = console.is_terminal
+    if path.is_dir():
+        reports = ingest_folder(
+            engine,
+            path,
+            spec=spec,
+            strict=strict,
+            batch_size=batch_size,
+            progress=progress,
+            duplicate_policy=policy,
+        )
+    else:
+        reports = [
+            ingest_interactions(
+                engine,
+                path,
+                spec=spec,
+                strict=strict,
+                batch_size=batch_size,
+                progress=progress,
+                duplicate_policy=policy,
+            )
+        ]
+    _finish(reports, as_json, time.perf_counter() - started)
+
+
+@app.command("sql")
+def sql_command(
+    source_url: Annotated[
+        str,
+        typer.Option(
+            "--source-url",
+            help="Database to read from (SQLAlchemy URL, e.g. postgresql://user@host/shop or "
+            "sqlite:///events.db; a SQLite file is opened read-only).",
+            show_default=False,
+        ),
+    ],
+    query: Annotated[
+        str,
+        typer.Option(
+            "--query",
+            help="SELECT returning one row per event; name its columns with the options below.",
+            show_default=False,
+        ),
+    ],
+    user_col: UserColOption = "user_id",
+    item_col: ItemColOption = "item_id",
+    value_col: ValueColOption = "rating",
+    timestamp_col: TimestampColOption = "timestamp",
+    kind: KindOption = "rating",
+    kind_col: KindColOption = None,
+    min_value: MinValueOption = None,
+    max_value: MaxValueOption = None,
+    duplicate_policy: PolicyOption = None,
+    strict: StrictOption = False,
+    batch_size: BatchOption = None,
+    as_json: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Load interactions from a query on your own database, streamed in batches (one run)."""
+    from recsys.ingest import CsvSpec, ingest_sql
+
+    spec = CsvSpec(
+        user_col=user_col,
+        item_col=item_col,
+        value_col=_optional(value_col),
+        timestamp_col=_optional(timestamp_col),
+        kind=kind,
+        kind_col=kind_col or None,
+        min_value=min_value,
+        max_value=max_value,
+    )
+    engine = open_database(load_settings(database_url))
+    started = time.perf_counter()
+    report = ingest_sql(
         engine,
-        path,
+        source_url,
+        query,
         spec=spec,
         strict=strict,
         batch_size=batch_size,
@@ -185,7 +274,7 @@ def items_command(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create or update items by id; other columns become attributes."""
-    from recsys.ingest import ItemSpec, ingest_items
+    from recsys.ingest import ItemSpec, ingest_folder, ingest_items
 
     spec = ItemSpec(
         id_col=id_col,
@@ -198,10 +287,16 @@ def items_command(
     )
     engine = open_database(load_settings(database_url))
     started = time.perf_counter()
-    report = ingest_items(
-        engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=console.is_terminal
-    )
-    _finish([report], as_json, time.perf_counter() - started)
+    progress = console.is_terminal
+    if path.is_dir():
+        reports = ingest_folder(
+            engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=progress
+        )
+    else:
+        reports = [
+            ingest_items(engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=progress)
+        ]
+    _finish(reports, as_json, time.perf_counter() - started)
 
 
 @app.command("users")
@@ -217,15 +312,21 @@ def users_command(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create or update users by id; other columns become attributes."""
-    from recsys.ingest import UserSpec, ingest_users
+    from recsys.ingest import UserSpec, ingest_folder, ingest_users
 
     spec = UserSpec(id_col=id_col, sep=_separator(sep), names=_names(names), encoding=encoding)
     engine = open_database(load_settings(database_url))
     started = time.perf_counter()
-    report = ingest_users(
-        engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=console.is_terminal
-    )
-    _finish([report], as_json, time.perf_counter() - started)
+    progress = console.is_terminal
+    if path.is_dir():
+        reports = ingest_folder(
+            engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=progress
+        )
+    else:
+        reports = [
+            ingest_users(engine, path, spec=spec, strict=strict, batch_size=batch_size, progress=progress)
+        ]
+    _finish(reports, as_json, time.perf_counter() - started)
 
 
 @app.command("movielens")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -41,6 +42,28 @@ def get_engine(url: str) -> Engine:
         return engine
     connect_timeout = get_settings().database_connect_timeout_seconds
     return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout})
+
+
+def source_engine(url: str) -> Engine:
+    """An engine reading another database (an ingestion source), separate from recsys's own.
+
+    Nothing is set on the source's connections (no WAL switch, no pragmas); a SQLite file must
+    exist and is opened read-only.
+    """
+    try:
+        parsed = make_url(_normalise_url(url))
+    except Exception as exc:
+        raise ConfigError(f"invalid source URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").expanduser()
+        if not parsed.database or parsed.database == ":memory:" or not path.is_file():
+            raise ConfigError(f"the source URL {url!r} names no existing SQLite file")
+        location = f"file:{path.resolve()}?mode=ro"
+        return create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(location, uri=True, timeout=SQLITE_BUSY_SECONDS)
+        )
+    connect_timeout = get_settings().database_connect_timeout_seconds
+    return create_engine(parsed, connect_args={"connect_timeout": connect_timeout})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
+from recsys.db.engine import source_engine
 from recsys.db.schema import ensure_current
 from recsys.errors import DatabaseUnavailableError, DataError
 from recsys.ingest import loader
-from recsys.ingest.readers import Chunk, frame_chunks, read_chunks, source_size
+from recsys.ingest.readers import Chunk, frame_chunks, part_files, read_chunks, source_size, sql_chunks
 from recsys.ingest.specs import AnySpec, CsvSpec, IngestReport, ItemSpec, UserSpec, target_of
 from recsys.ingest.validation import (
     Checked,
@@ -108,6 +109,51 @@ def ingest_frame(
     return _run(engine, chunks, spec, source, strict, len(frame), progress, duplicate_policy)
 
 
+def ingest_folder(
+    engine: Engine,
+    folder: str | Path,
+    *,
+    spec: AnySpec,
+    strict: bool = False,
+    batch_size: int | None = None,
+    progress: bool = False,
+    duplicate_policy: DuplicatePolicy | None = None,
+) -> list[IngestReport]:
+    """Load every part file (CSV or Parquet) of ``folder`` in name order, one run per file; the
+    spec's type chooses the table. Each file is its own run (its own source, row numbers and
+    rejections), so a re-run of the folder skips what is stored as duplicates; ``strict`` rolls
+    back the file with the bad row and stops there, keeping the files before it."""
+    parts = part_files(Path(folder))
+    return [
+        _ingest_path(engine, part, spec, strict, batch_size, progress, duplicate_policy) for part in parts
+    ]
+
+
+def ingest_sql(
+    engine: Engine,
+    source_url: str,
+    query: str,
+    *,
+    spec: CsvSpec | None = None,
+    strict: bool = False,
+    batch_size: int | None = None,
+    progress: bool = False,
+    duplicate_policy: DuplicatePolicy | None = None,
+) -> IngestReport:
+    """Load the interactions a SQL query returns from another database (``source_url``),
+    streamed in batches through the same validation and writer as files. The spec names the
+    result's columns; rejections give the row's position in the result and its values."""
+    spec = spec or CsvSpec()
+    size = batch_size or get_settings().ingest_batch_size
+    source = source_engine(source_url)
+    name = make_url(source_url).render_as_string(hide_password=True)
+    try:
+        chunks = sql_chunks(source, query, spec.columns, size, name)  # runs the query: errors first
+        return _run(engine, chunks, spec, f"{name} query: {query}", strict, None, progress, duplicate_policy)
+    finally:
+        source.dispose()
+
+
 def _ingest_path(
     engine: Engine,
     path: Path,
@@ -134,7 +180,7 @@ def _run(
     spec: AnySpec,
     source: str,
     strict: bool,
-    total: int,
+    total: int | None,
     progress: bool,
     duplicate_policy: DuplicatePolicy | None = None,
 ) -> IngestReport:
@@ -189,6 +235,7 @@ def _run(
         loader.finish_run(engine, report.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     loader.finish_run(engine, report.run_id, "completed")
+    loader.refresh_statistics(engine, target, report.rows_loaded)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -226,12 +273,13 @@ def _add(report: IngestReport, counts: loader.BatchCounts, checked: Checked, lab
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, source: str, total: int) -> Iterator[Callable[[int], None]]:
+def _progress_bar(enabled: bool, source: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar (or nothing); yields a function taking the units done so far."""
     if not enabled:
         yield lambda _done: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(f"ingest {Path(source).name}", total=total)
+        name = Path(source).name if total is not None else source[:60]  # None: rows of a query
+        task = bar.add_task(f"ingest {name}", total=total)
         yield lambda done: bar.update(task, completed=done)

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from sqlalchemy import Connection, CursorResult, Engine
+from sqlalchemy.exc import DBAPIError
 
 from recsys.errors import DataError
 from recsys.ingest.specs import FileFormat
@@ -73,6 +75,32 @@ def source_size(path: Path) -> int:
     return path.stat().st_size
 
 
+#: Files of a folder that are not data: markers and checksums written by Spark, Hadoop and others.
+_NOT_PARTS = ("_", ".")
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The CSV and Parquet files under ``folder`` (subfolders included, as partitioned data sets
+    hold them), in name order of their paths; hidden files and ``_SUCCESS``-style markers are
+    skipped. A folder with none is an error."""
+    parts = sorted(
+        (
+            path
+            for path in folder.rglob("*")
+            if path.is_file()
+            and path.suffix.lower() in (".csv", ".tsv", ".txt", *PARQUET_SUFFIXES)
+            and not any(part.startswith(_NOT_PARTS) for part in path.relative_to(folder).parts)
+        ),
+        key=lambda path: path.relative_to(folder).as_posix(),
+    )
+    if not parts:
+        raise DataError(
+            f"{folder} holds no part files (.csv, .tsv, .txt, .parquet or .pq; hidden files and names "
+            "starting with '_' are skipped)"
+        )
+    return parts
+
+
 def read_chunks(path: Path, fmt: FileFormat, required: list[str], batch_size: int) -> Iterator[Chunk]:
     """Chunks of a CSV or Parquet file (chosen by extension), checking the required columns first."""
     if not path.is_file():
@@ -89,6 +117,57 @@ def frame_chunks(frame: pd.DataFrame, required: list[str], batch_size: int) -> I
         part = frame.iloc[start : start + batch_size].reset_index(drop=True)
         numbers = np.arange(start + 1, start + len(part) + 1, dtype=np.int64)
         yield Chunk(part, numbers, None, "row", start + len(part))
+
+
+def sql_chunks(
+    engine: Engine, query: str, required: list[str], batch_size: int, name: str
+) -> Iterator[Chunk]:
+    """Chunks of the rows ``query`` returns from ``engine`` (the user's own database), streamed:
+    the driver fetches ``batch_size`` rows at a time (a server-side cursor on PostgreSQL), so
+    memory holds one chunk whatever the result's size. Row numbers are 1-based positions in the
+    result. The query runs (and its columns are checked) before this returns, so a bad query is
+    an error before anything is written. ``name`` names the database in messages."""
+    where = f"the query on {name}"
+    try:
+        connection = engine.connect()
+    except DBAPIError as exc:
+        raise DataError(f"cannot connect for {where}: {_first_line(exc)}") from None
+    try:
+        result = connection.execution_options(stream_results=True, yield_per=batch_size).exec_driver_sql(
+            query
+        )
+        names = list(result.keys())
+        _check_columns(names, required, f"{where} (its result)")
+    except DBAPIError as exc:
+        connection.close()
+        raise DataError(f"{where} failed: {_first_line(exc)}") from None
+    except BaseException:
+        connection.close()
+        raise
+    return _sql_batches(connection, result, names, batch_size, where)
+
+
+def _first_line(exc: DBAPIError) -> str:
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _sql_batches(
+    connection: Connection, result: CursorResult[Any], names: list[str], batch_size: int, where: str
+) -> Iterator[Chunk]:
+    start = 0
+    with connection:
+        try:
+            for rows in result.partitions(batch_size):
+                frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+                numbers = np.arange(start + 1, start + len(frame) + 1, dtype=np.int64)
+                start += len(frame)
+                yield Chunk(frame, numbers, None, "row", start)
+        except DBAPIError as exc:
+            raise DataError(
+                f"{where} failed after {start:,} rows: {_first_line(exc)}; the batches written before "
+                "are stored, run the same command again to load the rest"
+            ) from None
 
 
 def _check_columns(available: list[str], required: list[str], where: str) -> None:
