@@ -132,11 +132,11 @@ def batch_marks(load: Load) -> Iterator[None]:
         load.marks.append((time.perf_counter() - started, load.rows_read))
         return counts
 
-    loader.write_batch = timed  # type: ignore[assignment]
+    loader.write_batch = timed
     try:
         yield
     finally:
-        loader.write_batch = original  # type: ignore[assignment]
+        loader.write_batch = original
 
 
 def recsys_loads(database: str, url: str, path: Path, batch_size: int | None) -> list[Load]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -214,7 +215,7 @@ def write_interactions(
     stage(connection, "recsys_stage_interactions", columns, final)
     # Stored values matter only where they differ from a key's first row or the key repeats;
     # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
-    stored_rows = _execute(
+    stored_rows: Sequence[Any] = _execute(
         connection,
         f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {staged_key} "
         f"WHERE {lookup_filter}",

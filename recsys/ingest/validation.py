@@ -134,11 +134,12 @@ class _Reasons:
     def __init__(self, n: int) -> None:
         self.reasons = np.full(n, None, dtype=object)
         self.fields = np.full(n, None, dtype=object)
+        self.bad = np.zeros(n, dtype=bool)  # rows that have a reason
 
     def add(self, mask: pd.Series | np.ndarray, reason: str | _Quoting | np.ndarray, column: str) -> None:
         if isinstance(mask, pd.Series):  # comparisons on missing strings give <NA>: not a violation
-            mask = mask.astype("boolean").fillna(False).to_numpy(dtype=bool)
-        mask = np.asarray(mask, dtype=bool) & pd.isna(self.reasons)
+            mask = mask.to_numpy(dtype=bool, na_value=False)
+        mask = np.asarray(mask, dtype=bool) & ~self.bad
         if not mask.any():
             return
         if isinstance(reason, _Quoting):
@@ -146,10 +147,7 @@ class _Reasons:
         else:
             self.reasons[mask] = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)[mask]
         self.fields[mask] = column
-
-    @property
-    def bad(self) -> np.ndarray:
-        return ~pd.isna(self.reasons)
+        self.bad |= mask
 
 
 def as_text(column: pd.Series) -> pd.Series:
