@@ -3,9 +3,9 @@
 Each database starts empty (a fresh SQLite file; a fresh PostgreSQL database, dropped afterwards).
 For each database the script measures, one after the other on the same synthetic CSV:
 
-- the bare baseline: pandas reads the CSV in chunks of the batch size and the rows go into a
-  plain table without indexes (sqlite3 ``executemany`` on SQLite, psycopg ``COPY`` on PostgreSQL),
-  committing each chunk. No validation, no id mapping, no duplicate detection;
+- the bare baseline of benchmarks/baselines.py: pandas reads the CSV in chunks and the rows go
+  into a plain table without indexes (sqlite3 ``executemany`` on SQLite, psycopg ``COPY`` on
+  PostgreSQL). No validation, no id mapping, no duplicate detection;
 - recsys's first load (``ingest_interactions``, what ``recsys ingest csv`` runs), into the empty
   schema: every row is inserted;
 - recsys's reload of the same file: every row is found stored (the idempotent path).
@@ -21,10 +21,8 @@ at batch commits), so a load that slows down as the table grows shows it.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import baselines
 import psutil
-import psycopg
 from scratch_postgres import scratch_postgres
 
 from recsys.db import get_engine, upgrade
@@ -58,8 +55,11 @@ class Load:
     def rate(self) -> float:
         return self.rows_read / self.seconds
 
-    def part_rates(self) -> tuple[float, float]:
-        """Rows per second over the first and the last ``PART`` of the rows, between batch commits."""
+    def part_rates(self) -> tuple[float, float] | None:
+        """Rows per second over the first and the last ``PART`` of the rows, between batch commits
+        (None for a load timed as a whole)."""
+        if not self.marks:
+            return None
         marks = [(0.0, 0), *self.marks]
         total = marks[-1][1]
         head = next(mark for mark in marks if mark[1] >= PART * total)
@@ -76,47 +76,16 @@ def write_csv(path: Path, rows: int) -> None:
     )
 
 
-def _chunks(path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
-    yield from pd.read_csv(path, chunksize=batch_size)
-
-
-def bare_sqlite(path: Path, database: Path, batch_size: int) -> Load:
-    """pandas + sqlite3 executemany into a plain table, one commit per chunk."""
-    load = Load("sqlite", "bare baseline")
-    connection = sqlite3.connect(database)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("CREATE TABLE bare (user_id TEXT, item_id TEXT, rating REAL, timestamp INTEGER)")
-    started = time.perf_counter()
-    for frame in _chunks(path, batch_size):
-        with connection:
-            connection.executemany("INSERT INTO bare VALUES (?, ?, ?, ?)", frame.itertuples(index=False))
-        load.rows_read += len(frame)
-        load.marks.append((time.perf_counter() - started, load.rows_read))
-    load.seconds = time.perf_counter() - started
-    load.rows_loaded = connection.execute("SELECT count(*) FROM bare").fetchone()[0]
-    connection.close()
-    return load
-
-
-def bare_postgres(path: Path, url: str, batch_size: int) -> Load:
-    """pandas + psycopg COPY into a plain table, one commit per chunk."""
-    load = Load("postgresql", "bare baseline")
-    with psycopg.connect(url) as connection:
-        connection.execute("CREATE TABLE bare (user_id TEXT, item_id TEXT, rating REAL, timestamp BIGINT)")
-        connection.commit()
-        started = time.perf_counter()
-        for frame in _chunks(path, batch_size):
-            buffer = io.StringIO()
-            frame.to_csv(buffer, index=False, header=False)
-            with connection.cursor() as cursor, cursor.copy("COPY bare FROM STDIN (FORMAT csv)") as copy:
-                copy.write(buffer.getvalue())
-            connection.commit()
-            load.rows_read += len(frame)
-            load.marks.append((time.perf_counter() - started, load.rows_read))
-        load.seconds = time.perf_counter() - started
-        load.rows_loaded = connection.execute("SELECT count(*) FROM bare").fetchone()[0]  # type: ignore[index]
-    return load
+def bare_load(database: str, path: Path, target: str) -> Load:
+    """The shared bare baseline (benchmarks/baselines.py): pandas + sqlite3 executemany, or pandas +
+    psycopg COPY, into a plain table without indexes, in chunks of a million rows."""
+    seconds = (
+        baselines.sqlite_executemany(path, Path(target))
+        if database == "sqlite"
+        else baselines.postgres_copy(path, target)
+    )
+    rows = sum(1 for _ in path.open("rb")) - 1
+    return Load(database, "bare baseline", rows, rows, seconds)
 
 
 @contextmanager
@@ -163,12 +132,16 @@ def print_table(loads: list[Load]) -> None:
     )
     bare = {load.database: load for load in loads if load.label == "bare baseline"}
     for load in loads:
-        first, last = load.part_rates()
         ratio = load.rate / bare[load.database].rate
+        parts = load.part_rates()
+        linearity = (
+            f"{parts[0]:>17,.0f}{parts[1]:>16,.0f}{parts[1] / parts[0]:>10.2f}x"
+            if parts
+            else f"{'-':>17}{'-':>16}{'-':>11}"
+        )
         print(
             f"{load.database:<12}{load.label:<20}{load.rows_read:>12,}{load.rows_loaded:>13,}"
-            f"{load.seconds:>9.1f}{load.rate:>11,.0f}{ratio:>7.2f}x{first:>17,.0f}{last:>16,.0f}"
-            f"{last / first:>10.2f}x"
+            f"{load.seconds:>9.1f}{load.rate:>11,.0f}{ratio:>7.2f}x{linearity}"
         )
 
 
@@ -200,11 +173,11 @@ def main() -> None:
             f"synthetic CSV: {args.rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, "
             f"written in {time.perf_counter() - started:.1f} s"
         )
-        loads.append(bare_sqlite(path, Path(folder) / "bare.db", batch_size))
+        loads.append(bare_load("sqlite", path, str(Path(folder) / "bare.db")))
         loads += recsys_loads("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", path, batch_size)
         if args.postgres_url:
             with scratch_postgres(args.postgres_url) as url:
-                loads.append(bare_postgres(path, url, batch_size))
+                loads.append(bare_load("postgresql", path, url))
                 loads += recsys_loads("postgresql", url, path, batch_size)
         else:
             print("PostgreSQL skipped: pass --postgres-url or set RECSYS_TEST_POSTGRES_URL")

@@ -149,11 +149,19 @@ class Written:
 KEY = ["user_id", "item_id", "kind", "ts"]
 
 
-def _staged_key(kind: str | None) -> str:
-    """The join of ``interactions i`` with the staged rows ``s`` on the event key; a batch of one
-    kind stages no kind column and binds the kind as the parameter ``kind`` instead."""
+def _stored(column: str, kind: str | None, extra: str = "") -> str:
+    """A scalar subquery: ``column`` of the stored event with the key of the staged row ``s``.
+
+    Written per staged row, the lookup probes the event-key index once per row whatever the
+    table's size or statistics; as a join, PostgreSQL may plan it (with stale statistics, say
+    before the first ANALYZE) as a scan of the whole table for every batch. A batch of one kind
+    stages no kind column and binds the kind as the parameter ``kind`` instead.
+    """
     kind_match = "i.kind = s.kind" if kind is None else "i.kind = :kind"
-    return f"i.user_id = s.user_id AND i.item_id = s.item_id AND {kind_match} AND i.ts = s.ts"
+    return (
+        f"(SELECT i.{column} FROM interactions i WHERE i.user_id = s.user_id AND i.item_id = s.item_id "
+        f"AND {kind_match} AND i.ts = s.ts{extra})"
+    )
 
 
 def write_interactions(
@@ -185,12 +193,11 @@ def write_interactions(
     written = Written()
     if rows.empty:
         return written
-    _plan_joins_by_index(connection)
     first_kind = str(rows["kind"].iat[0])
     one_kind = bool((rows["kind"] == first_kind).all())
     key_columns = ["user_id", "item_id", "ts"] if one_kind else KEY
     params = {"kind": first_kind} if one_kind else {}
-    staged_key = _staged_key(first_kind if one_kind else None)
+    kind = first_kind if one_kind else None
     first = ~rows.duplicated(key_columns, keep="first")
     any_repeated = not bool(first.all())
     columns = dict(STAGE_COLUMNS)
@@ -206,19 +213,21 @@ def write_interactions(
         final = rows.loc[first].assign(first_value=rows["value"][first], repeated=repeated[first].astype(int))
         if policy == "update":
             final = final.assign(value=values.transform("last")[first])
-        lookup_filter = "i.value <> s.first_value OR s.repeated = 1"
+        lookup = "s.first_value AS first_value, s.repeated AS repeated"
+        lookup_filter = "stored <> first_value OR (repeated = 1 AND stored IS NOT NULL)"
     else:
         final = rows
         for extra in ("first_value", "repeated"):
             del columns[extra]
-        lookup_filter = "i.value <> s.value"
+        lookup = "s.value AS value"
+        lookup_filter = "stored <> value"
     stage(connection, "recsys_stage_interactions", columns, final)
     # Stored values matter only where they differ from a key's first row or the key repeats;
     # elsewhere the stored event equals its one row (a plain duplicate), so reloads fetch nothing.
     stored_rows: Sequence[Any] = _execute(
         connection,
-        f"SELECT s.pos, i.value FROM recsys_stage_interactions s JOIN interactions i ON {staged_key} "
-        f"WHERE {lookup_filter}",
+        f"WITH probe AS MATERIALIZED (SELECT s.pos AS pos, {lookup}, {_stored('value', kind)} AS stored "
+        f"FROM recsys_stage_interactions s) SELECT pos, stored FROM probe WHERE {lookup_filter}",
         params,
     ).all()
     stored_by_pos = pd.Series(
@@ -256,7 +265,7 @@ def write_interactions(
         connection,
         replace=policy == "update" and differs,
         staged=columns,
-        kind=first_kind if one_kind else None,
+        kind=kind,
     )
     connection.exec_driver_sql("DROP TABLE recsys_stage_interactions")
     return written
@@ -275,16 +284,6 @@ STAGE_COLUMNS = {
 #: table stay in memory instead of being read back from the file for every insert. The cache only
 #: grows as pages are used.
 SQLITE_BULK_CACHE_KIB = 512 * 1024
-
-
-def _plan_joins_by_index(connection: Connection) -> None:
-    """PostgreSQL plans joins of a freshly staged table (no statistics) with ``interactions``
-    (whose statistics may be stale: 0 rows until the first ANALYZE) by hashing the whole
-    interactions table, for every batch. The staged rows are few next to the table, so the
-    batch's transaction probes the event-key index instead."""
-    if _is_postgres(connection):
-        connection.exec_driver_sql("SET LOCAL enable_hashjoin = off")
-        connection.exec_driver_sql("SET LOCAL enable_mergejoin = off")
 
 
 def _execute(connection: Connection, sql: str, params: dict[str, Any]) -> CursorResult[Any]:
@@ -340,9 +339,12 @@ def _insert_staged(connection: Connection, replace: bool, staged: dict[str, str]
     _execute(
         connection,
         "CREATE TEMPORARY TABLE recsys_stage_replaced AS "
-        "SELECT i.id AS id, s.pos AS pos, i.event_id AS event_id, i.recommendation_id AS recommendation_id "
-        f"FROM interactions i JOIN recsys_stage_interactions s ON {_staged_key(kind)} "
-        "WHERE i.value <> s.value",
+        "WITH probe AS MATERIALIZED (SELECT s.pos AS pos, "
+        f"{_stored('id', kind, ' AND i.value <> s.value')} AS id FROM recsys_stage_interactions s) "
+        "SELECT p.id AS id, p.pos AS pos, "
+        "(SELECT i.event_id FROM interactions i WHERE i.id = p.id) AS event_id, "
+        "(SELECT i.recommendation_id FROM interactions i WHERE i.id = p.id) AS recommendation_id "
+        "FROM probe p WHERE p.id IS NOT NULL",
         params,
     )
     connection.exec_driver_sql("DELETE FROM interactions WHERE id IN (SELECT id FROM recsys_stage_replaced)")
