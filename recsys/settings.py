@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         default=None, description="Download cache for public datasets; default <data_dir>/cache."
     )
     ingest_batch_size: int = Field(
-        default=200_000, ge=1, description="Rows per committed batch when ingesting."
+        default=100_000, ge=1, description="Rows per committed batch when ingesting."
     )
     api_key: SecretStr | None = Field(
         default=None, description="Key required in X-API-Key by write and admin endpoints."
