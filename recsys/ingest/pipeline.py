@@ -235,7 +235,10 @@ def _run(
         loader.finish_run(engine, report.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     loader.finish_run(engine, report.run_id, "completed")
-    loader.refresh_statistics(engine, target, report.rows_loaded)
+    try:
+        loader.refresh_statistics(engine, target, report.rows_loaded)
+    except DBAPIError as exc:  # the rows are stored; stale statistics only slow later queries
+        logger.warning("ANALYZE after loading %s failed: %s", source, exc.orig or exc)
     report.seconds = time.perf_counter() - started
     return report
 
