@@ -190,3 +190,22 @@ def test_recsys_ingest_sql_reports_a_bad_query_without_a_traceback(
     assert "error: the query on sqlite:///" in result.stderr
     assert "no such table: no_such_table" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_big_load_refreshes_postgresql_statistics(
+    engine: Engine, parts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.ingest import loader
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite plans by its indexes; only PostgreSQL is analysed")
+    monkeypatch.setattr(loader, "ANALYZE_AFTER_ROWS", 2)  # "big" for a two-row part
+    ingest_folder(engine, parts, spec=CsvSpec())
+    with engine.connect() as connection:
+        analysed = connection.execute(
+            text(
+                "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                "AND relname IN ('interactions', 'users', 'items') ORDER BY relname"
+            )
+        ).all()
+    assert [row[0] for row in analysed] == ["interactions", "items", "users"]
