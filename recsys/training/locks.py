@@ -156,9 +156,7 @@ class DatabaseLock:
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
-        self._heartbeat = threading.Thread(
-            target=self._beat, name=f"lock-heartbeat-{self.name}", daemon=True
-        )
+        self._heartbeat = threading.Thread(target=self._beat, name=f"lock-heartbeat-{self.name}", daemon=True)
         self._heartbeat.start()
 
     def _stop_heartbeat(self) -> None:
