@@ -262,7 +262,9 @@ class ImplicitALS(Recommender):
         total += float(item_reg @ np.einsum("ij,ij->i", wide_items, wide_items))
         total += float(user_side.reg @ np.einsum("ij,ij->i", wide_users, wide_users))
         total += ials_cpu.observed_loss(user_side.confidence, users, items)
-        total_confidence = users.shape[0] * items.shape[0] + float(user_side.confidence.data.sum(dtype=np.float64))
+        total_confidence = users.shape[0] * items.shape[0] + float(
+            user_side.confidence.data.sum(dtype=np.float64)
+        )
         return total / total_confidence
 
     def _exact_rows(self, confidence: sp.csr_matrix, other: np.ndarray) -> np.ndarray:

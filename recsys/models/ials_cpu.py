@@ -55,7 +55,17 @@ def solve_rows(
             _residual(indptr, indices, weights, other, start, x, x @ gram, reg, residual, direction, norms)
             for _ in range(steps):
                 _cg_step(
-                    indptr, indices, weights, other, start, x, direction @ gram, reg, residual, direction, norms
+                    indptr,
+                    indices,
+                    weights,
+                    other,
+                    start,
+                    x,
+                    direction @ gram,
+                    reg,
+                    residual,
+                    direction,
+                    norms,
                 )
             solved[start:stop] = x
     return solved
@@ -86,7 +96,7 @@ def _chunked() -> Iterator[None]:
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _residual(indptr, indices, weights, other, start, x, x_gram, reg, residual, direction, norms):  # type: ignore[no-untyped-def]
+def _residual(indptr, indices, weights, other, start, x, x_gram, reg, residual, direction, norms):
     """``r = b - A x`` for the block's rows (also the first direction) and ``|r|^2``."""
     rows, factors = x.shape
     for local in numba.prange(rows):
@@ -113,7 +123,7 @@ def _residual(indptr, indices, weights, other, start, x, x_gram, reg, residual, 
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _cg_step(indptr, indices, weights, other, start, x, direction_gram, reg, residual, direction, norms):  # type: ignore[no-untyped-def]
+def _cg_step(indptr, indices, weights, other, start, x, direction_gram, reg, residual, direction, norms):
     """One conjugate-gradient step of every row of the block, in place."""
     rows, factors = x.shape
     for local in numba.prange(rows):
@@ -151,7 +161,7 @@ def _cg_step(indptr, indices, weights, other, start, x, direction_gram, reg, res
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _observed_loss(indptr, indices, weights, users, items):  # type: ignore[no-untyped-def]
+def _observed_loss(indptr, indices, weights, users, items):
     rows, factors = users.shape
     totals = np.zeros(rows, np.float64)
     for row in numba.prange(rows):
