@@ -257,10 +257,11 @@ class ImplicitALS(Recommender):
         """
         from recsys.models import ials_cpu
 
-        wide_users, wide_items = users.astype(np.float64), items.astype(np.float64)
-        total = float(np.sum((wide_users.T @ wide_users) * (wide_items.T @ wide_items)))
-        total += float(item_reg @ np.einsum("ij,ij->i", wide_items, wide_items))
-        total += float(user_side.reg @ np.einsum("ij,ij->i", wide_users, wide_users))
+        with ials_cpu.blas_alone():
+            wide_users, wide_items = users.astype(np.float64), items.astype(np.float64)
+            total = float(np.sum((wide_users.T @ wide_users) * (wide_items.T @ wide_items)))
+            total += float(item_reg @ np.einsum("ij,ij->i", wide_items, wide_items))
+            total += float(user_side.reg @ np.einsum("ij,ij->i", wide_users, wide_users))
         total += ials_cpu.observed_loss(user_side.confidence, users, items)
         total_confidence = users.shape[0] * items.shape[0] + float(
             user_side.confidence.data.sum(dtype=np.float64)
