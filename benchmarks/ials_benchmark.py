@@ -85,7 +85,13 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
 
 
 def synthetic_speed(
-    n_users: int, n_items: int, n_interactions: int, factors: int, iterations: int, repeats: int
+    n_users: int,
+    n_items: int,
+    n_interactions: int,
+    factors: int,
+    iterations: int,
+    repeats: int,
+    full_validation: bool = False,
 ) -> None:
     """Seconds per iteration of recsys's iALS and implicit's ALS on the same synthetic matrix, at the
     same factors, interleaved in this run; then one validated fit, as ``recsys train`` runs it."""
@@ -120,12 +126,13 @@ def synthetic_speed(
     print(f"  recsys ImplicitALS      median {mine:.2f} s per iteration (solve + loss)")
     print(f"  implicit ALS (CPU, CG)  median {reference_median:.2f} s per iteration")
     print(f"  ratio recsys / implicit: {mine / reference_median:.2f}x (target: within 2x)")
-    validation_cost(matrix, factors)
+    validation_cost(matrix, factors, full_validation)
 
 
-def validation_cost(matrix: sp.csr_matrix, factors: int, epochs: int = 3) -> None:
+def validation_cost(matrix: sp.csr_matrix, factors: int, full: bool, epochs: int = 3) -> None:
     """Per-epoch solve and validation seconds of a fit validated as ``recsys train`` validates
-    (a seeded sample of ``RECSYS_VALIDATION_USERS`` users), and one validation of every user."""
+    (a seeded sample of ``RECSYS_VALIDATION_USERS`` users); with ``full``, one validation of every
+    user too (minutes at 5M)."""
     from recsys.settings import get_settings
     from recsys.training.validation import validation_callback
 
@@ -149,10 +156,11 @@ def validation_cost(matrix: sp.csr_matrix, factors: int, epochs: int = 3) -> Non
             f"({entry['validation_seconds'] / solve:.2f}x the solve; target at most 0.3x), "
             f"val_ndcg {entry['val_ndcg']:.4f}"
         )
-    everyone = validation_callback(train, valid, max_users=0)
-    started = time.perf_counter()
-    everyone(model)
-    print(f"  every validation user ({everyone.users}) once: {time.perf_counter() - started:.2f} s")
+    if full:  # what every epoch cost before validation was sampled
+        everyone = validation_callback(train, valid, max_users=0)
+        started = time.perf_counter()
+        everyone(model)
+        print(f"  every validation user ({everyone.users}) once: {time.perf_counter() - started:.2f} s")
 
 
 def main() -> None:
@@ -167,6 +175,9 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=5_000_000)
     parser.add_argument("--synthetic-iterations", type=int, default=3)
     parser.add_argument("--synthetic-repeats", type=int, default=2)
+    parser.add_argument(
+        "--full-validation", action="store_true", help="also time one validation of every user (slow)"
+    )
     args = parser.parse_args()
     memory = psutil.virtual_memory().total / 2**30
     machine = platform.processor() or platform.machine()
@@ -181,6 +192,7 @@ def main() -> None:
             args.factors,
             args.synthetic_iterations,
             args.synthetic_repeats,
+            args.full_validation,
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak resident memory: {peak:.2f} GB")
