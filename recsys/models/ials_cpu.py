@@ -15,12 +15,13 @@ serving folds users in with numpy and never compiles anything.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import numba
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: Rows solved together: their CG state (five ``rows x factors`` float32 arrays) stays small.
 BLOCK_ROWS = 1 << 15
@@ -87,9 +88,16 @@ def observed_loss(confidence: sp.csr_matrix, users: np.ndarray, items: np.ndarra
         )
 
 
-def blas_alone() -> threadpool_limits:
+def blas_alone() -> contextlib.AbstractContextManager[object]:
     """BLAS on one thread, for numpy work between the kernels (see :func:`_chunked`)."""
-    return threadpool_limits(1, "blas")
+    return _controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    """The thread pools of the loaded libraries, found once: a fresh search of the loaded shared
+    libraries costs tens of milliseconds, a sweep of ml-100k about a hundred."""
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
