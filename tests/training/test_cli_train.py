@@ -212,4 +212,6 @@ def test_progress_shows_every_epoch_with_json_and_off_a_terminal(seeded: str, se
         r"ials epoch (\d)/3: loss=[\d.e-]+ val_ndcg=[\d.e-]+ \([\d.]+ s, validation [\d.]+ s\)", done.stderr
     )
     assert validated[:1] == ["1"], done.stderr  # the validated fit, from its first epoch on
-    assert re.search(r"ials epoch 1/\d: loss=[\d.e-]+ \([\d.]+ s\)", done.stderr)  # the refit on all data
+    assert "ials: validation nDCG@10" in done.stderr  # the final validation, then the refit
+    assert re.search(r"refitting ials on all \d+ interactions", done.stderr)
+    assert re.search(r"ials epoch 1/\d: loss=[\d.e-]+ \([\d.]+ s\)", done.stderr)
