@@ -23,8 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-#: Rows solved together: their CG state (five ``rows x factors`` float32 arrays) stays small.
-BLOCK_ROWS = 1 << 15
+#: Rows solved together. Their CG state is a few ``rows x factors`` float32 arrays (64 MB each at
+#: 128 factors); each block costs four parallel regions per sweep, whose barriers wait for the
+#: slowest thread, so few large blocks fare better on a busy machine than many small ones.
+BLOCK_ROWS = 1 << 17
 #: Rows a numba thread takes at a time. Rows differ in length by orders of magnitude (popular items),
 #: and numba's default cuts the range into one equal piece per thread, leaving one thread the tail.
 CHUNK_ROWS = 16
