@@ -208,6 +208,7 @@ def test_progress_shows_every_epoch_with_json_and_off_a_terminal(seeded: str, se
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["model"] == "ials"
+    assert re.search(r"read \d+ interactions in [\d.]+ s", done.stderr)  # before the fit starts
     validated = re.findall(
         r"ials epoch (\d)/3: loss=[\d.e-]+ val_ndcg=[\d.e-]+ \([\d.]+ s, validation [\d.]+ s\)", done.stderr
     )
