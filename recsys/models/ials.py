@@ -9,11 +9,11 @@ problem exactly for all users (items fixed), then for all items (users fixed). T
 
 The default solver runs a few conjugate-gradient steps warm-started from the previous factors
 (as benfred/implicit does): memory grows with the number of interactions, never with factors
-squared per row, which is what lets 25M interactions train in a few GB. On the CPU the CG kernel is
-compiled by numba (:mod:`recsys.models.ials_cpu`, within about 1.3x of implicit's per iteration);
-on a GPU it is a TensorFlow function (gathers and segment sums over blocks of rows). The exact
-solver builds each row's matrix and solves it by Cholesky in TensorFlow; fold-in of new users
-solves exactly in numpy.
+squared per row, which is what lets 25M interactions train in a few GB. On the CPU the CG kernel
+is compiled by numba (:mod:`recsys.models.ials_cpu`, 1.5-1.7x implicit's time per iteration at
+5M-25M interactions); on a GPU it is a TensorFlow function (gathers and segment sums over blocks
+of rows). The exact solver builds each row's matrix and solves it by Cholesky in TensorFlow;
+fold-in of new users solves exactly in numpy.
 
 A warm start (``FitOptions.warm_start``) keeps the previous version's vectors, solves the users and
 then the items it did not know exactly against them, and runs at most ``warm_start_epochs``

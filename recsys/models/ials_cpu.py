@@ -4,9 +4,9 @@ observed part of the loss.
 Each row's work touches only its own interactions and the other side's vectors, the way
 benfred/implicit's CPU solver does, so nothing of size ``interactions x factors`` is ever
 materialised. The TensorFlow kernel (gathers, then segment sums) writes and rereads such arrays
-several times per CG step and was 4-6x slower than implicit at 5M interactions; this one runs within
-about 1.3x of it (``benchmarks/ials_benchmark.py``). The dense part of every product, ``D @ Y^T Y``,
-is one BLAS matrix product per block of rows.
+several times per CG step and was 4.5-6.4x slower than implicit at 5M-25M interactions; this one
+takes 1.5-1.7x its time per iteration (``benchmarks/ials_benchmark.py``). The dense part of every
+product, ``D @ Y^T Y``, is one BLAS matrix product per block of rows.
 
 numba is imported only by training (this module is loaded lazily by :mod:`recsys.models.ials`):
 serving folds users in with numpy and never compiles anything.
