@@ -61,7 +61,7 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
     from threadpoolctl import threadpool_limits
 
     ours, theirs = [], []
-    ImplicitALS(factors=factors, epochs=1).fit(matrix)  # compile the TensorFlow functions once
+    ImplicitALS(factors=factors, epochs=1).fit(matrix)  # compile (or load) the kernels once
     for _ in range(repeats):
         # implicit's own advice: its threads, not BLAS's, run in parallel.
         with threadpool_limits(1, "blas"):
