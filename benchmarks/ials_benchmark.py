@@ -1,9 +1,10 @@
-"""iALS speed: fit time against implicit's AlternatingLeastSquares in the same run, and seconds per
-iteration on a 5M-interaction synthetic matrix.
+"""iALS speed against implicit's AlternatingLeastSquares in the same run: fit time on ml-100k, and
+seconds per iteration on a synthetic matrix (5M interactions by default, MovieLens-25M's shape),
+followed by the per-epoch cost of validation during training next to the solve.
 
     python benchmarks/ials_benchmark.py                 # both parts
     python benchmarks/ials_benchmark.py --skip-synthetic
-    python benchmarks/ials_benchmark.py --skip-comparison --interactions 25000000 --users 160000 --items 60000
+    python benchmarks/ials_benchmark.py --skip-comparison --interactions 25000000
 
 Times are noisy on a shared machine: each system is fitted ``--repeats`` times, interleaved, and
 the medians and their ratio are printed.
@@ -60,7 +61,7 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
     from threadpoolctl import threadpool_limits
 
     ours, theirs = [], []
-    ImplicitALS(factors=factors, epochs=1).fit(matrix)  # compile the TensorFlow functions once
+    ImplicitALS(factors=factors, epochs=1).fit(matrix)  # compile (or load) the kernels once
     for _ in range(repeats):
         # implicit's own advice: its threads, not BLAS's, run in parallel.
         with threadpool_limits(1, "blas"):
@@ -83,26 +84,83 @@ def compare_with_implicit(matrix: sp.csr_matrix, factors: int, iterations: int, 
     print(f"  ratio recsys / implicit: {mine / reference_median:.2f}x (target: within 5x)")
 
 
-def synthetic_speed(n_users: int, n_items: int, n_interactions: int, iterations: int) -> None:
+def synthetic_speed(
+    n_users: int,
+    n_items: int,
+    n_interactions: int,
+    factors: int,
+    iterations: int,
+    repeats: int,
+    full_validation: bool = False,
+) -> None:
+    """Seconds per iteration of recsys's iALS and implicit's ALS on the same synthetic matrix, at the
+    same factors, interleaved in this run; then one validated fit, as ``recsys train`` runs it."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
     started = time.perf_counter()
     matrix = synthetic(n_users, n_items, n_interactions)
     print(
         f"synthetic {n_users} users x {n_items} items, {matrix.nnz} interactions "
-        f"(generated in {time.perf_counter() - started:.0f} s)"
+        f"(generated in {time.perf_counter() - started:.0f} s), factors {factors}, {iterations} iterations"
     )
-    model = ImplicitALS()
-    started = time.perf_counter()
-    model.fit(matrix, FitOptions(epochs=iterations))
-    total = time.perf_counter() - started
-    per_iteration = [entry["seconds"] for entry in model.history]
+    ImplicitALS(factors=factors, epochs=1).fit(matrix[:1000])  # compile (or load) the kernels once
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(repeats):
+        with threadpool_limits(1, "blas"):
+            ticks: list[float] = []
+            reference = AlternatingLeastSquares(factors=factors, iterations=iterations, random_state=42)
+            # implicit's callback receives the seconds of each iteration
+            reference.fit(
+                matrix,
+                show_progress=False,
+                callback=lambda _i, seconds, _loss, ticks=ticks: ticks.append(seconds),
+            )
+            theirs += ticks
+        model = ImplicitALS(factors=factors, epochs=iterations).fit(matrix)
+        ours += [entry["seconds"] for entry in model.history]  # the solve and the loss of each sweep
+        print(f"  recsys   per iteration: {', '.join(f'{s:.2f}' for s in ours[-iterations:])} s")
+        print(f"  implicit per iteration: {', '.join(f'{s:.2f}' for s in theirs[-iterations:])} s")
+    mine, reference_median = statistics.median(ours), statistics.median(theirs)
+    print(f"  recsys ImplicitALS      median {mine:.2f} s per iteration (solve + loss)")
+    print(f"  implicit ALS (CPU, CG)  median {reference_median:.2f} s per iteration")
+    print(f"  ratio recsys / implicit: {mine / reference_median:.2f}x (target: within 2x)")
+    validation_cost(matrix, factors, full_validation)
+
+
+def validation_cost(matrix: sp.csr_matrix, factors: int, full: bool, epochs: int = 3) -> None:
+    """Per-epoch solve and validation seconds of a fit validated as ``recsys train`` validates
+    (a seeded sample of ``RECSYS_VALIDATION_USERS`` users); with ``full``, one validation of every
+    user too (minutes at 5M)."""
+    from recsys.settings import get_settings
+    from recsys.training.validation import validation_callback
+
+    coo = matrix.tocoo()
+    held = np.random.default_rng(43).random(coo.nnz) < 0.1
+    train, valid = (
+        sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape)
+        for keep in (~held, held)
+    )
+    validate = validation_callback(train, valid)
+    model = ImplicitALS(factors=factors).fit(train, FitOptions(epochs=epochs, validate=validate))
     print(
-        f"  factors {model.config.factors}: {', '.join(f'{s:.1f}' for s in per_iteration)} s per iteration "
-        f"(median {statistics.median(per_iteration):.1f} s); fit {total:.0f} s for {iterations} iterations"
+        f"validation during training: {validate.users} sampled users "
+        f"(RECSYS_VALIDATION_USERS={get_settings().validation_users}) of "
+        f"{int(np.count_nonzero(np.diff(valid.indptr)))} with held-out pairs"
     )
-    print(
-        f"  full default fit ({model.config.epochs} iterations) would take about "
-        f"{statistics.median(per_iteration) * model.config.epochs / 60:.1f} min"
-    )
+    for entry in model.history:
+        solve = entry["seconds"] - entry["validation_seconds"]
+        print(
+            f"  epoch {entry['epoch']}: solve {solve:.2f} s, validation {entry['validation_seconds']:.2f} s "
+            f"({entry['validation_seconds'] / solve:.2f}x the solve; target at most 0.3x), "
+            f"val_ndcg {entry['val_ndcg']:.4f}"
+        )
+    if full:  # what every epoch cost before validation was sampled
+        everyone = validation_callback(train, valid, max_users=0)
+        started = time.perf_counter()
+        everyone(model)
+        print(f"  every validation user ({everyone.users}) once: {time.perf_counter() - started:.2f} s")
 
 
 def main() -> None:
@@ -112,10 +170,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-comparison", action="store_true")
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=162_000)
+    parser.add_argument("--items", type=int, default=62_000)
     parser.add_argument("--interactions", type=int, default=5_000_000)
     parser.add_argument("--synthetic-iterations", type=int, default=3)
+    parser.add_argument("--synthetic-repeats", type=int, default=2)
+    parser.add_argument(
+        "--full-validation", action="store_true", help="also time one validation of every user (slow)"
+    )
     args = parser.parse_args()
     memory = psutil.virtual_memory().total / 2**30
     machine = platform.processor() or platform.machine()
@@ -123,7 +185,15 @@ def main() -> None:
     if not args.skip_comparison:
         compare_with_implicit(movielens_100k(), args.factors, args.iterations, args.repeats)
     if not args.skip_synthetic:
-        synthetic_speed(args.users, args.items, args.interactions, args.synthetic_iterations)
+        synthetic_speed(
+            args.users,
+            args.items,
+            args.interactions,
+            args.factors,
+            args.synthetic_iterations,
+            args.synthetic_repeats,
+            args.full_validation,
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak resident memory: {peak:.2f} GB")
 

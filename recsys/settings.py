@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         description="A named database lock held this long is stale and may be taken over "
         "(a lock whose process is gone on this host is taken over at once).",
     )
+    validation_users: int = Field(
+        default=1_000,
+        ge=0,
+        description="Users ranked by the validation metric after each training epoch (early "
+        "stopping): a seeded sample when more hold validation items, the same users every epoch; "
+        "0 ranks all of them. At 5M interactions (62k items) 1,000 users cost about 0.15x of an iALS "
+        "sweep; ranking every user cost 3x.",
+    )
     tf_threads: int = Field(
         default=0,
         ge=0,

@@ -8,9 +8,12 @@ problem exactly for all users (items fixed), then for all items (users fixed). T
     (Y^T Y + Y_u^T (C_u - I) Y_u + reg_u I) x_u = Y_u^T C_u p_u
 
 The default solver runs a few conjugate-gradient steps warm-started from the previous factors
-(as benfred/implicit does): memory grows with the number of interactions in a block, never with
-factors squared per row, which is what lets 25M interactions train in a few GB. The exact solver
-builds each row's matrix and solves it by Cholesky; fold-in of new users always uses it.
+(as benfred/implicit does): memory grows with the number of interactions, never with factors
+squared per row, which is what lets 25M interactions train in a few GB. On the CPU the CG kernel
+is compiled by numba (:mod:`recsys.models.ials_cpu`, 1.5-1.7x implicit's time per iteration at
+5M-25M interactions); on a GPU it is a TensorFlow function (gathers and segment sums over blocks
+of rows). The exact solver builds each row's matrix and solves it by Cholesky in TensorFlow;
+fold-in of new users solves exactly in numpy.
 
 A warm start (``FitOptions.warm_start``) keeps the previous version's vectors, solves the users and
 then the items it did not know exactly against them, and runs at most ``warm_start_epochs``
@@ -170,15 +173,25 @@ class ImplicitALS(Recommender):
         matrix.data *= self.config.alpha
         return matrix
 
+    def _regularization(self, confidence: sp.csr_matrix) -> np.ndarray:
+        """Each row's weight ``reg * (1 + n) ** frequency_exponent``, ``n`` its observed pairs."""
+        counts = np.diff(confidence.indptr)
+        config = self.config
+        return (config.regularization * (1.0 + counts) ** config.frequency_exponent).astype(np.float32)
+
+    def _side(self, confidence: sp.csr_matrix, solver: str) -> _Side:
+        """One side's rows as the solver wants them, prepared once per fit: the CPU CG kernel reads
+        the CSR matrix as it is; the TensorFlow kernels (GPU CG, Cholesky) take it in blocks."""
+        blocks = self._blocks(confidence, solver) if solver != "cg" or _cg_kernel() == "tensorflow" else None
+        return _Side(confidence=confidence, reg=self._regularization(confidence), blocks=blocks)
+
     def _blocks(self, confidence: sp.csr_matrix, solver: str) -> list[_Block]:
         """The rows of ``confidence`` cut into blocks whose temporaries fit the memory budget,
         converted to tensors once per fit."""
         tf = import_tensorflow()
         factors = self.config.factors
         counts = np.diff(confidence.indptr)
-        reg = (self.config.regularization * (1.0 + counts) ** self.config.frequency_exponent).astype(
-            np.float32
-        )
+        reg = self._regularization(confidence)
         if solver == "cg":
             order = np.arange(confidence.shape[0])
             ranges = _row_blocks(counts, max_nnz=max(1, CG_BLOCK_FLOATS // factors), max_rows=1 << 20)
@@ -206,15 +219,20 @@ class ImplicitALS(Recommender):
 
     def _solve(
         self,
-        blocks: list[_Block],
+        side: _Side,
         other: np.ndarray,
         current: np.ndarray,
         solver: str,
         cg_steps: int | None = None,
         gram: np.ndarray | None = None,
     ) -> np.ndarray:
-        """New vectors for every row of the blocks given the ``other`` side's vectors (and their
+        """New vectors for every row of ``side`` given the ``other`` side's vectors (and their
         Gram matrix when the caller has it: the Ray workers receive it broadcast)."""
+        steps = cg_steps or self.config.cg_steps
+        if side.blocks is None:
+            from recsys.models import ials_cpu  # numba: compiled on first use, only when training
+
+            return ials_cpu.solve_rows(side.confidence, other, current, side.reg, steps, gram)
         tf = import_tensorflow()
         other_t = tf.constant(other, dtype=tf.float32)
         gram = (
@@ -222,41 +240,33 @@ class ImplicitALS(Recommender):
             if gram is None
             else tf.constant(gram, dtype=tf.float32)
         )
-        steps = cg_steps or self.config.cg_steps
         # A concrete function: the polymorphic dispatch costs about a millisecond per block call.
         step = (_cg_function(steps) if solver == "cg" else _cholesky_function()).get_concrete_function()
         solved = np.empty_like(current, dtype=np.float32)
-        for block in blocks:
+        for block in side.blocks:
             start = tf.constant(current[block.rows], dtype=tf.float32)
             solved[block.rows] = step(other_t, gram, start, *block.tensors).numpy()
         return solved
 
-    def _loss(
-        self, blocks: list[_Block], users: np.ndarray, items: np.ndarray, item_reg: np.ndarray
-    ) -> float:
+    def _loss(self, user_side: _Side, item_reg: np.ndarray, users: np.ndarray, items: np.ndarray) -> float:
         """The weighted objective divided by the total confidence (a weighted mean squared error).
 
         Sum over all pairs of ``c (p - x.y)^2`` = sum of all ``(x.y)^2`` (from the two Gram
-        matrices) plus, over observed pairs, ``c (1 - s)^2 - s^2``; ``blocks`` are the user side's
-        and ``item_reg`` the items' regularisation weights.
+        matrices, ``f x f`` each) plus, over observed pairs, ``c (1 - s)^2 - s^2`` (one pass over
+        the interactions in the numba kernel), plus the regularisation terms.
         """
-        tf = import_tensorflow()
-        # In TensorFlow rather than numpy: BLAS threads would compete with TF's spinning pool.
-        # Terms are summed as tensors and read once: a host sync per block costs more than the sum.
-        users_t, items_t = tf.constant(users), tf.constant(items)
-        total = tf.reduce_sum(
-            tf.matmul(users_t, users_t, transpose_a=True) * tf.matmul(items_t, items_t, transpose_a=True)
+        from recsys.models import ials_cpu
+
+        with ials_cpu.blas_alone():
+            wide_users, wide_items = users.astype(np.float64), items.astype(np.float64)
+            total = float(np.sum((wide_users.T @ wide_users) * (wide_items.T @ wide_items)))
+            total += float(item_reg @ np.einsum("ij,ij->i", wide_items, wide_items))
+            total += float(user_side.reg @ np.einsum("ij,ij->i", wide_users, wide_users))
+        total += ials_cpu.observed_loss(user_side.confidence, users, items)
+        total_confidence = users.shape[0] * items.shape[0] + float(
+            user_side.confidence.data.sum(dtype=np.float64)
         )
-        total += tf.reduce_sum(tf.constant(item_reg, tf.float32) * tf.reduce_sum(items_t * items_t, axis=1))
-        total_weight = tf.constant(0.0)
-        for block in blocks:
-            local_rows, cols, _, weights, reg = block.tensors
-            block_users = tf.gather(users_t, block.rows)
-            total += _observed_loss(block_users, items_t, local_rows, cols, weights)
-            total += tf.reduce_sum(reg * tf.reduce_sum(block_users * block_users, axis=1))
-            total_weight += tf.reduce_sum(weights)
-        total_confidence = users.shape[0] * items.shape[0] + float(total_weight)
-        return float(total) / total_confidence
+        return total / total_confidence
 
     def _exact_rows(self, confidence: sp.csr_matrix, other: np.ndarray) -> np.ndarray:
         """Exact least-squares vectors of the rows of ``confidence`` (``C - 1``) against the fixed
@@ -316,9 +326,9 @@ class ImplicitALS(Recommender):
             if len(rows):
                 # From zero, with more conjugate-gradient steps than a sweep takes: the start is
                 # far from the optimum. (Exact Cholesky solves cost f^3 per row, several times more.)
-                blocks = self._blocks(matrix[rows], "cg")
+                side = self._side(matrix[rows], "cg")
                 start = np.zeros((len(rows), own.shape[1]), np.float32)
-                own[rows] = self._solve(blocks, other, start, "cg", NEW_ROW_CG_STEPS)
+                own[rows] = self._solve(side, other, start, "cg", NEW_ROW_CG_STEPS)
         return users, items
 
     # --- fit plumbing -----------------------------------------------------------------------------
@@ -355,18 +365,16 @@ class _Sweeps:
         users: np.ndarray,
         items: np.ndarray,
     ) -> None:
-        config = model.config
+        solver = model.config.solver
         self.model, self.users, self.items = model, users, items
-        self.user_blocks = model._blocks(confidence, config.solver)
-        self.item_blocks = model._blocks(item_confidence, config.solver)
-        item_counts = np.diff(item_confidence.indptr)
-        self.item_reg = config.regularization * (1.0 + item_counts) ** config.frequency_exponent
+        self.user_side = model._side(confidence, solver)
+        self.item_side = model._side(item_confidence, solver)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         model, solver = self.model, self.model.config.solver
-        self.users = model._solve(self.user_blocks, self.items, self.users, solver)
-        self.items = model._solve(self.item_blocks, self.users, self.items, solver)
-        return {"loss": model._loss(self.user_blocks, self.users, self.items, self.item_reg)}
+        self.users = model._solve(self.user_side, self.items, self.users, solver)
+        self.items = model._solve(self.item_side, self.users, self.items, solver)
+        return {"loss": model._loss(self.user_side, self.item_side.reg, self.users, self.items)}
 
     def export(self) -> None:
         self.model.user_factors, self.model.item_factors = self.users, self.items
@@ -377,6 +385,22 @@ class _Sweeps:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.users, self.items = arrays["user_factors"], arrays["item_factors"]
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The rows of one side: ``C - 1`` as CSR, each row's regularisation weight, and the blocks of
+    tensors when a TensorFlow kernel solves them (None for the CPU CG kernel)."""
+
+    confidence: sp.csr_matrix
+    reg: np.ndarray
+    blocks: list[_Block] | None
+
+
+def _cg_kernel() -> Literal["numba", "tensorflow"]:
+    """Which kernel runs conjugate gradients: TensorFlow's when it sees a GPU, numba's on the CPU."""
+    tf = import_tensorflow()
+    return "tensorflow" if tf.config.list_logical_devices("GPU") else "numba"
 
 
 @dataclass(frozen=True)
@@ -492,28 +516,3 @@ def _cholesky_function() -> Any:
         return tf.linalg.cholesky_solve(tf.linalg.cholesky(system), target[:, :, None])[:, :, 0]
 
     return solve
-
-
-def _observed_loss(users: Any, items: Any, rows: Any, cols: Any, weights: Any) -> Any:
-    """Sum over a block's observed pairs of ``c (1 - s)^2 - s^2`` with ``s`` the predicted score."""
-    return _observed_loss_function()(users, items, rows, cols, weights)
-
-
-@functools.cache
-def _observed_loss_function() -> Any:
-    """The compiled per-block loss, as a concrete function (cheaper to call once per block)."""
-    tf = import_tensorflow()
-    spec = [
-        tf.TensorSpec([None, None], tf.float32),  # the block's user vectors
-        tf.TensorSpec([None, None], tf.float32),  # all item vectors
-        tf.TensorSpec([None], tf.int32),  # block-local row of each interaction
-        tf.TensorSpec([None], tf.int32),  # item of each interaction
-        tf.TensorSpec([None], tf.float32),  # alpha * value of each interaction
-    ]
-
-    @tf.function(input_signature=spec)
-    def observed(users, items, rows, cols, weights):
-        scores = tf.reduce_sum(tf.gather(users, rows) * tf.gather(items, cols), axis=1)
-        return tf.reduce_sum((1.0 + weights) * tf.square(1.0 - scores) - tf.square(scores))
-
-    return observed.get_concrete_function()

@@ -4,7 +4,7 @@ A half-step solves every user against fixed item vectors (or every item against 
 vectors), and each row's system depends only on its own interactions, the other side's vectors
 and their Gram matrix. So the rows are cut into one contiguous range per worker (balanced by
 interactions); each worker (a Ray actor) keeps its ranges' confidence rows, converted once to the
-model's solve blocks, and for every half-step receives the other side's vectors and their Gram
+model's solve sides, and for every half-step receives the other side's vectors and their Gram
 matrix (one ``ray.put`` each, shared by all workers) and its rows' current vectors, and returns
 its rows solved by the model's own block solve (:meth:`ImplicitALS._solve`, the local kernel).
 The loss is summed the same way: each worker's share of the objective, added up here.
@@ -41,7 +41,7 @@ def row_ranges(counts: np.ndarray, parts: int) -> list[tuple[int, int]]:
 
 
 class ShardWorker:
-    """One Ray actor: a range of users and a range of items, as the model's solve blocks."""
+    """One Ray actor: a range of users and a range of items, as the model's solve sides."""
 
     def __init__(self, config: dict[str, Any], user_rows: sp.csr_matrix, item_rows: sp.csr_matrix) -> None:
         from recsys.models.ials import ImplicitALS
@@ -49,13 +49,13 @@ class ShardWorker:
         self.model = ImplicitALS(**config)
         solver = self.model.config.solver
         self.rows = {"users": user_rows, "items": item_rows}
-        self.blocks = {side: self.model._blocks(rows, solver) for side, rows in self.rows.items()}
+        self.sides = {side: self.model._side(rows, solver) for side, rows in self.rows.items()}
 
     def solve(self, side: str, other: np.ndarray, gram: np.ndarray, current: np.ndarray) -> np.ndarray:
         """New vectors of this worker's rows of ``side`` against the fixed ``other`` side."""
         if not len(current):
             return current
-        return self.model._solve(self.blocks[side], other, current, self.model.config.solver, gram=gram)
+        return self.model._solve(self.sides[side], other, current, self.model.config.solver, gram=gram)
 
     def loss_terms(self, users: np.ndarray, items: np.ndarray) -> tuple[float, float]:
         """This worker's users' share of the weighted objective (without the item regularisation)
@@ -64,7 +64,7 @@ class ShardWorker:
             return 0.0, 0.0
         rows = self.rows["users"]
         confidence = float(len(users)) * len(items) + float(rows.data.sum(dtype=np.float64))
-        loss = self.model._loss(self.blocks["users"], users, items, np.zeros(len(items), np.float32))
+        loss = self.model._loss(self.sides["users"], np.zeros(len(items), np.float32), users, items)
         return loss * confidence, confidence
 
 

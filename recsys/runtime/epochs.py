@@ -139,8 +139,10 @@ def run_epochs(
             started = time.perf_counter()
             entry: dict[str, Any] = {"epoch": epoch, **step.train_epoch(epoch)}
             if validate is not None:
+                validating = time.perf_counter()
                 step.export()
                 entry.update(validate())
+                entry["validation_seconds"] = time.perf_counter() - validating
             entry["seconds"] = time.perf_counter() - started
             monitor.log(entry)
             chosen = rule.chosen_epoch(monitor.history)

@@ -66,16 +66,16 @@ class EpochMonitor:
                         tf.summary.scalar(key, value, step=int(entry["epoch"]))
             self._writer.flush()
         shown = " ".join(
-            f"{key}={value:.4g}" for key, value in entry.items() if key not in ("epoch", "seconds")
+            f"{key}={value:.4g}"
+            for key, value in entry.items()
+            if key not in ("epoch", "seconds", "validation_seconds")
         )
+        timing = f"{entry.get('seconds', 0.0):.1f} s"
+        if "validation_seconds" in entry:
+            timing += f", validation {entry['validation_seconds']:.1f} s"
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, description=shown)
+            self._progress.update(self._task, advance=1, description=f"{shown} ({timing})")
         else:
             logger.info(
-                "%s epoch %d/%d: %s (%.1f s)",
-                self.description,
-                entry["epoch"],
-                self.total_epochs,
-                shown,
-                entry.get("seconds", 0.0),
+                "%s epoch %d/%d: %s (%s)", self.description, entry["epoch"], self.total_epochs, shown, timing
             )

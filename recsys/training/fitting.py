@@ -165,9 +165,17 @@ def validate(
         ),
     )
     seconds = time.perf_counter() - started
-    return Validated(
-        model=model, metrics=validation_metrics(model, split), epochs=refit_epochs(model), seconds=seconds
-    )
+    logger.info(
+        "%s: validation metrics of the chosen epoch and of popularity on all %d validation users",
+        model_name, len(np.unique(split.valid.user_index)),
+    )  # fmt: skip
+    measuring = time.perf_counter()
+    metrics = validation_metrics(model, split)
+    logger.info(
+        "%s: validation nDCG@10 %.4f (%.1f s)",
+        model_name, metrics.get("ndcg@10", float("nan")), time.perf_counter() - measuring,
+    )  # fmt: skip
+    return Validated(model=model, metrics=metrics, epochs=refit_epochs(model), seconds=seconds)
 
 
 def fit_version(
@@ -286,6 +294,10 @@ def _fit_version(
                 model_name, too_small(data),
             )  # fmt: skip
         epochs = validated.epochs if validated else None
+        logger.info(
+            "refitting %s on all %d interactions (%s epochs)",
+            model_name, len(data), epochs if epochs is not None else "default",
+        )  # fmt: skip
         learned = recipe.apply(data)
         final = model_class(config)
         started = time.perf_counter()

@@ -241,7 +241,10 @@ def load_data(engine: Engine, recipe: Recipe, *, until: int | None = None) -> In
     """The interactions ``recipe`` selects (kinds, weights, combine rule), values as stored."""
     from recsys.data.matrix import recipe_interactions
 
+    logger.info("reading the interactions from the database (recipe %s)", recipe.describe())
+    started = time.perf_counter()
     data = recipe_interactions(engine, recipe, until=until)
+    logger.info("read %d interactions in %.1f s", len(data), time.perf_counter() - started)
     if len(data) == 0:
         selection = f" of kinds {list(recipe.kinds)}" if recipe.kinds else ""
         selection += f" up to {until}" if until is not None else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,12 @@ def test_off_a_terminal_each_epoch_is_one_log_line_with_loss_and_metric(
 ) -> None:
     step = ScriptedStep([0.1, 0.2])
     with caplog.at_level(logging.INFO, logger="recsys.runtime"):
-        run_epochs(step, name="scripted", limit=2, rule=StoppingRule(), validate=step.validate, progress=True)
+        history = run_epochs(
+            step, name="scripted", limit=2, rule=StoppingRule(), validate=step.validate, progress=True
+        )
     lines = [record.getMessage() for record in caplog.records if "epoch" in record.getMessage()]
     assert lines[0].startswith("scripted epoch 1/2: loss=1 val_ndcg=0.1 (")
     assert lines[1].startswith("scripted epoch 2/2: loss=0.5 val_ndcg=0.2 (")
+    # the epoch's seconds, and those of its validation (recorded in the history too)
+    assert re.search(r"\(\d+\.\d s, validation \d+\.\d s\)$", lines[0]), lines[0]
+    assert all(0 <= entry["validation_seconds"] <= entry["seconds"] for entry in history)

@@ -85,19 +85,45 @@ def test_solve_equals_the_numpy_least_squares_solution(
     items = model.item_factors
     assert items is not None
     confidence = model._confidence_matrix(tiny)
-    solved = model._solve(model._blocks(confidence, solver), items, np.zeros((25, 5), np.float32), solver)
+    solved = model._solve(model._side(confidence, solver), items, np.zeros((25, 5), np.float32), solver)
     expected = numpy_user_solve(tiny, items.astype(np.float64), 2.0, 0.7, exponent)
     np.testing.assert_allclose(solved, expected, atol=2e-4, rtol=2e-3)
     np.testing.assert_allclose(model.fold_in(tiny), expected, atol=2e-4, rtol=2e-3)
     np.testing.assert_array_equal(solved[0], 0.0)  # nothing observed: the zero vector
 
 
-def test_blocks_bound_memory_without_changing_the_result(
-    tiny: sp.csr_matrix, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kernel", ["numba", "tensorflow"])
+def test_cpu_and_gpu_cg_kernels_agree(
+    tiny: sp.csr_matrix, kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The numba kernel (CPU) and the TensorFlow one (GPU) solve the same rows to the same vectors;
+    here both run on the CPU."""
+    model = ImplicitALS(factors=6, regularization=0.7, alpha=3.0, cg_steps=3, epochs=1).fit(tiny)
+    items = model.item_factors
+    assert items is not None
+    confidence = model._confidence_matrix(tiny)
+    start = np.random.default_rng(0).standard_normal((25, 6)).astype(np.float32)
+    reference = model._solve(model._side(confidence, "cg"), items, start, "cg")  # the CPU kernel here
+    monkeypatch.setattr("recsys.models.ials._cg_kernel", lambda: kernel)
+    side = model._side(confidence, "cg")
+    assert (side.blocks is None) == (kernel == "numba")
+    np.testing.assert_allclose(model._solve(side, items, start, "cg"), reference, atol=1e-5, rtol=1e-4)
+    fitted = ImplicitALS(factors=6, epochs=3).fit(tiny)
+    monkeypatch.setattr("recsys.models.ials._cg_kernel", lambda: "numba")
+    other = ImplicitALS(factors=6, epochs=3).fit(tiny)
+    np.testing.assert_allclose(fitted.item_factors, other.item_factors, atol=1e-5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(fitted.history[-1]["loss"], other.history[-1]["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["numba", "tensorflow"])
+def test_blocks_bound_memory_without_changing_the_result(
+    tiny: sp.csr_matrix, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("recsys.models.ials._cg_kernel", lambda: kernel)
     whole = ImplicitALS(factors=4, epochs=2).fit(tiny)
     monkeypatch.setattr("recsys.models.ials.BLOCK_FLOATS", 16)  # a handful of rows per block
     monkeypatch.setattr("recsys.models.ials.CG_BLOCK_FLOATS", 16)
+    monkeypatch.setattr("recsys.models.ials_cpu.BLOCK_ROWS", 3)
     blocked = ImplicitALS(factors=4, epochs=2).fit(tiny)
     np.testing.assert_allclose(blocked.item_factors, whole.item_factors, atol=1e-5)  # type: ignore[arg-type]
     np.testing.assert_allclose(blocked.fold_in(tiny), whole.fold_in(tiny), atol=1e-5)

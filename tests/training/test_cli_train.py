@@ -191,3 +191,28 @@ def test_a_user_error_outside_recsys_errors_is_one_line_not_a_traceback(tmp_path
     )  # fmt: skip
     assert done.returncode == 1
     assert "PROMOTION_TOLERANCE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_progress_shows_every_epoch_with_json_and_off_a_terminal(seeded: str, settings_env: Path) -> None:
+    """`recsys train --json` with stdout and stderr piped (as under cron or CI): stdout is only the
+    JSON summary, and stderr has one line per epoch with its time, loss and validation metric."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", "train", "--model", "ials", "--param", "factors=8",
+         "--param", "epochs=3", "--param", "min_epochs=1", "--json", "--database-url", seeded],
+        env={**os.environ, "RECSYS_DATA_DIR": str(settings_env)}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["model"] == "ials"
+    assert re.search(r"read \d+ interactions in [\d.]+ s", done.stderr)  # before the fit starts
+    validated = re.findall(
+        r"ials epoch (\d)/3: loss=[\d.e-]+ val_ndcg=[\d.e-]+ \([\d.]+ s, validation [\d.]+ s\)", done.stderr
+    )
+    assert validated[:1] == ["1"], done.stderr  # the validated fit, from its first epoch on
+    assert "ials: validation nDCG@10" in done.stderr  # the final validation, then the refit
+    assert re.search(r"refitting ials on all \d+ interactions", done.stderr)
+    assert re.search(r"ials epoch 1/\d: loss=[\d.e-]+ \([\d.]+ s\)", done.stderr)
