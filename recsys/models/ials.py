@@ -33,6 +33,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import EpochConfig, FitOptions, Recommender, SearchRange, WarmStart
 from recsys.runtime.device import import_tensorflow
+from recsys.runtime.epochs import StoppingRule
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +111,18 @@ class ImplicitALS(Recommender):
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
+        plan = self.epoch_plan(user_items, options.warm_start)
+        self._run_epochs(plan.step, options, limit=plan.limit, rule=plan.rule)
+        return self
+
+    def epoch_plan(self, user_items: sp.csr_matrix, warm: WarmStart | None = None) -> EpochPlan:
+        """Everything :meth:`fit` hands the epoch loop: the sweeps from their initial vectors,
+        the epoch limit and the stopping rule (a warm start's, or None for the config's). A model
+        that contains iALS (the ``ials-lowrank`` blend) runs the same sweeps in its own loop."""
         config = self.config
         confidence = self._confidence_matrix(user_items)
         item_confidence = sp.csr_matrix(confidence.T)
         n_users, n_items = confidence.shape
-        warm = options.warm_start
         users, items = self._initial_factors(n_users, n_items, warm)
         if warm is not None:
             users, items = self._solve_new_rows(confidence, item_confidence, users, items, warm)
@@ -125,8 +133,7 @@ class ImplicitALS(Recommender):
             # help validation says the vectors have caught up with the new data.
             rule = replace(self.stopping_rule(), patience=1, min_epochs=1)
         limit = min(config.epochs, config.warm_start_epochs) if warm is not None else config.epochs
-        self._run_epochs(step, options, limit=limit, rule=rule)
-        return self
+        return EpochPlan(step=step, limit=limit, rule=rule)
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         """Exact least-squares vectors of new users against the fixed item vectors.
@@ -358,6 +365,15 @@ class _Sweeps:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.users, self.items = arrays["user_factors"], arrays["item_factors"]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What iALS's fit hands the epoch loop (:meth:`ImplicitALS.epoch_plan`)."""
+
+    step: _Sweeps
+    limit: int
+    rule: StoppingRule | None
 
 
 @dataclass(frozen=True)
