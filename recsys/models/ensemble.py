@@ -26,7 +26,8 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 from recsys.models.ials import ImplicitALS, ImplicitALSConfig
-from recsys.models.lowrank import LowRankAE, LowRankAEConfig
+from recsys.models.lowrank import PEAK_MATRICES, LowRankAE, LowRankAEConfig
+from recsys.runtime.memory import check_dense_items_memory
 
 #: Extra arrays (0-d) holding each part's multiplier ``m`` (see the module docstring).
 IALS_SCALE, LOWRANK_SCALE = "ials_scale", "lowrank_scale"
@@ -70,6 +71,10 @@ class IALSLowRank(Recommender):
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
         x = sp.csr_matrix(self.recipe.apply_matrix(user_items), dtype=np.float32)
+        check_dense_items_memory(
+            self.name, x.shape[1], self.config.max_items, matrices=PEAK_MATRICES,
+            alternatives="train ials (--model ials), whose memory grows with the catalogue, not its square",
+        )  # fmt: skip
         self.lowrank.fit(x)  # closed form, deterministic: refitted (not checkpointed) on resume
         plan = self.ials.epoch_plan(x, self._ials_warm_start(options.warm_start))
         self._run_epochs(_BlendedSweeps(self, plan.step), options, limit=plan.limit, rule=plan.rule)

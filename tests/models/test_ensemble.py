@@ -160,3 +160,8 @@ def test_served_from_one_faiss_index_through_the_retriever(planted: Planted) -> 
     np.testing.assert_allclose(
         ranked.scores, np.take_along_axis(scores, ranked.item_ids, axis=1), rtol=1e-4, atol=1e-5
     )
+
+
+def test_a_catalogue_beyond_max_items_is_refused_naming_the_blend_and_ials(planted: Planted) -> None:
+    with pytest.raises(ConfigError, match=r"ials-lowrank needs a dense .*max_items=100.*--model ials"):
+        IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
