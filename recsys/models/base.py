@@ -65,6 +65,8 @@ class EpochConfig(ModelConfig):
                     # validation, its "max_epochs" the limit that is now "epochs".
                     data[new] = data.pop(old)
         return data
+
+
 @dataclass(frozen=True)
 class SearchRange:
     """One tuned parameter's range: integers or floats from ``low`` to ``high`` (inclusive),
@@ -168,6 +170,11 @@ class Recommender(ABC):
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027
         """Inverse of ``_extra_arrays``; models without extra state keep this no-op."""
+
+    def refit_params(self) -> dict[str, Any]:
+        """Config values this (validation) fit chose on ``FitOptions.validate``, besides the epochs,
+        for the refit on all the data (the ``ials-lowrank`` blend: its weight); {} for most models."""
+        return {}
 
     @property
     def similarity_factors(self) -> np.ndarray:

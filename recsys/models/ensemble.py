@@ -16,6 +16,8 @@ blend's validation chose. Fold-in is the concatenation of both parts' fold-ins (
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, Self
 
 import numpy as np
@@ -29,6 +31,10 @@ from recsys.models.ials import ImplicitALS, ImplicitALSConfig
 from recsys.models.lowrank import PEAK_MATRICES, LowRankAE, LowRankAEConfig
 from recsys.runtime.memory import check_dense_items_memory
 
+logger = logging.getLogger(__name__)
+
+#: Weights a validated fit chooses from (re-weighting costs one validation ranking, no refit).
+WEIGHT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Extra arrays (0-d) holding each part's multiplier ``m`` (see the module docstring).
 IALS_SCALE, LOWRANK_SCALE = "ials_scale", "lowrank_scale"
 
@@ -41,7 +47,11 @@ class IALSLowRankConfig(ImplicitALSConfig, LowRankAEConfig):
     '{"weight": [...]}'``); docs/benchmarks.md has the grid."""
 
     weight: float = Field(default=0.5, gt=0, lt=1)
-    """Share of iALS in the blended score (each part's scores scaled to unit spread first)."""
+    """Share of iALS in the blended score (each part's scores scaled to unit spread first): the
+    weight early stopping validates the sweeps with, and the served weight when not chosen."""
+    choose_weight: bool = True
+    """With validation (``recsys train``'s carve-out), choose the weight from ``WEIGHT_GRID`` by
+    validation nDCG@10 after the sweeps; the refit on all data then uses that weight."""
 
 
 class IALSLowRank(Recommender):
@@ -67,6 +77,7 @@ class IALSLowRank(Recommender):
         self.lowrank = LowRankAE(LowRankAEConfig(**{k: fields[k] for k in LowRankAEConfig.model_fields}))
         self.scales: tuple[float, float] | None = None
         """The multipliers ``(m_ials, m_lr)`` of the served vectors."""
+        self._chosen: dict[str, Any] = {}
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
@@ -78,7 +89,26 @@ class IALSLowRank(Recommender):
         self.lowrank.fit(x)  # closed form, deterministic: refitted (not checkpointed) on resume
         plan = self.ials.epoch_plan(x, self._ials_warm_start(options.warm_start))
         self._run_epochs(_BlendedSweeps(self, plan.step), options, limit=plan.limit, rule=plan.rule)
+        self._chosen = {}
+        if options.validate is not None and self.config.choose_weight:
+            self._choose_weight(options.validate)
         return self
+
+    def refit_params(self) -> dict[str, Any]:
+        return dict(self._chosen)
+
+    def _choose_weight(self, validate: Callable[[Recommender], dict[str, float]]) -> None:
+        """Serve the weight of ``WEIGHT_GRID`` with the best validation nDCG (the first of equals)."""
+        scores = {}
+        for weight in WEIGHT_GRID:
+            self.config = self.config.model_copy(update={"weight": weight})
+            self._combine()
+            scores[weight] = validate(self)["val_ndcg"]
+        best = max(scores, key=lambda weight: scores[weight])
+        logger.info("%s: weight %.1f chosen on validation (nDCG@10 %s)", self.name, best, scores)
+        self.config = self.config.model_copy(update={"weight": best})
+        self._combine()
+        self._chosen = {"weight": best}
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         if self.scales is None:

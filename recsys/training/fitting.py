@@ -92,6 +92,8 @@ class Validated:
     metrics: dict[str, Any]
     epochs: int | None
     seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+    """Config values the fit chose on validation for the refit (``Recommender.refit_params``)."""
 
 
 @dataclass
@@ -160,7 +162,11 @@ def validate(
     )
     seconds = time.perf_counter() - started
     return Validated(
-        model=model, metrics=validation_metrics(model, split), epochs=refit_epochs(model), seconds=seconds
+        model=model,
+        metrics=validation_metrics(model, split),
+        epochs=refit_epochs(model),
+        seconds=seconds,
+        params=model.refit_params(),
     )
 
 
@@ -229,6 +235,9 @@ def fit_version(
                 model_name, too_small(data),
             )  # fmt: skip
         epochs = validated.epochs if validated else None
+        chosen = validated.params if validated else {}
+        if chosen:  # what the validation fit chose (a blend's weight) holds for the refit too
+            config = parse_config(model_name, {**config.model_dump(), **chosen})
         learned = recipe.apply(data)
         final = model_class(config)
         started = time.perf_counter()
@@ -255,6 +264,8 @@ def fit_version(
             "interactions": len(data),
             "validation_interactions": len(split.valid) if split else 0,
         }
+        if chosen:
+            recorded["chosen_on_validation"] = chosen
         if split is None:
             recorded["validation"] = f"none, the version is unvalidated: {too_small(data)}"
         fitted = Fitted(

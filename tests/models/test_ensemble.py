@@ -15,7 +15,7 @@ from recsys.data.interactions import IdMap
 from recsys.errors import ConfigError
 from recsys.index.faiss_index import FaissIndex
 from recsys.models import FitOptions, load_model
-from recsys.models.ensemble import IALSLowRank, score_scale
+from recsys.models.ensemble import WEIGHT_GRID, IALSLowRank, score_scale
 from recsys.models.ials import ImplicitALS
 from recsys.models.lowrank import LowRankAE
 from recsys.retrieval import RankOptions, Retriever
@@ -28,7 +28,9 @@ PARAMS: dict[str, Any] = {"factors": 16, "rank": 16, "l2": 5.0, "epochs": 6}
 
 class TestIALSLowRank(ModelContract):
     model_name = "ials-lowrank"
-    params: ClassVar[dict[str, Any]] = PARAMS
+    # A fixed weight: the contract's early-stopping check compares the kept model with the
+    # validation figure of its chosen sweep (test_the_weight_is_chosen_on_validation covers the rest).
+    params: ClassVar[dict[str, Any]] = {**PARAMS, "choose_weight": False}
     # Binary histories, as both parts read them (see test_lowrank.py): the low ratings count too.
     min_recall: ClassVar[float] = 0.35
     min_margin_over_popularity: ClassVar[float] = 0.35
@@ -120,7 +122,7 @@ def test_saved_blend_folds_in_and_ranks_as_the_fitted_one(planted: Planted, tmp_
 
 def test_early_stopping_watches_the_blend(planted: Planted) -> None:
     validate = validation_callback(planted.train, planted.test)
-    blend = IALSLowRank(**{**PARAMS, "epochs": 8}, min_epochs=1, patience=2)
+    blend = IALSLowRank(**{**PARAMS, "epochs": 8}, min_epochs=1, patience=2, choose_weight=False)
     blend.fit(planted.train, FitOptions(validate=validate))
     chosen = blend.stopping_rule().chosen_epoch(blend.history)
     assert chosen is not None
@@ -165,3 +167,30 @@ def test_served_from_one_faiss_index_through_the_retriever(planted: Planted) -> 
 def test_a_catalogue_beyond_max_items_is_refused_naming_the_blend_and_ials(planted: Planted) -> None:
     with pytest.raises(ConfigError, match=r"ials-lowrank needs a dense .*max_items=100.*--model ials"):
         IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
+
+
+def test_the_weight_is_chosen_on_validation_and_carried_to_the_refit(planted: Planted) -> None:
+    validate = validation_callback(planted.train, planted.test)
+    blend = IALSLowRank(**PARAMS).fit(planted.train, FitOptions(validate=validate))
+    chosen = blend.refit_params()["weight"]
+    assert chosen in WEIGHT_GRID and blend.config.weight == chosen
+    served = validate(blend)["val_ndcg"]
+    for weight in WEIGHT_GRID:  # no grid weight validates better than the one served
+        other = IALSLowRank(**PARAMS, weight=weight, choose_weight=False)
+        other.ials, other.lowrank = blend.ials, blend.lowrank
+        other._combine()
+        assert validate(other)["val_ndcg"] <= served + 1e-9
+    # Without validation nothing is chosen: the config's weight is served.
+    assert IALSLowRank(**PARAMS, weight=0.3).fit(planted.train).refit_params() == {}
+
+
+def test_fit_version_refits_with_the_weight_validation_chose(planted: Planted) -> None:
+    from recsys.data.interactions import Interactions
+    from recsys.training.fitting import fit_version
+
+    coo = planted.train.tocoo()
+    data = Interactions.from_arrays(coo.row, coo.col, coo.data)
+    fitted = fit_version("ials-lowrank", PARAMS, data)
+    chosen = fitted.details["chosen_on_validation"]["weight"]
+    assert chosen in WEIGHT_GRID
+    assert fitted.model.params["weight"] == chosen
