@@ -84,9 +84,11 @@ class Settings(BaseSettings):
     )
 
     default_model: str = Field(
-        default="ials",
+        default="ials-lowrank",
         description="Model trained by `recsys train` without --model, `recsys quickstart` and a first "
-        "pipeline run (iALS: at or above EASE on MovieLens, docs/benchmarks.md).",
+        "pipeline run (the iALS + low-rank autoencoder blend: at or above EASE on both MovieLens "
+        "datasets, docs/benchmarks.md; catalogues up to its max_items, 20,000 by default: beyond, "
+        "choose ials).",
     )
     promotion_tolerance: float = Field(
         default=0.01,
@@ -115,8 +117,9 @@ class Settings(BaseSettings):
     # --- input rules: every door that stores interactions applies them (recsys.ingest.validation)
     interaction_value_min: float = Field(
         default=0.0,
-        description="Smallest accepted interaction value. Implicit-feedback models (iALS, the default) "
-        "cannot train on negative values; lower it (or set a kind's range) only for explicit models.",
+        description="Smallest accepted interaction value. Implicit-feedback models (iALS and the "
+        "default blend) cannot train on negative values; lower it (or set a kind's range) only for "
+        "explicit models.",
     )
     interaction_value_max: float = Field(
         default=1e6,
