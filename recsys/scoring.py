@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from sqlalchemy import Engine, delete, insert
@@ -27,7 +27,19 @@ from recsys.errors import ConfigError
 from recsys.index.base import PAD_ID
 from recsys.retrieval import RankOptions, Retriever, align_to_model
 
-__all__ = ["align_to_model", "block_table", "score_all_users", "write_database", "write_parquet"]
+__all__ = [
+    "BlockRange",
+    "BlockScorer",
+    "align_to_model",
+    "block_ranges",
+    "block_table",
+    "rank_options",
+    "score_all_users",
+    "score_block",
+    "write_database",
+    "write_parquet",
+    "write_part",
+]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,6 +59,40 @@ class ScoredBlock:
     scores: np.ndarray  # (n, k) float32, -inf where padded
 
 
+@dataclass(frozen=True)
+class BlockRange:
+    """One block of users to score: its number (the part file's) and its user index range."""
+
+    number: int
+    start: int
+    stop: int
+
+
+def block_ranges(n_users: int, block_size: int) -> list[BlockRange]:
+    """The blocks of ``block_size`` users that cover ``n_users``, numbered from 0: the one cut that
+    the local run and the Ray workers share, so that both write the same parts."""
+    if block_size < 1:
+        raise ConfigError(f"block_size must be at least 1, got {block_size}")
+    starts = range(0, n_users, block_size)
+    return [
+        BlockRange(number, start, min(start + block_size, n_users)) for number, start in enumerate(starts)
+    ]
+
+
+def rank_options(k: int, options: RankOptions | None) -> RankOptions:
+    """``options`` (default: none) with ``k`` items per list; refuses ``k`` below 1."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    return replace(options or RankOptions(), k=k)
+
+
+def score_block(retriever: Retriever, block: BlockRange, options: RankOptions) -> ScoredBlock:
+    """Top-k lists of one block's users, through :meth:`Retriever.recommend_known`."""
+    users = np.arange(block.start, block.stop, dtype=np.int64)
+    ranking = retriever.recommend_known(users, options)
+    return ScoredBlock(block.number, users, ranking.item_ids, ranking.scores)
+
+
 def score_all_users(
     retriever: Retriever,
     k: int,
@@ -62,23 +108,16 @@ def score_all_users(
     ``options`` adds filters and exclusions (its ``k`` is replaced by ``k``); blocks whose number
     is in ``skip_blocks`` (already written by an interrupted run) are not computed.
     """
-    if k < 1:
-        raise ConfigError(f"k must be at least 1, got {k}")
-    if block_size < 1:
-        raise ConfigError(f"block_size must be at least 1, got {block_size}")
-    options = replace(options or RankOptions(), k=k)
-    n_users = len(retriever.users)
-    numbered: Iterable[tuple[int, int]] = list(enumerate(range(0, n_users, block_size)))
+    options = rank_options(k, options)
+    blocks: Iterable[BlockRange] = [
+        block for block in block_ranges(len(retriever.users), block_size) if block.number not in skip_blocks
+    ]
     if progress:
         from rich.progress import track
 
-        numbered = track(numbered, description="scoring users")
-    for number, start in numbered:
-        if number in skip_blocks:
-            continue
-        users = np.arange(start, min(start + block_size, n_users), dtype=np.int64)
-        ranking = retriever.recommend_known(users, options)
-        yield ScoredBlock(number, users, ranking.item_ids, ranking.scores)
+        blocks = track(blocks, description="scoring users")
+    for block in blocks:
+        yield score_block(retriever, block, options)
 
 
 def block_table(block: ScoredBlock, users: IdMap, items: IdMap) -> pa.Table:
@@ -101,6 +140,29 @@ def block_table(block: ScoredBlock, users: IdMap, items: IdMap) -> pa.Table:
     )
 
 
+def write_part(parts: Path, block: ScoredBlock, users: IdMap, items: IdMap) -> int:
+    """Write one block's table as ``parts/part-NNNNNN.parquet`` (renamed into place when complete,
+    so a part that exists is whole); returns its rows. Local runs and Ray workers both write here."""
+    import pyarrow.parquet as pq
+
+    table = block_table(block, users, items)
+    part = Path(parts) / f"part-{block.number:06d}.parquet"
+    pq.write_table(table, part.with_suffix(".tmp"))
+    os.replace(part.with_suffix(".tmp"), part)
+    return int(table.num_rows)
+
+
+class BlockScorer(Protocol):
+    """Scores blocks elsewhere than in this process (:mod:`recsys.ray_scoring`): each worker
+    opens the same version's retriever and runs :func:`score_block` on the blocks it is given."""
+
+    def write_parts(self, blocks: Sequence[BlockRange], parts: Path, options: RankOptions) -> None:
+        """Write each block with :func:`write_part` into ``parts``."""
+
+    def tables(self, blocks: Sequence[BlockRange], options: RankOptions) -> Iterator[pa.Table]:
+        """Each block's :func:`block_table`, in the order of ``blocks``."""
+
+
 def write_parquet(
     retriever: Retriever,
     path: Path,
@@ -110,12 +172,15 @@ def write_parquet(
     block_size: int = 4096,
     options: RankOptions | None = None,
     progress: bool = False,
+    scorer: BlockScorer | None = None,
 ) -> int:
     """Score every user into ``path`` (Parquet); returns the number of rows written.
 
     Blocks go to ``.<name>.parts/`` first, each renamed into place when complete; a re-run with
     the same version, k and block size skips the finished blocks. The parts are then combined
-    into a temporary file that replaces ``path`` in one rename.
+    into a temporary file that replaces ``path`` in one rename. With a ``scorer`` the blocks are
+    scored and written by its workers (the folder must be one they all see); the parts, and so
+    the file, are the same as this process would write.
     """
     import pyarrow.parquet as pq
 
@@ -136,10 +201,12 @@ def write_parquet(
     manifest_file.write_text(json.dumps(manifest))
     done = {int(part.stem.split("-")[1]) for part in parts.glob("part-*.parquet")}
     users, items = retriever.users, retriever.items
-    for block in score_all_users(retriever, k, block_size, options, progress=progress, skip_blocks=done):
-        part = parts / f"part-{block.number:06d}.parquet"
-        pq.write_table(block_table(block, users, items), part.with_suffix(".tmp"))
-        os.replace(part.with_suffix(".tmp"), part)
+    if scorer is not None:
+        todo = [block for block in block_ranges(len(users), block_size) if block.number not in done]
+        scorer.write_parts(todo, parts, rank_options(k, options))
+    else:
+        for block in score_all_users(retriever, k, block_size, options, progress=progress, skip_blocks=done):
+            write_part(parts, block, users, items)
     temp = path.with_name(f".{path.name}.tmp")
     written = 0
     empty = ScoredBlock(-1, np.zeros(0, np.int64), np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
@@ -165,17 +232,26 @@ def write_database(
     block_size: int = 4096,
     options: RankOptions | None = None,
     progress: bool = False,
+    scorer: BlockScorer | None = None,
 ) -> int:
     """Replace ``version``'s rows of the ``recommendations`` table with every user's top k.
 
     Delete and inserts run in one transaction: readers see the old lists or the new ones, and an
-    interrupted run changes nothing (re-running it recomputes everything, which is fast).
+    interrupted run changes nothing (re-running it recomputes everything, which is fast). With a
+    ``scorer`` its workers score the blocks and this process inserts their tables in block order.
     """
+    tables: Iterable[pa.Table]
+    if scorer is not None:
+        blocks = block_ranges(len(retriever.users), block_size)
+        tables = scorer.tables(blocks, rank_options(k, options))
+    else:
+        scored = score_all_users(retriever, k, block_size, options, progress=progress)
+        tables = (block_table(block, retriever.users, retriever.items) for block in scored)
     written = 0
     with session_scope(engine) as session:
         session.execute(delete(Recommendation).where(Recommendation.version == version))
-        for block in score_all_users(retriever, k, block_size, options, progress=progress):
-            rows = block_table(block, retriever.users, retriever.items).to_pylist()
+        for table in tables:
+            rows = table.to_pylist()
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 session.execute(insert(Recommendation), [{"version": version, **row} for row in chunk])

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads TensorFlow uses inside one operation while training (0: one per core).",
     )
+    ray_num_cpus: int = Field(
+        default=0,
+        ge=0,
+        description="CPUs of the Ray that `--engine ray` starts on this machine without --address "
+        "(0: every core).",
+    )
+    ray_object_store_mb: int = Field(
+        default=0,
+        ge=0,
+        description="Object store of the Ray that `--engine ray` starts on this machine without "
+        "--address, in MB (0: Ray's default, 30% of the memory).",
+    )
 
     default_model: str = Field(
         default="ials-lowrank",

@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO_ROOT / "docker" / "constraints.txt"
 #: Extras of the training image (the API image installs the "postgres" subset).
-IMAGE_EXTRAS = {"api": ("postgres",), "train": ("train", "postgres")}
+IMAGE_EXTRAS = {"api": ("postgres",), "train": ("train", "postgres", "distributed")}
 
 
 def project_requirements(extras: tuple[str, ...]) -> list[Requirement]:

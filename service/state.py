@@ -26,7 +26,8 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.data.interactions import IdMap, Interactions
-from recsys.db.models import Deletion, Interaction, Item, User
+from recsys.db.erasure import erasures_since
+from recsys.db.models import Interaction, Item, User
 from recsys.index import ItemIndex
 from recsys.models.base import Recommender
 from recsys.retrieval import Catalogue, Overlay, Retriever
@@ -136,8 +137,10 @@ class StateHolder:
 def load_state(engine: Engine, settings: Settings, version: str | None = None) -> ServingState | None:
     """Build the state of ``version`` (default: production); None when nothing is promoted yet.
 
-    The feedback snapshot id is read before the interactions so that events stored during the
-    load are read again by the first sync (applying one twice is harmless: last value wins).
+    The seen items come from the version's snapshot, memory-mapped (shared between workers)
+    when the version has one (:func:`recsys.retrieval.loading.seen_snapshot`); the first feedback
+    sync then reads the interactions stored after the snapshot into the overlay, and the
+    erasures recorded since.
     """
     from recsys.registry.registry import ModelRegistry
     from recsys.retrieval.loading import load_retriever
@@ -147,9 +150,7 @@ def load_state(engine: Engine, settings: Settings, version: str | None = None) -
     if version is None and registry.production() is None:
         return None
     loaded = registry.load(version)
-    retriever = load_retriever(
-        engine, loaded, snapshot_id=max_interaction_id(engine), cache_size=settings.fold_in_cache_size
-    )
+    retriever = load_retriever(engine, loaded, cache_size=settings.fold_in_cache_size)
     items = loaded.items
     catalogue = retriever.catalogue
     state = ServingState(
@@ -159,6 +160,7 @@ def load_state(engine: Engine, settings: Settings, version: str | None = None) -
         item_json=item_fragments(items.external_ids, catalogue.titles, catalogue.genres),
     )
     sync_feedback(engine, state)
+    retriever.count_overlay_in_popular()
     state.load_seconds = time.perf_counter() - started
     return state
 
@@ -175,19 +177,15 @@ def sync_erasures(engine: Engine, state: ServingState) -> int:
     A fresh state applies every recorded erasure: the version it serves may have been trained
     before them. Erasures are rare, so one Python call each is fine here.
     """
-    query = (
-        select(Deletion.id, Deletion.target, Deletion.external_id)
-        .where(Deletion.id > state.erasures_seen, Deletion.target.in_(("user", "item")))
-        .order_by(Deletion.id)
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    rows = erasures_since(engine, state.erasures_seen)
+    applied = 0
     for _, target, external_id in rows:
-        if external_id is not None:
+        if target in ("user", "item") and external_id is not None:
             (state.forget_user if target == "user" else state.forget_item)(external_id)
+            applied += 1
     if rows:
-        state.erasures_seen = int(rows[-1][0])
-    return len(rows)
+        state.erasures_seen = rows[-1][0]
+    return applied
 
 
 def sync_feedback(engine: Engine, state: ServingState) -> int:

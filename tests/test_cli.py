@@ -19,7 +19,9 @@ from recsys.cli import app
 from recsys.log import configure_logging, request_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAVY_MODULES = ("tensorflow", "faiss", "sqlalchemy", "pandas", "scipy", "pydantic", "fastapi", "matplotlib")
+HEAVY_MODULES = (
+    "tensorflow", "faiss", "sqlalchemy", "pandas", "scipy", "pydantic", "fastapi", "matplotlib", "ray",
+)  # fmt: skip
 
 
 def test_version() -> None:

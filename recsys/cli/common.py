@@ -32,6 +32,29 @@ JsonOption = Annotated[
     bool, typer.Option("--json/--no-json", help="Print a machine-readable JSON result instead of text.")
 ]
 
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="'local' (this process) or 'ray' (Ray workers; needs the distributed extra).",
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray cluster to run on (ray://host:10001, host:6379 or auto); default: RAY_ADDRESS, "
+        "else a Ray started on this machine for the run.",
+        show_default=False,
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Ray workers (default: one per CPU of the cluster).", show_default=False
+    ),
+]
+
 
 def load_settings(database_url: str | None = None) -> Settings:
     """The settings, with the command's ``--database-url`` taking precedence."""

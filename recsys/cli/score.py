@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_settings, print_json, show_progress
+from recsys.cli.common import (
+    AddressOption,
+    DatabaseUrlOption,
+    EngineOption,
+    JsonOption,
+    WorkersOption,
+    console,
+    load_settings,
+    print_json,
+    show_progress,
+)
 
 
 def score_command(
@@ -29,13 +39,19 @@ def score_command(
         list[str] | None,
         typer.Option("--exclude-genre", help="No items with this genre (repeat for several)."),
     ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score every user (seen items excluded) with the lists the service answers: users with
     feedback newer than the version are folded in, users without history get popular items.
-    An interrupted Parquet run resumes where it stopped."""
+    An interrupted Parquet run resumes where it stopped. With --engine ray the users are shared
+    among Ray workers, which must reach the database, the artifacts and the output folder; the
+    output is the same."""
     from pipelines.score import score_version
+    from recsys.runtime.cluster import engine_from_options
 
     report = score_version(
         load_settings(database_url),
@@ -46,12 +62,14 @@ def score_command(
         include_genres=include_genre or (),
         exclude_genres=exclude_genre or (),
         progress=show_progress(as_json),
+        engine=engine_from_options(engine, address, workers),
     )
     if as_json:
         print_json(asdict(report))
         return
     console.print(
-        f"scored {report.users} users with {report.version}: {report.rows} rows to {report.target} "
+        f"scored {report.users} users with {report.version} ({report.engine} engine): "
+        f"{report.rows} rows to {report.target} "
         f"(load {report.load_seconds:.2f}s, scoring {report.score_seconds:.2f}s)"
     )
 

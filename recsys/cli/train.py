@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import (
+    AddressOption,
     DatabaseUrlOption,
+    EngineOption,
     JsonOption,
+    WorkersOption,
     console,
     err_console,
     load_settings,
@@ -95,15 +98,46 @@ def train_command(
     force: Annotated[
         bool, typer.Option("--force", help="With --promote: promote even below the popularity baseline.")
     ] = False,
+    engine_name: EngineOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     json_output: JsonOption = False,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Train a model on the database's interactions, register it and print its version id."""
+    """Train a model on the database's interactions, register it and print its version id.
+    --engine ray shares iALS's solves among Ray workers; MF and two-tower train on several
+    machines through TF_CONFIG instead (docs/scaling.md)."""
     from recsys.cli.common import print_json
-    from recsys.training.trainer import parse_param_options, train, version_summary
+    from recsys.errors import ConfigError
+    from recsys.runtime.cluster import engine_from_options
+    from recsys.runtime.device import worker_role
+    from recsys.training.trainer import parse_param_options, train, train_as_worker, version_summary
 
     settings = load_settings(database_url)
     engine = open_database(settings)
+    cluster = engine_from_options(engine_name, address, workers)
+    role = worker_role()
+    if role is not None and not role.is_chief:  # a TF_CONFIG worker: trains, the chief registers
+        if cluster is not None or promote:
+            raise ConfigError("a non-chief TF_CONFIG worker takes neither --engine ray nor --promote")
+        train_as_worker(
+            engine,
+            settings,
+            model,
+            parse_param_options(param or []),
+            kinds=parse_kinds(kinds),
+            weights=parse_weights(weight or []),
+            combine=combine,
+            until=parse_timestamp(until),
+            warm_start=warm_start,
+            resume=resume,
+        )
+        message = f"trained as TF_CONFIG {role.task_type} {role.index} of {role.workers}; the chief registers"
+        if json_output:
+            print_json({"worker": role.task_type, "index": role.index, "registered": None})
+        else:
+            err_console.print(message)
+        return
     info = train(
         engine,
         settings,
@@ -118,6 +152,7 @@ def train_command(
         promote=promote,
         force=force,
         progress=not json_output and sys.stderr.isatty(),
+        cluster=cluster,
     )
     if json_output:
         print_json(version_summary(info))

@@ -112,6 +112,11 @@ class Recipe(BaseModel):
         matrix.eliminate_zeros()
         return matrix
 
+    def reads_whole_log(self) -> bool:
+        """Whether the log this recipe selects (before the value rule) is the log as stored: every
+        kind, unweighted, the newest value of a repeated pair (what the service reads as seen)."""
+        return self.kinds is None and not self.weights and self.combine == "last"
+
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``kinds=all, combine=last, values=binary``."""
         kinds = ",".join(self.kinds) if self.kinds else "all"

@@ -78,3 +78,17 @@ def delete_interactions(engine: Engine, ids: list[int], *, source: str, detail: 
 def audit_count(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.scalar(select(func.count()).select_from(Deletion)) or 0)
+
+
+def erasures_since(engine: Engine, after: int) -> list[tuple[int, str, str | None]]:
+    """The deletions recorded after deletion id ``after``, oldest first: (id, target, external id).
+
+    Targets are ``user`` and ``item`` (erasures by external id), ``interaction`` (one event by
+    its event id) and ``invalid`` (stored rows that broke the input rules, removed by id)."""
+    query = (
+        select(Deletion.id, Deletion.target, Deletion.external_id)
+        .where(Deletion.id > after)
+        .order_by(Deletion.id)
+    )
+    with engine.connect() as connection:
+        return [(int(row[0]), str(row[1]), row[2]) for row in connection.execute(query)]

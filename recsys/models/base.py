@@ -22,6 +22,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.retrieval import RankOptions, Retriever
+from recsys.runtime.cluster import RayEngine
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
 MODEL_FILE = "model.json"
@@ -115,6 +116,8 @@ class FitOptions:
     """Show a progress bar."""
     features: dict[str, Any] | None = None
     """Side information (item titles and genres, user attributes) for models that use it."""
+    engine: RayEngine | None = None
+    """Ray workers to share the fit among (models whose ``engines`` include ``ray``); None: here."""
 
 
 class Recommender(ABC):
@@ -139,6 +142,10 @@ class Recommender(ABC):
     """Parameters ``recsys tune`` samples; empty: nothing to tune."""
     epoch_limit: ClassVar[str | None] = None
     """The config field bounding epochs/sweeps (None: a closed-form or one-pass model)."""
+    engines: ClassVar[tuple[str, ...]] = ("local",)
+    """Where the model can fit: ``local`` (this process), ``ray`` (Ray workers,
+    ``FitOptions.engine``), ``tf_config`` (the workers ``TF_CONFIG`` names, under
+    ``MultiWorkerMirroredStrategy``: :func:`recsys.runtime.device.distribution_strategy`)."""
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:

@@ -87,8 +87,8 @@ class IALSLowRank(Recommender):
             alternatives="train ials (--model ials), whose memory grows with the catalogue, not its square",
         )  # fmt: skip
         self.lowrank.fit(x)  # closed form, deterministic: refitted (not checkpointed) on resume
-        plan = self.ials.epoch_plan(x, self._ials_warm_start(options.warm_start))
-        self._run_epochs(_BlendedSweeps(self, plan.step), options, limit=plan.limit, rule=plan.rule)
+        with self.ials.epoch_plan(x, self._ials_warm_start(options.warm_start)) as plan:
+            self._run_epochs(_BlendedSweeps(self, plan.step), options, limit=plan.limit, rule=plan.rule)
         self._chosen = {}
         if options.validate is not None and self.config.choose_weight:
             self._choose_weight(options.validate)

@@ -20,10 +20,12 @@ a fit from random vectors needs five to ten (``benchmarks/warm_start_benchmark.p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +36,10 @@ from recsys.errors import ConfigError, DataError
 from recsys.models.base import EpochConfig, FitOptions, Recommender, SearchRange, WarmStart
 from recsys.runtime.device import import_tensorflow
 from recsys.runtime.epochs import StoppingRule
+
+if TYPE_CHECKING:
+    from recsys.models.ials_distributed import ShardedSweeps
+    from recsys.runtime.cluster import RayEngine
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +113,23 @@ class ImplicitALS(Recommender):
         SearchRange("frequency_exponent", 0.0, 1.0),
     )
     epoch_limit = "epochs"
+    engines = ("local", "ray")
     config: ImplicitALSConfig
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
-        plan = self.epoch_plan(user_items, options.warm_start)
-        self._run_epochs(plan.step, options, limit=plan.limit, rule=plan.rule)
+        with self.epoch_plan(user_items, options.warm_start, options.engine) as plan:
+            self._run_epochs(plan.step, options, limit=plan.limit, rule=plan.rule)
         return self
 
-    def epoch_plan(self, user_items: sp.csr_matrix, warm: WarmStart | None = None) -> EpochPlan:
-        """Everything :meth:`fit` hands the epoch loop: the sweeps from their initial vectors,
-        the epoch limit and the stopping rule (a warm start's, or None for the config's). A model
-        that contains iALS (the ``ials-lowrank`` blend) runs the same sweeps in its own loop."""
+    @contextlib.contextmanager
+    def epoch_plan(
+        self, user_items: sp.csr_matrix, warm: WarmStart | None = None, engine: RayEngine | None = None
+    ) -> Iterator[EpochPlan]:
+        """Everything :meth:`fit` hands the epoch loop: the sweeps from their initial vectors
+        (here, or sharded across ``engine``'s Ray workers while the context is open), the epoch
+        limit and the stopping rule (a warm start's, or None for the config's). A model that
+        contains iALS (the ``ials-lowrank`` blend) runs the same sweeps in its own loop."""
         config = self.config
         confidence = self._confidence_matrix(user_items)
         item_confidence = sp.csr_matrix(confidence.T)
@@ -126,14 +137,22 @@ class ImplicitALS(Recommender):
         users, items = self._initial_factors(n_users, n_items, warm)
         if warm is not None:
             users, items = self._solve_new_rows(confidence, item_confidence, users, items, warm)
-        step = _Sweeps(self, confidence, item_confidence, users, items)
         rule = None
         if warm is not None:
             # From a warm start every sweep is a small correction: the first one that does not
             # help validation says the vectors have caught up with the new data.
             rule = replace(self.stopping_rule(), patience=1, min_epochs=1)
         limit = min(config.epochs, config.warm_start_epochs) if warm is not None else config.epochs
-        return EpochPlan(step=step, limit=limit, rule=rule)
+        with contextlib.ExitStack() as stack:
+            if engine is None:
+                step: _Sweeps | ShardedSweeps = _Sweeps(self, confidence, item_confidence, users, items)
+            else:  # half-steps sharded by rows across Ray workers
+                from recsys.models.ials_distributed import ShardedSweeps
+
+                step = stack.enter_context(
+                    ShardedSweeps(self, confidence, item_confidence, users, items, engine)
+                )
+            yield EpochPlan(step=step, limit=limit, rule=rule)
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         """Exact least-squares vectors of new users against the fixed item vectors.
@@ -205,11 +224,17 @@ class ImplicitALS(Recommender):
         current: np.ndarray,
         solver: str,
         cg_steps: int | None = None,
+        gram: np.ndarray | None = None,
     ) -> np.ndarray:
-        """New vectors for every row of the blocks given the ``other`` side's vectors."""
+        """New vectors for every row of the blocks given the ``other`` side's vectors (and their
+        Gram matrix when the caller has it: the Ray workers receive it broadcast)."""
         tf = import_tensorflow()
         other_t = tf.constant(other, dtype=tf.float32)
-        gram = tf.matmul(other_t, other_t, transpose_a=True)
+        gram = (
+            tf.matmul(other_t, other_t, transpose_a=True)
+            if gram is None
+            else tf.constant(gram, dtype=tf.float32)
+        )
         steps = cg_steps or self.config.cg_steps
         # A concrete function: the polymorphic dispatch costs about a millisecond per block call.
         step = (_cg_function(steps) if solver == "cg" else _cholesky_function()).get_concrete_function()
@@ -371,7 +396,7 @@ class _Sweeps:
 class EpochPlan:
     """What iALS's fit hands the epoch loop (:meth:`ImplicitALS.epoch_plan`)."""
 
-    step: _Sweeps
+    step: _Sweeps | ShardedSweeps
     limit: int
     rule: StoppingRule | None
 

@@ -77,6 +77,7 @@ class MatrixFactorization(Recommender):
         SearchRange("learning_rate", 3e-4, 3e-2, log=True),
     )
     epoch_limit = "epochs"
+    engines = ("local", "tf_config")
     config: MatrixFactorizationConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:

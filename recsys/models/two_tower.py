@@ -77,6 +77,7 @@ class TwoTower(Recommender):
         SearchRange("n_negatives", 0, 128, integer=True),  # mixed negatives
     )
     epoch_limit = "epochs"
+    engines = ("local", "tf_config")
     config: TwoTowerConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
@@ -140,7 +141,8 @@ class TwoTower(Recommender):
                 .prefetch(tf.data.AUTOTUNE)
             )
             fitted = net.fit(batches, epochs=1, verbose=0)
-            return {"loss": float(fitted.history["epoch_loss"][-1])}
+            # Under a mirrored strategy Keras sums the replicas' epoch means: their mean is wanted.
+            return {"loss": float(fitted.history["epoch_loss"][-1]) / strategy.num_replicas_in_sync}
 
         self._run_epochs(_TowerEpochs(self, train, optimizer, train_epoch), options, limit=config.epochs)
         self._weights_path = None

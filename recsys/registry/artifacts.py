@@ -5,6 +5,8 @@ A version folder ``<artifact_dir>/<version>/`` holds::
     model/             the model as written by Recommender.save (config JSON, numpy vectors)
     id_maps.npz        external user and item ids (string arrays, no pickle), position = index
     version.json       model, params, watermark, data fingerprint, metrics, library versions
+    seen/              the seen-items snapshot services memory-map (recsys.retrieval.snapshot);
+                       versions registered before it existed have none
     tensorboard/       training logs (when the model wrote any)
     index/ ...         sub-folders attached later (for example the FAISS index)
     checksums.sha256   SHA-256 of every other file, in ``sha256sum`` format

@@ -49,6 +49,7 @@ from recsys.registry.versions import (
     VersionStates,
     utcnow,
 )
+from recsys.retrieval.snapshot import SEEN_DIR, SeenSnapshot, snapshot_from_database
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,18 @@ class ModelRegistry:
         version: str | None = None,
         include: Mapping[str, Path] | None = None,
         details: Mapping[str, Any] | None = None,
+        seen: SeenSnapshot | None = None,
     ) -> VersionInfo:
         """Write a fitted model as a new version and record it (status candidate).
 
         The first version becomes production when no production version exists. ``include``
         moves existing folders into the version (name -> folder, e.g. the TensorBoard logs);
         ``details`` is stored under ``"training"`` in version.json.
+
+        The version gets its seen-items snapshot (``seen/``, :mod:`recsys.retrieval.snapshot`):
+        ``seen`` when the caller has it (the trainer builds it from the log it trained on when
+        that is the whole log), else read from the database now. Services memory-map it instead
+        of reading the whole log at every start.
         """
         if model.user_factors is not None and len(model.user_factors) != len(users):
             raise ArtifactError(
@@ -127,6 +134,10 @@ class ModelRegistry:
         if n_items != len(items):
             raise ArtifactError(f"the model has {n_items} item vectors but the id map has {len(items)} items")
         version = version or self.new_version_id(model.name)
+        if seen is None:
+            seen = snapshot_from_database(self.engine, users, items, watermark)
+        elif seen.seen.shape[1] != len(items) or seen.users.to_list()[: len(users)] != users.to_list():
+            raise ArtifactError("the seen-items snapshot is not in the version's user and item order")
         created_at = utcnow()
         manifest = {
             "version": version,
@@ -145,6 +156,7 @@ class ModelRegistry:
         def write(folder: Path) -> None:
             model.save(folder / MODEL_DIR)
             save_id_maps(folder / ID_MAPS_FILE, users, items)
+            seen.save(folder / SEEN_DIR, len(users))
             for name, source in (include or {}).items():
                 if source.is_dir():
                     shutil.move(str(source), str(folder / name))

@@ -1,7 +1,9 @@
-"""A registered version's retriever from the database: what the service and ``recsys score`` load."""
+"""A registered version's retriever from its seen-items snapshot and the database: what the
+service and ``recsys score`` load."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -14,6 +16,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from recsys.index.base import ItemIndex
+    from recsys.retrieval.snapshot import SeenSnapshot
+
+logger = logging.getLogger(__name__)
 
 
 class VersionInfoLike(Protocol):
@@ -59,24 +64,90 @@ def load_retriever(
     loaded: LoadedVersion,
     *,
     with_catalogue: bool = True,
-    snapshot_id: int = 0,
     cache_size: int = DEFAULT_CACHE_SIZE,
+    fresh: bool = False,
 ) -> Retriever:
-    """The retriever of ``loaded`` over the database's current interactions: the version's saved
-    index (an exact one when it has none), users with interactions newer than its watermark
-    folded in, and the item catalogue for genre filters."""
-    from recsys.data.catalog import item_catalog
-    from recsys.data.matrix import build_interactions
+    """The retriever of ``loaded``: the version's saved index (an exact one when it has none), its
+    seen-items snapshot (:func:`seen_snapshot`) with the erasures recorded since applied, users
+    with interactions newer than its watermark folded in, and the item catalogue for genre
+    filters.
 
-    return Retriever.build(
+    Interactions stored after the snapshot are not in it: the retriever's overlay starts at the
+    snapshot's last interaction id, so the service's first feedback sync reads them. ``fresh``
+    reads the whole log from the database instead (batch scoring ranks every user of the log as
+    it is now, and has no overlay)."""
+    from recsys.data.catalog import item_catalog
+    from recsys.db.erasure import erasures_since
+    from recsys.retrieval.filters import Catalogue
+
+    snapshot = seen_snapshot(engine, loaded, fresh=fresh)
+    erased = [
+        (target, external_id)
+        for _, target, external_id in erasures_since(engine, snapshot.marks.deletion_id)
+        if target in ("user", "item") and external_id is not None
+    ]
+    items = loaded.items
+    return Retriever.from_matrix(
         loaded.model,
-        loaded.users,
-        loaded.items,
-        build_interactions(engine),
+        snapshot.users,
+        items,
+        snapshot.seen,
+        fold=snapshot.fold,
         index=version_index(loaded),
-        watermark=loaded.info.watermark,
-        catalogue=item_catalog(engine, loaded.items) if with_catalogue else None,
-        snapshot_id=snapshot_id,
+        catalogue=Catalogue.from_frame(len(items), item_catalog(engine, items) if with_catalogue else None),
+        snapshot_id=snapshot.marks.interaction_id,
         cache_size=cache_size,
         history_rule=history_rule(loaded),
+        erased_users=[external_id for target, external_id in erased if target == "user"],
+        erased_items=[external_id for target, external_id in erased if target == "item"],
     )
+
+
+def seen_snapshot(engine: Engine, loaded: LoadedVersion, *, fresh: bool = False) -> SeenSnapshot:
+    """The version's seen-items snapshot, memory-mapped from its ``seen/`` files.
+
+    Read from the database instead (the whole log, as the version would have been given at
+    registration, one log line saying why) when ``fresh``, when the version was registered
+    before snapshots existed, or when interactions were removed one by one since the snapshot
+    (``recsys delete --interaction``, the cleanup of invalid rows): the deletions table does not
+    say which pairs those were, so the snapshot no longer tells what each user has seen.
+    Erasures of whole users and items are applied to a snapshot by :func:`load_retriever`.
+    """
+    from recsys.db.erasure import erasures_since
+    from recsys.retrieval.snapshot import has_snapshot, load_snapshot, snapshot_from_database
+
+    name = loaded.path.name
+    watermark = loaded.info.watermark
+    if fresh:
+        return snapshot_from_database(engine, loaded.users, loaded.items, watermark)
+    if not has_snapshot(loaded.path):
+        logger.warning(
+            "version %s has no seen-items snapshot (registered before recsys wrote them): reading the "
+            "whole interaction log from the database, which takes long on a large log; a version "
+            "trained now has one",
+            name,
+        )
+        return snapshot_from_database(engine, loaded.users, loaded.items, watermark)
+    snapshot = load_snapshot(loaded.path, loaded.users, loaded.items)
+    removed = [
+        target
+        for _, target, _ in erasures_since(engine, snapshot.marks.deletion_id)
+        if target not in ("user", "item")
+    ]
+    if removed:
+        logger.warning(
+            "version %s: %d removal(s) of single interactions since its seen-items snapshot; reading "
+            "the whole interaction log from the database instead, until a version trained after them",
+            name,
+            len(removed),
+        )
+        return snapshot_from_database(engine, loaded.users, loaded.items, watermark)
+    logger.info(
+        "version %s: seen items of %d users (%d entries, up to interaction %d) memory-mapped from %s",
+        name,
+        snapshot.seen.shape[0],
+        snapshot.seen.nnz,
+        snapshot.marks.interaction_id,
+        loaded.path / "seen",
+    )
+    return snapshot

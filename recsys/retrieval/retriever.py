@@ -172,6 +172,15 @@ class Overlay:
                 self._generation[user] = self._generation.get(user, 0) + 1
             self.last_id = max(self.last_id, last_id)
 
+    def pairs(self) -> tuple[list[str], np.ndarray]:
+        """Every (user, item index) pair the overlay holds, as a user list and an index array."""
+        with self._lock:
+            users = [user for user, row in self._rows.items() for _ in row]
+            items = np.fromiter(
+                (item for row in self._rows.values() for item in row), dtype=np.int64, count=len(users)
+            )
+        return users, items
+
     def row(self, user: str) -> tuple[dict[int, float] | None, int]:
         """The user's overlay (a copy) and its generation."""
         with self._lock:
@@ -358,9 +367,17 @@ class Retriever:
         snapshot_id: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
         history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+        erased_users: Sequence[str] = (),
+        erased_items: Sequence[str] = (),
     ) -> Retriever:
         """A retriever over a users x items history matrix (rows in ``users`` order, the model's
-        trained users first); ``fold`` marks trained users to fold in all the same."""
+        trained users first); ``fold`` marks trained users to fold in all the same.
+
+        ``erased_users`` and ``erased_items`` were erased after ``seen`` was read (a version's
+        snapshot predates them): they are forgotten before any vector is folded in, and the
+        erased users' rows do not count in the popular fallback, so the retriever answers as one
+        built from the log after the erasures. ``seen`` is only read, never copied whole: a
+        memory-mapped snapshot stays shared between processes."""
         item_vectors = model.item_factors
         if item_vectors is None:
             from recsys.errors import NotFittedError
@@ -369,6 +386,11 @@ class Retriever:
         seen = sp.csr_matrix(seen, dtype=np.float32)
         if seen.shape != (len(users), len(items)):
             raise ValueError(f"seen must be {len(users)} x {len(items)}, got {seen.shape}")
+        popular_counts = np.bincount(seen.indices, minlength=len(items)).astype(np.float32)
+        erased_rows = users.indices(erased_users)
+        erased_rows = np.unique(erased_rows[erased_rows >= 0])
+        if len(erased_rows):
+            popular_counts -= np.bincount(seen[erased_rows].indices, minlength=len(items)).astype(np.float32)
         retriever = cls(
             model=model,
             index=index if index is not None else ExactIndex(item_vectors),
@@ -376,11 +398,23 @@ class Retriever:
             users=users,
             seen=seen,
             catalogue=catalogue if catalogue is not None else Catalogue.empty(len(items)),
+            popular_counts=popular_counts,
             overlay=Overlay(snapshot_id),
             cache=VectorCache(cache_size),
             history_rule=history_rule,
         )
-        retriever.vectors, retriever.strategies = retriever.query_vectors(np.arange(len(users)), seen, fold)
+        for item in erased_items:
+            retriever.forget_item(item)
+        for user in erased_users:
+            retriever.forget_user(user)
+        trained = model.user_factors
+        if trained is not None and len(trained) == len(users) and (fold is None or not np.any(fold)):
+            # Every user has their trained vector: share the model's array instead of a copy.
+            retriever.vectors = np.asarray(trained, dtype=np.float32)
+            retriever.strategies = np.full(len(users), PERSONALIZED, dtype=np.int8)
+        else:
+            everyone = np.arange(len(users))
+            retriever.vectors, retriever.strategies = retriever.query_vectors(everyone, seen, fold)
         return retriever
 
     # --- the one rule for query vectors -------------------------------------------------------
@@ -438,6 +472,10 @@ class Retriever:
             strategies[folded] = FOLDED_IN
 
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        if len(self._erased_items):  # erased items are no longer part of anyone's history
+            keep = ~self.erased[rows.indices]
+            indptr = np.concatenate([[0], np.cumsum(keep)])[rows.indptr]
+            rows = sp.csr_matrix((rows.data[keep], rows.indices[keep], indptr), shape=rows.shape)
         return self.model.fold_in(rows if self.history_rule is None else self.history_rule(rows))
 
     # --- ranking ------------------------------------------------------------------------------
@@ -520,6 +558,9 @@ class Retriever:
         else:
             start, stop = self.seen.indptr[index], self.seen.indptr[index + 1]
             columns, values = self.seen.indices[start:stop], self.seen.data[start:stop]
+        if len(self._erased_items) and len(columns):
+            keep = ~self.erased[columns]
+            columns, values = columns[keep], values[keep]
         overlay, generation = self.overlay.row(user_id)
         if not overlay:
             return columns, values, None
@@ -609,6 +650,28 @@ class Retriever:
         ids, scores = index.search(index.item_vectors[item_indices], options.offset + options.k, exclusions)
         strategies = np.full(len(item_indices), PERSONALIZED, np.int8)
         return Ranking(ids[:, options.offset :], scores[:, options.offset :], strategies)
+
+    def count_overlay_in_popular(self) -> None:
+        """Count the overlay's (user, item) pairs that the snapshot does not hold in the popular
+        fallback, as a snapshot read now would. A loaded retriever calls it once, after its
+        first feedback sync read the interactions stored since its snapshot; later feedback
+        changes the popular counts at the next load, as before."""
+        users, items = self.overlay.pairs()
+        if not len(items):
+            return
+        n_items = len(self.items)
+        rows = self.users.indices(users)
+        new = np.ones(len(items), dtype=bool)
+        known = rows >= 0
+        if known.any() and self.seen is not None:
+            unique_rows, local = np.unique(rows[known], return_inverse=True)
+            held = self.seen[unique_rows]
+            keys = np.repeat(np.arange(len(unique_rows)), np.diff(held.indptr)) * n_items + held.indices
+            new[known] = ~np.isin(local * n_items + items[known], keys)
+        assert self.popular_counts is not None  # set by __post_init__
+        added = np.bincount(items[new], minlength=n_items).astype(np.float32)
+        self.popular_counts = np.asarray(self.popular_counts, np.float32) + added
+        self._popular_index = ExactIndex(self.popular_counts[:, None])
 
     # --- erasure --------------------------------------------------------------------------------
 

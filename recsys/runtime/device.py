@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -93,14 +95,73 @@ def import_tensorflow() -> ModuleType:
     return tf
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in a multi-worker ``TF_CONFIG`` cluster."""
+
+    task_type: str
+    index: int
+    workers: int
+    """Tasks that train (``chief`` and ``worker`` together)."""
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """The task that writes (registers the version): ``chief``, or worker 0 without one."""
+        if self.task_type == "chief":
+            return True
+        return self.task_type == "worker" and self.index == 0 and not self.has_chief
+
+
+def worker_role() -> WorkerRole | None:
+    """The ``TF_CONFIG`` role of this process when it names a cluster of two or more training
+    tasks, else None (one machine). A malformed ``TF_CONFIG`` is a clear error."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        cluster = config["cluster"]
+        task = config["task"]
+        task_type, index = str(task["type"]), int(task["index"])
+        counts = {kind: len(cluster.get(kind, [])) for kind in ("chief", "worker")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}: {exc}'
+        ) from exc
+    if sum(counts.values()) < 2:
+        return None
+    if task_type not in counts or not 0 <= index < counts[task_type]:
+        raise ConfigError(f"TF_CONFIG's task {task_type}:{index} is not in its cluster {cluster}")
+    return WorkerRole(task_type, index, sum(counts.values()), has_chief=counts["chief"] > 0)
+
+
+def is_chief() -> bool:
+    """Whether this process writes what training produces: always on one machine."""
+    role = worker_role()
+    return role is None or role.is_chief
+
+
 @functools.cache
 def distribution_strategy() -> Any:
-    """``MirroredStrategy`` over every GPU when there are any, else the default (CPU) strategy.
+    """The strategy models train under.
+
+    - ``TF_CONFIG`` naming two or more workers: ``MultiWorkerMirroredStrategy``, each worker a
+      replica (its GPUs, else its CPU); every worker runs the same training and each global batch
+      is split among them, gradients summed by collective all-reduce.
+    - Else ``MirroredStrategy`` over every GPU when there are any, else the default (CPU) one.
 
     When the CPU was split into several logical devices (:func:`split_cpu_for_testing`), the
     strategy mirrors over them, which exercises the multi-device path without a GPU.
     """
     tf = import_tensorflow()
+    role = worker_role()
+    if role is not None:
+        logger.info(
+            "training as %s %d of a %d-worker TF_CONFIG cluster", role.task_type, role.index, role.workers
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         logger.debug("mirroring over %d GPU(s)", len(gpus))

@@ -10,6 +10,7 @@ the benchmark protocol.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,6 +37,9 @@ from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart, 
 from recsys.models.popularity import Popularity
 from recsys.registry.comparison import HELD_OUT, SPLIT_KEY, split_record
 from recsys.registry.registry import BASELINE_PREFIX, ModelRegistry, VersionInfo
+from recsys.retrieval.snapshot import SeenSnapshot
+from recsys.runtime.cluster import RayEngine, ray_session
+from recsys.runtime.device import worker_role
 from recsys.training.validation import validation_callback
 
 if TYPE_CHECKING:
@@ -139,6 +143,7 @@ def validate(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    engine: RayEngine | None = None,
 ) -> Validated:
     """Fit on the carve-out's train part with early stopping on its held-out part; measure the
     model next to popularity and choose the epochs of the refit."""
@@ -158,6 +163,7 @@ def validate(
             warm_start=warm_start,
             progress=progress,
             features=fit_features(learned, catalog),
+            engine=engine,
         ),
     )
     seconds = time.perf_counter() - started
@@ -185,6 +191,8 @@ def fit_version(
     progress: bool = False,
     details: Mapping[str, Any] | None = None,
     split_kind: str = HELD_OUT,
+    engine: RayEngine | None = None,
+    seen: SeenSnapshot | None = None,
 ) -> Fitted:
     """Validate, refit ``model_name`` on all of ``data`` for the chosen epochs and register it.
 
@@ -195,9 +203,57 @@ def fit_version(
     validation pairs are (:func:`recsys.registry.comparison.split_record`), so that the registry can
     tell which versions' metrics compare.
 
+    ``seen`` is the version's seen-items snapshot when the caller has it (the registry reads it
+    from the database otherwise; :meth:`ModelRegistry.register`).
+
     Data too small to hold validation pairs out is fitted on everything with the model's own
     epoch default and recorded as unvalidated: no metrics, so promotion needs ``--force``.
+
+    With a Ray ``engine`` both fits share their work among the Ray workers of one session (models
+    whose ``engines`` include ``ray``: iALS). MF and the two-tower model train on several machines
+    through ``TF_CONFIG`` instead (:func:`recsys.runtime.device.distribution_strategy`).
     """
+    model_class = get_model_class(model_name)
+    if engine is not None and "ray" not in model_class.engines:
+        raise ConfigError(
+            f"the {model_name} model does not train on the ray engine (models that do: iALS); "
+            "MF and two-tower train on several workers through TF_CONFIG (docs/scaling.md)"
+        )
+    role = worker_role()
+    if role is not None and "tf_config" not in model_class.engines:
+        raise ConfigError(
+            f"TF_CONFIG names {role.workers} workers, but the {model_name} model does not train "
+            "across them (models that do: mf, two-tower); unset TF_CONFIG"
+            + (" and use --engine ray" if "ray" in model_class.engines else "")
+        )
+    with contextlib.ExitStack() as stack:
+        if engine is not None:
+            stack.enter_context(ray_session(engine))  # one session for the validation fit and the refit
+        return _fit_version(
+            model_name, params, data, recipe=recipe, catalog=catalog, registry=registry,
+            warm_start=warm_start, validation=validation, checkpoint_root=checkpoint_root, resume=resume,
+            progress=progress, details=details, split_kind=split_kind, engine=engine, seen=seen,
+        )  # fmt: skip
+
+
+def _fit_version(
+    model_name: str,
+    params: Mapping[str, Any],
+    data: Interactions,
+    *,
+    recipe: Recipe | None,
+    catalog: pd.DataFrame | None,
+    registry: ModelRegistry | None,
+    warm_start: WarmStart | None,
+    validation: ValidationSplit | None,
+    checkpoint_root: Path | None,
+    resume: bool,
+    progress: bool,
+    details: Mapping[str, Any] | None,
+    split_kind: str,
+    engine: RayEngine | None,
+    seen: SeenSnapshot | None,
+) -> Fitted:
     model_class = get_model_class(model_name)
     recipe = recipe or model_class.recipe
     config = parse_config(model_name, params)
@@ -227,6 +283,7 @@ def fit_version(
                 checkpoint_dir=checkpoints / "validation" if checkpoints else None,
                 resume=resume,
                 progress=progress,
+                engine=engine,
             )
         else:
             logger.warning(
@@ -251,6 +308,7 @@ def fit_version(
                 warm_start=warm_start,
                 progress=progress,
                 features=fit_features(learned, catalog),
+                engine=engine,
             ),
         )
         metrics: dict[str, Any] = dict(validated.metrics) if validated else {}
@@ -260,6 +318,7 @@ def fit_version(
             metrics[SPLIT_KEY] = split_record(split_kind, fingerprint, VALIDATION_SEED)
         recorded = {
             **dict(details or {}),
+            "engine": "local" if engine is None else "ray",
             "recipe": recipe.model_dump(mode="json"),
             "interactions": len(data),
             "validation_interactions": len(split.valid) if split else 0,
@@ -287,6 +346,7 @@ def fit_version(
                 version=version,
                 include={"tensorboard": work / "tensorboard"} if work else None,
                 details=recorded,
+                seen=seen,
             )
     finally:
         # Checkpoints stay on failure (for --resume); the scratch folder never does.

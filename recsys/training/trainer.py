@@ -25,11 +25,15 @@ from recsys.models import get_model_class
 from recsys.models.base import WarmStart
 from recsys.registry.comparison import HELD_OUT, IN_SAMPLE
 from recsys.registry.registry import LoadedVersion, ModelRegistry, VersionInfo
+from recsys.retrieval.snapshot import LogMarks, SeenSnapshot
+from recsys.runtime.device import worker_role
 from recsys.settings import Settings
 from recsys.training.fitting import ValidationSplit, fit_version, parse_config
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from recsys.runtime.cluster import RayEngine
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,11 @@ def train(
     promote: bool = False,
     force: bool = False,
     progress: bool = False,
+    cluster: RayEngine | None = None,
 ) -> VersionInfo:
     """Train ``model_name`` (default: ``settings.default_model``) on the database's interactions,
-    register it and return the version.
+    register it and return the version; with a Ray ``cluster``, the fits share their work among
+    its workers (:func:`recsys.training.fitting.fit_version`).
 
     ``kinds``, ``weights`` and ``combine`` override the model's recipe. ``warm_start`` names a
     version of the same model to start from (its parameters are the defaults of this run);
@@ -59,6 +65,71 @@ def train(
     when ``promote`` (refused below the popularity baseline unless ``force``) or when there is no
     production version yet.
     """
+    role = worker_role()
+    if role is not None and not role.is_chief:
+        raise ConfigError(
+            f"TF_CONFIG makes this process {role.task_type} {role.index}, not the chief: run it with "
+            "`recsys train`, which trains there without registering (the chief registers)"
+        )
+    info = _train(
+        engine, settings, model_name, params, kinds=kinds, weights=weights, combine=combine, until=until,
+        warm_start=warm_start, resume=resume, promote=promote, force=force, progress=progress,
+        cluster=cluster,
+    )  # fmt: skip
+    assert info is not None  # the chief (or a single machine) registers
+    return info
+
+
+def train_as_worker(
+    engine: Engine,
+    settings: Settings,
+    model_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    kinds: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    combine: str | None = None,
+    until: int | None = None,
+    warm_start: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> None:
+    """The part of :func:`train` a non-chief ``TF_CONFIG`` worker runs: the same data, the same
+    fits in step with the other workers, nothing registered (the chief registers the version)."""
+    _train(
+        engine, settings, model_name, params, kinds=kinds, weights=weights, combine=combine, until=until,
+        warm_start=warm_start, resume=resume, promote=False, force=False, progress=progress, cluster=None,
+    )  # fmt: skip
+
+
+def _train(
+    engine: Engine,
+    settings: Settings,
+    model_name: str | None,
+    params: Mapping[str, Any] | None,
+    *,
+    kinds: Sequence[str] | None,
+    weights: Mapping[str, float] | None,
+    combine: str | None,
+    until: int | None,
+    warm_start: str | None,
+    resume: bool,
+    promote: bool,
+    force: bool,
+    progress: bool,
+    cluster: RayEngine | None,
+) -> VersionInfo | None:
+    """:func:`train`; on a non-chief ``TF_CONFIG`` worker, without registering (returns None)."""
+    role = worker_role()
+    if role is not None and until is None:
+        raise ConfigError(
+            "training on several TF_CONFIG workers needs --until: every worker must read the same "
+            "interactions, and new ones may arrive between their reads"
+        )
+    chief = role is None or role.is_chief
+    checkpoints = settings.artifacts / "checkpoints"
+    if role is not None and not chief:  # each worker resumes from its own, all from the same epoch
+        checkpoints /= f"worker-{role.index}"
     model_name = model_name or settings.default_model
     model_class = get_model_class(model_name)
     registry = ModelRegistry(engine, settings.artifacts)
@@ -66,7 +137,9 @@ def train(
     merged = {**(previous.info.params if previous else {}), **dict(params or {})}
     parse_config(model_name, merged)  # a bad parameter fails before any data is read
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
-    data = load_data(engine, recipe, until=not_after_now(engine, until))
+    now = int(time.time())
+    marks = LogMarks.read(engine)  # before the read: what the version's seen-items snapshot covers
+    data = load_data(engine, recipe, until=not_after_now(engine, until, now))
     split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation, split_kind = "held-out", HELD_OUT
     if split is not None and previous is not None and previous.info.watermark is not None:
@@ -82,22 +155,31 @@ def train(
         else:
             split, validation = unseen, "held-out, newer than the warm-start version"
             split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
+    seen = None
+    if chief and until is None and recipe.reads_whole_log() and future_interactions(engine, now)[0] == 0:
+        # The data is the log as the service reads it: its snapshot needs no second read.
+        seen = SeenSnapshot.from_interactions(data, data.users, data.items, None, marks)
     fitted = fit_version(
         model_name,
         merged,
         data,
         recipe=recipe,
         catalog=load_catalog(engine, data.items) if model_class.uses_catalog else None,
-        registry=registry,
+        registry=registry if chief else None,
         warm_start=align_warm_start(previous, data.users, data.items) if previous else None,
         validation=split,
-        checkpoint_root=settings.artifacts / "checkpoints",
+        checkpoint_root=checkpoints,
         resume=resume,
         progress=progress,
         details={"until": until, "warm_start": warm_start, "validation": validation, "resumed": resume},
         split_kind=split_kind,
+        engine=cluster,
+        seen=seen,
     )
     info = fitted.info
+    if not chief:
+        logger.info("trained as a TF_CONFIG worker; the chief registers the version")
+        return None
     assert info is not None  # fit_version registers when given a registry
     _build_index(registry, info.version, settings)
     if promote and info.status != "production":

@@ -231,7 +231,7 @@ def test_attach_adds_a_checksummed_folder_and_replaces_it(registry: ModelRegistr
     checksums = (registry.get(version).path / CHECKSUMS_FILE).read_text()
     assert "index/vectors.bin" not in checksums and "  index/other.bin\n" in checksums
     assert visible_entries(registry.get(version).path) == sorted(
-        ["checksums.sha256", "id_maps.npz", "index", "model", "version.json"]
+        ["checksums.sha256", "id_maps.npz", "index", "model", "seen", "version.json"]
     )
 
     (path / "other.bin").write_bytes(b"tampered")
