@@ -74,6 +74,11 @@ THRESHOLDS: tuple[dict[str, Any], ...] = (
      "relative_to": REFERENCE_PEER},
     {"dataset": "ml-latest-small", "protocol": "K", "model": "default", "metric": "ndcg", "op": ">=",
      "bound": 0.97, "relative_to": REFERENCE_PEER},
+    # Issue 13's goal, met by the blend (not yet the default: it refuses catalogues over max_items).
+    {"dataset": "ml-100k", "protocol": "K", "model": "ials-lowrank", "metric": "ndcg", "op": ">=",
+     "bound": 1.02, "relative_to": REFERENCE_PEER},
+    {"dataset": "ml-latest-small", "protocol": "K", "model": "ials-lowrank", "metric": "ndcg", "op": ">=",
+     "bound": 1.0, "relative_to": REFERENCE_PEER},
     {"dataset": "ml-100k", "protocol": "R", "model": "mf", "metric": "rmse", "op": "<=", "bound": 0.905},
 )  # fmt: skip
 

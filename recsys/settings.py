@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     default_model: str = Field(
         default="ials",
         description="Model trained by `recsys train` without --model, `recsys quickstart` and a first "
-        "pipeline run (iALS: at or above EASE on MovieLens, docs/benchmarks.md).",
+        "pipeline run (iALS: trains at any catalogue size; on small catalogues the ials-lowrank blend "
+        "ranks better, docs/benchmarks.md).",
     )
     promotion_tolerance: float = Field(
         default=0.01,
@@ -135,8 +136,9 @@ class Settings(BaseSettings):
     # --- input rules: every door that stores interactions applies them (recsys.ingest.validation)
     interaction_value_min: float = Field(
         default=0.0,
-        description="Smallest accepted interaction value. Implicit-feedback models (iALS, the default) "
-        "cannot train on negative values; lower it (or set a kind's range) only for explicit models.",
+        description="Smallest accepted interaction value. Implicit-feedback models (iALS and the "
+        "default blend) cannot train on negative values; lower it (or set a kind's range) only for "
+        "explicit models.",
     )
     interaction_value_max: float = Field(
         default=1e6,

@@ -23,7 +23,7 @@ def test_quickstart_loads_trains_indexes_and_recommends(settings_env: Path) -> N
     engine = get_engine(settings.database_url)
     assert database_stats(engine)["interactions"] == 100_000
     production = ModelRegistry(engine, settings.artifacts).production()
-    assert production is not None and production.model == "ials"
+    assert production is not None and production.model == settings.default_model
     assert (production.path / "index").is_dir()
     # The model learned the planted structure: clearly above the popularity baseline.
     assert production.metrics["ndcg@10"] > production.metrics["baseline_ndcg@10"] + 0.03

@@ -36,6 +36,7 @@ MODEL_CLASSES: dict[str, str] = {
     "two-tower": "recsys.models.two_tower:TwoTower",
     "ease": "recsys.models.ease:EASE",
     "lowrank-ae": "recsys.models.lowrank:LowRankAE",
+    "ials-lowrank": "recsys.models.ensemble:IALSLowRank",
 }
 
 

@@ -178,6 +178,11 @@ class Recommender(ABC):
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027
         """Inverse of ``_extra_arrays``; models without extra state keep this no-op."""
 
+    def refit_params(self) -> dict[str, Any]:
+        """Config values this (validation) fit chose on ``FitOptions.validate``, besides the epochs,
+        for the refit on all the data (the ``ials-lowrank`` blend: its weight); {} for most models."""
+        return {}
+
     @property
     def similarity_factors(self) -> np.ndarray:
         """Item vectors used for item-to-item similarity (models with bias columns drop them)."""

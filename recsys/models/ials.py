@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
@@ -37,9 +38,11 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import EpochConfig, FitOptions, Recommender, SearchRange, WarmStart
 from recsys.runtime.device import import_tensorflow
+from recsys.runtime.epochs import StoppingRule
 
 if TYPE_CHECKING:
     from recsys.models.ials_distributed import ShardedSweeps
+    from recsys.runtime.cluster import RayEngine
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +121,22 @@ class ImplicitALS(Recommender):
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
+        with self.epoch_plan(user_items, options.warm_start, options.engine) as plan:
+            self._run_epochs(plan.step, options, limit=plan.limit, rule=plan.rule)
+        return self
+
+    @contextlib.contextmanager
+    def epoch_plan(
+        self, user_items: sp.csr_matrix, warm: WarmStart | None = None, engine: RayEngine | None = None
+    ) -> Iterator[EpochPlan]:
+        """Everything :meth:`fit` hands the epoch loop: the sweeps from their initial vectors
+        (here, or sharded across ``engine``'s Ray workers while the context is open), the epoch
+        limit and the stopping rule (a warm start's, or None for the config's). A model that
+        contains iALS (the ``ials-lowrank`` blend) runs the same sweeps in its own loop."""
         config = self.config
         confidence = self._confidence_matrix(user_items)
         item_confidence = sp.csr_matrix(confidence.T)
         n_users, n_items = confidence.shape
-        warm = options.warm_start
         users, items = self._initial_factors(n_users, n_items, warm)
         if warm is not None:
             users, items = self._solve_new_rows(confidence, item_confidence, users, items, warm)
@@ -133,16 +147,15 @@ class ImplicitALS(Recommender):
             rule = replace(self.stopping_rule(), patience=1, min_epochs=1)
         limit = min(config.epochs, config.warm_start_epochs) if warm is not None else config.epochs
         with contextlib.ExitStack() as stack:
-            if options.engine is None:
+            if engine is None:
                 step: _Sweeps | ShardedSweeps = _Sweeps(self, confidence, item_confidence, users, items)
             else:  # half-steps sharded by rows across Ray workers
                 from recsys.models.ials_distributed import ShardedSweeps
 
                 step = stack.enter_context(
-                    ShardedSweeps(self, confidence, item_confidence, users, items, options.engine)
+                    ShardedSweeps(self, confidence, item_confidence, users, items, engine)
                 )
-            self._run_epochs(step, options, limit=limit, rule=rule)
-        return self
+            yield EpochPlan(step=step, limit=limit, rule=rule)
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         """Exact least-squares vectors of new users against the fixed item vectors.
@@ -401,6 +414,15 @@ def _cg_kernel() -> Literal["numba", "tensorflow"]:
     """Which kernel runs conjugate gradients: TensorFlow's when it sees a GPU, numba's on the CPU."""
     tf = import_tensorflow()
     return "tensorflow" if tf.config.list_logical_devices("GPU") else "numba"
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What iALS's fit hands the epoch loop (:meth:`ImplicitALS.epoch_plan`)."""
+
+    step: _Sweeps | ShardedSweeps
+    limit: int
+    rule: StoppingRule | None
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ class Validated:
     metrics: dict[str, Any]
     epochs: int | None
     seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+    """Config values the fit chose on validation for the refit (``Recommender.refit_params``)."""
 
 
 @dataclass
@@ -175,7 +177,13 @@ def validate(
         "%s: validation nDCG@10 %.4f (%.1f s)",
         model_name, metrics.get("ndcg@10", float("nan")), time.perf_counter() - measuring,
     )  # fmt: skip
-    return Validated(model=model, metrics=metrics, epochs=refit_epochs(model), seconds=seconds)
+    return Validated(
+        model=model,
+        metrics=metrics,
+        epochs=refit_epochs(model),
+        seconds=seconds,
+        params=model.refit_params(),
+    )
 
 
 def fit_version(
@@ -298,6 +306,9 @@ def _fit_version(
             "refitting %s on all %d interactions (%s epochs)",
             model_name, len(data), epochs if epochs is not None else "default",
         )  # fmt: skip
+        chosen = validated.params if validated else {}
+        if chosen:  # what the validation fit chose (a blend's weight) holds for the refit too
+            config = parse_config(model_name, {**config.model_dump(), **chosen})
         learned = recipe.apply(data)
         final = model_class(config)
         started = time.perf_counter()
@@ -326,6 +337,8 @@ def _fit_version(
             "interactions": len(data),
             "validation_interactions": len(split.valid) if split else 0,
         }
+        if chosen:
+            recorded["chosen_on_validation"] = chosen
         if split is None:
             recorded["validation"] = f"none, the version is unvalidated: {too_small(data)}"
         fitted = Fitted(

@@ -1,0 +1,196 @@
+"""The iALS + low-rank autoencoder blend: the shared contract, its scores against the weighted sum
+of its parts' (a known answer), fold-in as the concatenation of the parts' fold-ins, the saved
+model, early stopping on the blend, and serving from one FAISS index through the Retriever."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.data.interactions import IdMap
+from recsys.errors import ConfigError
+from recsys.index.faiss_index import FaissIndex
+from recsys.models import FitOptions, load_model
+from recsys.models.ensemble import WEIGHT_GRID, IALSLowRank, score_scale
+from recsys.models.ials import ImplicitALS
+from recsys.models.lowrank import LowRankAE
+from recsys.retrieval import RankOptions, Retriever
+from recsys.training.validation import validation_callback
+
+from .contract import ModelContract, Planted, planted_data
+
+PARAMS: dict[str, Any] = {"factors": 16, "rank": 16, "l2": 5.0, "epochs": 6}
+
+
+class TestIALSLowRank(ModelContract):
+    model_name = "ials-lowrank"
+    # A fixed weight: the contract's early-stopping check compares the kept model with the
+    # validation figure of its chosen sweep (test_the_weight_is_chosen_on_validation covers the rest).
+    params: ClassVar[dict[str, Any]] = {**PARAMS, "choose_weight": False}
+    # Binary histories, as both parts read them (see test_lowrank.py): the low ratings count too.
+    min_recall: ClassVar[float] = 0.35
+    min_margin_over_popularity: ClassVar[float] = 0.35
+    invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = [
+        ({"weight": 0.0}, "weight"),
+        ({"weight": 1.0}, "weight"),
+        ({"factors": 0}, "factors"),
+        ({"rank": 0}, "rank"),
+        ({"l2": 0}, "l2"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    return planted_data()
+
+
+def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    ones = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    ones.data[:] = 1.0
+    return ones
+
+
+@pytest.mark.parametrize("weight", [0.2, 0.5, 0.8])
+def test_scores_are_the_weighted_sum_of_the_parts_scaled_scores(planted: Planted, weight: float) -> None:
+    blend = IALSLowRank(**PARAMS, weight=weight).fit(planted.train)
+    # The parts fitted alone, with the same settings, seed and sweeps, on the binary matrix.
+    ials = ImplicitALS(factors=16, epochs=6).fit(binary(planted.train))
+    lowrank = LowRankAE(rank=16, l2=5.0).fit(binary(planted.train))
+    assert ials.user_factors is not None and lowrank.user_factors is not None
+    s_ials = ials.user_factors.astype(np.float64) @ ials._require_items().T
+    s_lr = lowrank.user_factors.astype(np.float64) @ lowrank._require_items().T
+    # The scale of each part: the root mean square of a user's score standard deviation.
+    sigma_ials = np.sqrt(np.mean(s_ials.var(axis=1)))
+    sigma_lr = np.sqrt(np.mean(s_lr.var(axis=1)))
+    expected = weight * s_ials / sigma_ials + (1 - weight) * s_lr / sigma_lr
+    assert blend.user_factors is not None
+    served = blend.user_factors @ blend._require_items().T
+    np.testing.assert_allclose(served, expected, atol=2e-4 * np.abs(expected).max())
+    assert score_scale(ials.user_factors, ials._require_items()) == pytest.approx(sigma_ials, rel=1e-5)
+
+
+def test_weight_moves_the_ranking_from_one_part_to_the_other(planted: Planted) -> None:
+    users = np.arange(planted.n_users)
+    ials = ImplicitALS(factors=16, epochs=6).fit(binary(planted.train))
+    lowrank = LowRankAE(rank=16, l2=5.0).fit(binary(planted.train))
+    near_ials = IALSLowRank(**PARAMS, weight=0.999).fit(planted.train)
+    near_lowrank = IALSLowRank(**PARAMS, weight=0.001).fit(planted.train)
+    top_ials = ials.recommend(users, planted.train, N=5)[0]
+    top_lowrank = lowrank.recommend(users, planted.train, N=5)[0]
+    assert (near_ials.recommend(users, planted.train, N=5)[0] == top_ials).mean() > 0.95
+    assert (near_lowrank.recommend(users, planted.train, N=5)[0] == top_lowrank).mean() > 0.95
+
+
+def test_fold_in_is_the_concatenation_of_the_parts_fold_ins(planted: Planted) -> None:
+    blend = IALSLowRank(**PARAMS).fit(planted.train)
+    rows = planted.train[:30]
+    folded = blend.fold_in(rows)
+    assert blend.scales is not None
+    m_ials, m_lr = blend.scales
+    np.testing.assert_allclose(
+        folded[:, :16], m_ials * blend.ials.fold_in(binary(rows)), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        folded[:, 16:], m_lr * blend.lowrank.fold_in(binary(rows)), rtol=1e-5, atol=1e-6
+    )
+    # A trained user's autoencoder half is exactly their history x encoder (what the fit served).
+    assert blend.user_factors is not None
+    np.testing.assert_allclose(folded[:, 16:], blend.user_factors[:30, 16:], rtol=1e-5, atol=1e-6)
+    # The iALS half is the exact solve against the fixed items: close to the trained vectors' scores.
+    trained = blend.user_factors[:30, :16] @ blend._require_items()[:, :16].T
+    refolded = folded[:, :16] @ blend._require_items()[:, :16].T
+    assert np.corrcoef(trained.ravel(), refolded.ravel())[0, 1] > 0.95
+
+
+def test_saved_blend_folds_in_and_ranks_as_the_fitted_one(planted: Planted, tmp_path: Path) -> None:
+    blend = IALSLowRank(**PARAMS, weight=0.3).fit(planted.train)
+    blend.save(tmp_path / "blend")
+    loaded = load_model(tmp_path / "blend")
+    assert isinstance(loaded, IALSLowRank) and loaded.scales == pytest.approx(blend.scales)
+    assert loaded.config.weight == 0.3
+    strangers = np.arange(planted.n_users, planted.n_users + 20)
+    rows = planted.train[:20]
+    np.testing.assert_allclose(loaded.fold_in(rows), blend.fold_in(rows), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        loaded.recommend(strangers, rows, N=10)[0], blend.recommend(strangers, rows, N=10)[0]
+    )
+
+
+def test_early_stopping_watches_the_blend(planted: Planted) -> None:
+    validate = validation_callback(planted.train, planted.test)
+    blend = IALSLowRank(**{**PARAMS, "epochs": 8}, min_epochs=1, patience=2, choose_weight=False)
+    blend.fit(planted.train, FitOptions(validate=validate))
+    chosen = blend.stopping_rule().chosen_epoch(blend.history)
+    assert chosen is not None
+    # The kept vectors are the blend's at the chosen sweep: its validation figure is the one logged.
+    assert validate(blend)["val_ndcg"] == pytest.approx(blend.history[chosen - 1]["val_ndcg"], abs=1e-6)
+
+
+def test_warm_start_needs_a_blends_vectors(planted: Planted) -> None:
+    from recsys.models import WarmStart
+
+    ials = ImplicitALS(factors=16, epochs=2).fit(binary(planted.train))
+    assert ials.user_factors is not None
+    foreign = WarmStart(
+        user_factors=ials.user_factors,
+        item_factors=ials._require_items(),
+        known_users=np.ones(planted.n_users, bool),
+        known_items=np.ones(planted.n_items, bool),
+    )
+    with pytest.raises(ConfigError, match="ials-lowrank version"):
+        IALSLowRank(**PARAMS).fit(planted.train, FitOptions(epochs=1, warm_start=foreign))
+
+
+def test_served_from_one_faiss_index_through_the_retriever(planted: Planted) -> None:
+    blend = IALSLowRank(**PARAMS).fit(planted.train)
+    assert blend.user_factors is not None
+    index = FaissIndex.flat(blend._require_items())
+    assert index.dim == 32  # one index over both parts' columns
+    users = IdMap(np.array([f"u{u}" for u in range(planted.n_users)], dtype=object))
+    items = IdMap(np.array([f"i{i}" for i in range(planted.n_items)], dtype=object))
+    retriever = Retriever.from_matrix(blend, users, items, planted.train, index=index)
+    ranked = retriever.recommend_known(np.arange(planted.n_users), RankOptions(k=10))
+    # The same lists as the blended scores ranked by hand, seen items excluded.
+    scores = blend.user_factors @ blend._require_items().T
+    scores[planted.train.nonzero()] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(np.sort(ranked.item_ids, axis=1), np.sort(expected, axis=1))
+    np.testing.assert_allclose(
+        ranked.scores, np.take_along_axis(scores, ranked.item_ids, axis=1), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_a_catalogue_beyond_max_items_is_refused_naming_the_blend_and_ials(planted: Planted) -> None:
+    with pytest.raises(ConfigError, match=r"ials-lowrank needs a dense .*max_items=100.*--model ials"):
+        IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
+
+
+def test_the_weight_is_chosen_on_validation_and_carried_to_the_refit(planted: Planted) -> None:
+    validate = validation_callback(planted.train, planted.test)
+    blend = IALSLowRank(**PARAMS).fit(planted.train, FitOptions(validate=validate))
+    chosen = blend.refit_params()["weight"]
+    assert chosen in WEIGHT_GRID and blend.config.weight == chosen
+    served = validate(blend)["val_ndcg"]
+    for weight in WEIGHT_GRID:  # no grid weight validates better than the one served
+        other = IALSLowRank(**PARAMS, weight=weight, choose_weight=False)
+        other.ials, other.lowrank = blend.ials, blend.lowrank
+        other._combine()
+        assert validate(other)["val_ndcg"] <= served + 1e-9
+    # Without validation nothing is chosen: the config's weight is served.
+    assert IALSLowRank(**PARAMS, weight=0.3).fit(planted.train).refit_params() == {}
+
+
+def test_fit_version_refits_with_the_weight_validation_chose(planted: Planted) -> None:
+    from recsys.data.interactions import Interactions
+    from recsys.training.fitting import fit_version
+
+    coo = planted.train.tocoo()
+    data = Interactions.from_arrays(coo.row, coo.col, coo.data)
+    fitted = fit_version("ials-lowrank", PARAMS, data)
+    chosen = fitted.details["chosen_on_validation"]["weight"]
+    assert chosen in WEIGHT_GRID
+    assert fitted.model.params["weight"] == chosen
