@@ -17,6 +17,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError, create_model
+from starlette.types import Receive, Scope, Send
 
 
 class DirectRoute(APIRoute):
@@ -25,6 +26,19 @@ class DirectRoute(APIRoute):
     Only path parameters and the request are resolved; an endpoint routed this way must not
     declare dependencies, query, header or body parameters (it reads them from the request).
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handler = self.get_route_handler()
+
+        # The route's ASGI app calls the handler directly: FastAPI's request_response wrapper
+        # opens two exit stacks per request for dependencies with ``yield``, which this route
+        # refuses, and the app's exception middleware answers errors with the same handlers.
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         dependant = self.dependant
