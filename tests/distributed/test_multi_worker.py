@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.errors import ConfigError
 from recsys.runtime.device import WorkerRole, worker_role
+from recsys.settings import get_settings
 from tests.conftest import REPO_ROOT
 from tests.models.contract import planted_data
 
@@ -111,8 +112,11 @@ def test_tf_config_roles(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def planted_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The planted ratings ingested into a SQLite database; the environment that points at it."""
+def planted_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings_env: Path) -> dict[str, str]:
+    """The planted ratings ingested into a SQLite database; the environment that points at it.
+
+    Through ``settings_env``, which resets the cached settings: the in-process commands below
+    would otherwise write to the database of an earlier test of the same worker."""
     train = planted_data().train.tocoo()
     events = tmp_path / "events.csv"
     pd.DataFrame(
@@ -127,6 +131,7 @@ def planted_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("RECSYS_ARTIFACT_DIR", raising=False)
+    get_settings.cache_clear()
     runner = CliRunner()
     for command in (
         ["db", "upgrade"],
