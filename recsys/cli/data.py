@@ -31,7 +31,9 @@ popularity, heavy-tailed user activity, 1-5 ratings and timestamps.
 
 Columns: user_id, item_id, rating, timestamp (epoch seconds). The item catalogue (item_id,
 title, genres) goes beside it as items.csv unless --items-out or --no-items says otherwise.
-Load them into the database with:
+Load them into the database with (`recsys db upgrade` once creates the schema of a new one):
+
+recsys db upgrade
 
 {INGEST_COMMAND.format(path="PATH")}
 
@@ -183,7 +185,8 @@ def generate_synthetic(
     if catalogue is not None:
         n_items = write_synthetic_items(catalogue, items, seed, rank)
         console.print(f"wrote {n_items:,} items (id, title, genres) to {catalogue}", soft_wrap=True)
-    console.print("load them with:")
+    console.print("load them with (the first command once, for a new database):")
+    console.print("  recsys db upgrade", soft_wrap=True)
     console.print(f"  {INGEST_COMMAND.format(path=out)}", soft_wrap=True)
     if catalogue is not None:
         console.print(f"  recsys ingest items {catalogue}", soft_wrap=True)
