@@ -367,7 +367,27 @@ class ImplicitALS(Recommender):
         return users, items
 
 
-class _Sweeps:
+class FactorSweeps:
+    """What every iALS epoch step shares: the current vectors of both sides, handed to the model
+    (``export``) and checkpointed (``state``/``load_state``). Subclasses set ``model``, ``users``
+    and ``items`` and define ``train_epoch``."""
+
+    model: ImplicitALS
+    users: np.ndarray
+    items: np.ndarray
+
+    def export(self) -> None:
+        self.model.user_factors, self.model.item_factors = self.users, self.items
+        self.model._index = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.users.copy(), "item_factors": self.items.copy()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.users, self.items = arrays["user_factors"], arrays["item_factors"]
+
+
+class _Sweeps(FactorSweeps):
     """The epoch step of iALS: one sweep solves every user, then every item."""
 
     def __init__(
@@ -388,16 +408,6 @@ class _Sweeps:
         self.users = model._solve(self.user_side, self.items, self.users, solver)
         self.items = model._solve(self.item_side, self.users, self.items, solver)
         return {"loss": model._loss(self.user_side, self.item_side.reg, self.users, self.items)}
-
-    def export(self) -> None:
-        self.model.user_factors, self.model.item_factors = self.users, self.items
-        self.model._index = None
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.users.copy(), "item_factors": self.items.copy()}
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.users, self.items = arrays["user_factors"], arrays["item_factors"]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.models.ials import FactorSweeps
 from recsys.runtime.cluster import RayEngine, ray_session, worker_count
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class ShardWorker:
         return loss * confidence, confidence
 
 
-class ShardedSweeps:
+class ShardedSweeps(FactorSweeps):
     """The epoch step of iALS (as ``ials._Sweeps``) with each half-step solved by Ray workers.
 
     A context manager: entering joins (or starts) the Ray of ``engine`` and starts the workers,
@@ -150,13 +151,3 @@ class ShardedSweeps:
         item_norms = np.einsum("if,if->i", self.items, self.items, dtype=np.float64)
         total = sum(term for term, _ in terms) + float(self.item_reg @ item_norms)
         return {"loss": total / sum(confidence for _, confidence in terms)}
-
-    def export(self) -> None:
-        self.model.user_factors, self.model.item_factors = self.users, self.items
-        self.model._index = None
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.users.copy(), "item_factors": self.items.copy()}
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.users, self.items = arrays["user_factors"], arrays["item_factors"]
