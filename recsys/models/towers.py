@@ -78,7 +78,11 @@ class ItemTower(tf_keras.layers.Layer):
         )
 
     def raw(self, items: Any) -> Any:
-        vectors = self.item_embedding(items)
+        return self.item_embedding(items) + self.from_features(items)
+
+    def from_features(self, items: Any) -> Any:
+        """The genre and title part of the items' raw vectors (zeros without features)."""
+        vectors = tf.zeros([tf.shape(items)[0], self.item_embedding.output_dim])
         if self.genre_projection is not None and self.genres is not None:
             vectors += self.genre_projection(tf.gather(self.genres, items))
         if self.title_embedding is not None and self.titles is not None:
@@ -88,8 +92,14 @@ class ItemTower(tf_keras.layers.Layer):
             vectors += summed / tf.maximum(counts, 1.0)[:, None]  # an empty title adds nothing
         return vectors
 
-    def call(self, items: Any) -> Any:
-        vectors = self.raw(items)
+    def call(self, items: Any, features_only: Any = None) -> Any:
+        """The items' vectors; where the boolean ``features_only`` (one per item) is true, from the
+        features alone, without the id embedding."""
+        if features_only is None:
+            vectors = self.raw(items)
+        else:
+            ids = self.item_embedding(items) * tf.cast(~features_only, tf.float32)[:, None]
+            vectors = ids + self.from_features(items)
         return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
 
 

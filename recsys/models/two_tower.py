@@ -192,12 +192,20 @@ class TwoTower(Recommender):
             layer.set_weights([weights])
 
     def _export(self, train: sp.csr_matrix) -> None:
-        """Item vectors for every item and user vectors for every training user."""
+        """Item vectors for every item and user vectors for every training user.
+
+        Items without training interactions (new in the catalogue) get vectors from their genres
+        and titles alone: their id embedding never left its random start, so it would only add
+        noise. Without features their vector is zero (no score either way)."""
         tf = self._tf()
         net = self._net
         items = np.arange(train.shape[1], dtype=np.int32)
+        untrained = np.bincount(train.indices, minlength=train.shape[1]) == 0
         self.item_factors = np.concatenate(
-            [net.item_tower(tf.constant(block)).numpy() for block in _blocks(items, 8192)]
+            [
+                net.item_tower(tf.constant(block), features_only=tf.constant(untrained[block])).numpy()
+                for block in _blocks(items, 8192)
+            ]
         )
         self.user_factors = self._user_vectors(train, with_ids=True)
         self._index = None

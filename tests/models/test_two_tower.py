@@ -150,3 +150,26 @@ def test_feature_only_items_score_by_their_cluster(planted: Planted) -> None:
     scores = model.user_factors @ model.item_factors[cold_item]  # type: ignore[index,operator]
     own = planted.user_cluster == 3
     assert scores[own].mean() > scores[~own].mean() + 0.1
+
+
+def test_items_without_interactions_get_vectors_from_their_features_alone(planted: Planted) -> None:
+    """Their id embedding never left its random start: two new items with the same genres and title
+    get the same vector, one that ranks among its genre's items; without features, none."""
+    train = sp.lil_matrix(planted.train)
+    new_items = np.array([2 * ITEMS_PER_CLUSTER + 1, 2 * ITEMS_PER_CLUSTER + 2])  # cluster 2
+    train[:, new_items] = 0
+    train = sp.csr_matrix(train)
+    train.eliminate_zeros()
+    features = item_features(planted)
+    features["item_titles"][new_items[0]] = features["item_titles"][new_items[1]] = "A premiere"
+    params = {**FAST, "n_negatives": 0}  # the default: no negative ever reaches the new items
+    model = create_model("two-tower", **params).fit(train, FitOptions(features=features))
+    vectors = model.item_factors
+    assert vectors is not None
+    np.testing.assert_allclose(vectors[new_items[0]], vectors[new_items[1]], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors[new_items], axis=1), 1.0, atol=1e-5)
+    nearest = np.argsort(-(vectors @ vectors[new_items[0]]))[2:12]  # after the two new items
+    assert (planted.item_cluster[nearest] == 2).mean() >= 0.9
+    no_features = create_model("two-tower", **params).fit(train)
+    assert no_features.item_factors is not None
+    np.testing.assert_array_equal(no_features.item_factors[new_items], 0.0)
