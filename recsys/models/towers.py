@@ -77,12 +77,12 @@ class ItemTower(tf_keras.layers.Layer):
             else None
         )
 
-    def raw(self, items: Any) -> Any:
-        return self.item_embedding(items) + self.from_features(items)
-
-    def from_features(self, items: Any) -> Any:
-        """The genre and title part of the items' raw vectors (zeros without features)."""
-        vectors = tf.zeros([tf.shape(items)[0], self.item_embedding.output_dim])
+    def raw(self, items: Any, with_ids: Any = None) -> Any:
+        """Id embedding plus features; where the boolean ``with_ids`` (one per item) is false,
+        the features alone."""
+        vectors = self.item_embedding(items)
+        if with_ids is not None:
+            vectors *= tf.cast(with_ids, tf.float32)[:, None]
         if self.genre_projection is not None and self.genres is not None:
             vectors += self.genre_projection(tf.gather(self.genres, items))
         if self.title_embedding is not None and self.titles is not None:
@@ -94,12 +94,9 @@ class ItemTower(tf_keras.layers.Layer):
 
     def call(self, items: Any, features_only: Any = None) -> Any:
         """The items' vectors; where the boolean ``features_only`` (one per item) is true, from the
-        features alone, without the id embedding."""
-        if features_only is None:
-            vectors = self.raw(items)
-        else:
-            ids = self.item_embedding(items) * tf.cast(~features_only, tf.float32)[:, None]
-            vectors = ids + self.from_features(items)
+        features alone (items without training interactions: their id embedding never moved
+        from its random start)."""
+        vectors = self.raw(items, None if features_only is None else tf.logical_not(features_only))
         return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
 
 
