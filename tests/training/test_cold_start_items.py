@@ -4,6 +4,7 @@ FAISS index holds them, and `recsys score` and the service recommend them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from recsys.cli import app
 from recsys.db.engine import get_engine
 from recsys.registry.registry import LoadedVersion, ModelRegistry
 from recsys.retrieval.loading import version_index
-from recsys.settings import Settings
+from recsys.settings import Settings, get_settings
 from service.app import create_app
 
 GENRES = ("Action", "Comedy", "Drama")
@@ -59,8 +60,9 @@ def write_files(folder: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
-    """The product path once for the module: ingest, `recsys train --model two-tower`."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
+    """The product path once for the module: ingest, `recsys train --model two-tower`. The
+    commands of every test read these settings (the cached ones are reset around the module)."""
     folder = tmp_path_factory.mktemp("cold-start")
     settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'recsys.db'}",
                         api_key="key", reload_poll_seconds=0)  # fmt: skip
@@ -68,14 +70,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
     events, items = write_files(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RECSYS_DATA_DIR", str(settings.data_dir))
+        for name in ("RECSYS_DATABASE_URL", "RECSYS_ARTIFACT_DIR", "RECSYS_DEFAULT_MODEL"):
+            patch.delenv(name, raising=False)
+        get_settings.cache_clear()
         invoke("db", "upgrade", "--database-url", url)
         invoke("ingest", "csv", str(events), "--user-col", "user_id", "--item-col", "item_id",
                "--value-col", "rating", "--timestamp-col", "timestamp", "--database-url", url)  # fmt: skip
         invoke("ingest", "items", str(items), "--database-url", url)
         params = [part for param in PARAMS for part in ("--param", param)]
         printed = invoke("train", "--model", "two-tower", *params, "--database-url", url)
-        version = printed.strip().splitlines()[-1]
-    return settings, version
+        yield settings, printed.strip().splitlines()[-1]
+    get_settings.cache_clear()
 
 
 def load(settings: Settings, version: str) -> LoadedVersion:
