@@ -8,7 +8,10 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import IdMap, Interactions
+from recsys.data.recipe import Recipe
 from recsys.index.faiss_index import FaissIndex, HnswParams
+from recsys.models.base import Recommender
+from recsys.models.ials import ImplicitALS
 from recsys.retrieval import RankOptions, Retriever, VectorCache, changed_since
 from recsys.retrieval.retriever import FOLDED_IN, PERSONALIZED, POPULAR
 from tests.vector_model import MeanOfItems
@@ -61,6 +64,31 @@ def test_one_user_answers_as_the_block(model: MeanOfItems, seen: sp.csr_matrix, 
     # The evaluation entry point (histories passed in) gives the same lists.
     again = retriever.recommend(np.arange(N_USERS), seen, options, fold)
     np.testing.assert_array_equal(again.item_ids, block.item_ids)
+
+
+@pytest.mark.parametrize("kind", ["mean-of-items", "ials"])
+def test_a_posted_history_answers_as_its_row_in_a_block(
+    model: MeanOfItems, seen: sp.csr_matrix, kind: str
+) -> None:
+    """POST /recommendations folds one history in without building its row (the model's
+    fold_in_one): the same list as the blocked fold-in of that row, under the version's value rule."""
+    fitted: Recommender = model
+    if kind == "ials":
+        fitted = ImplicitALS(factors=DIM, epochs=2).fit(seen[: N_USERS - 10])
+    rule = Recipe(values="binary").apply_values
+    retriever = Retriever.from_matrix(fitted, ids(N_USERS, "u"), ids(N_ITEMS, "i"), seen, history_rule=rule)
+    options = RankOptions(k=20, exclude_items=np.array([5]))
+    # i3 twice (summed), i9 with 0 (the binary rule leaves it out, as a stored 0 is no interaction)
+    one = retriever.recommend_history(["i3", "i9", "i40", "i3", "i200"], [2.0, 0.0, 1.0, 1.0, 4.0], options)
+    row = sp.csr_matrix(
+        (np.array([3.0, 0.0, 1.0, 4.0], np.float32), np.array([3, 9, 40, 200]), np.array([0, 4])),
+        shape=(1, N_ITEMS),
+    )
+    block = retriever.recommend(np.array([N_USERS]), row, options)  # a user the version does not know
+    assert one.strategy == "folded-in" and block.strategies[0] == FOLDED_IN
+    np.testing.assert_array_equal(one.item_ids, block.item_ids[0])
+    np.testing.assert_allclose(one.scores, block.scores[0], rtol=1e-6)
+    assert not {3, 9, 40, 200, 5} & set(one.item_ids.tolist())
 
 
 def test_offset_continues_the_list(model: MeanOfItems, seen: sp.csr_matrix) -> None:

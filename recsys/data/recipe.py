@@ -107,10 +107,15 @@ class Recipe(BaseModel):
     def apply_matrix(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """The value rule applied to a users x items matrix (a history row, a whole log)."""
         matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-        values, keep = self._values(matrix.data)
-        matrix.data = values if keep is None else np.where(keep, values, 0).astype(np.float32)
+        matrix.data = self.apply_values(matrix.data)
         matrix.eliminate_zeros()
         return matrix
+
+    def apply_values(self, values: np.ndarray) -> np.ndarray:
+        """The value rule applied to stored values: what is learnt from each pair, 0 where the
+        rule drops it (a matrix then leaves those pairs out)."""
+        values, keep = self._values(values)
+        return values if keep is None else np.where(keep, values, 0).astype(np.float32)
 
     def reads_whole_log(self) -> bool:
         """Whether the log this recipe selects (before the value rule) is the log as stored: every

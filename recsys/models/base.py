@@ -171,6 +171,14 @@ class Recommender(ABC):
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
         """User vectors for the rows of ``user_items`` (histories over the known items)."""
 
+    def fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The vector of one history, as a ``(1, factors)`` array: ``fold_in`` of the row with
+        ``values`` at the (sorted, unique) item ``columns``. The service folds in one history per
+        request; a model with a cheaper single-row solve overrides this with the same result."""
+        indptr = np.array([0, len(columns)], dtype=np.int64)
+        row = sp.csr_matrix((values, columns, indptr), shape=(1, len(self._require_items())))
+        return self.fold_in(row)
+
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         """Additional state to save next to the vectors."""
         return {}

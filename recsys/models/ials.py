@@ -169,6 +169,29 @@ class ImplicitALS(Recommender):
             raise DataError(f"user_items must have {len(items)} columns, got {confidence.shape[1]}")
         return self._exact_rows(confidence, items)
 
+    def fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One history's exact vector, the row ``fold_in`` would solve, without building sparse
+        matrices: the service folds in one history per request, and scipy's constructors and the
+        block bookkeeping cost more than the ``factors x factors`` solve itself."""
+        items = self._require_items()
+        values = np.asarray(values, dtype=np.float32)
+        observed = values != 0  # explicit zeros are no interaction (fold_in drops them too)
+        if not observed.all():
+            columns, values = columns[observed], values[observed]
+        if len(values) and values.min() < 0:
+            raise DataError(
+                f"implicit ALS needs non-negative interaction values, got {values.min()}; "
+                "map dislikes to 0 or drop them"
+            )
+        other, gram = self._fixed_side(items)
+        vectors_of = other[columns]  # (observed items, factors)
+        weights = (values * self.config.alpha).astype(np.float64)  # C - 1, in float32 as fold_in
+        system = gram + (vectors_of.T * weights) @ vectors_of
+        reg = self.config.regularization * (1.0 + len(values)) ** self.config.frequency_exponent
+        system[np.diag_indices_from(system)] += reg
+        target = (1.0 + weights) @ vectors_of  # Y_u^T C_u p_u, p = 1
+        return np.linalg.solve(system, target)[None].astype(np.float32)
+
     # --- the solve ------------------------------------------------------------------------------
 
     def _confidence_matrix(self, user_items: sp.csr_matrix) -> sp.csr_matrix:

@@ -4,15 +4,13 @@ service and ``recsys score`` load."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from recsys.data.interactions import IdMap
-from recsys.retrieval.retriever import DEFAULT_CACHE_SIZE, Retriever, VectorModel
+from recsys.retrieval.retriever import DEFAULT_CACHE_SIZE, Retriever, ValueRule, VectorModel
 
 if TYPE_CHECKING:
-    import scipy.sparse as sp
     from sqlalchemy import Engine
 
     from recsys.index.base import ItemIndex
@@ -50,13 +48,13 @@ def version_index(loaded: LoadedVersion) -> ItemIndex | None:
     return load_index(path) if path.is_dir() else None
 
 
-def history_rule(loaded: LoadedVersion) -> Callable[[sp.csr_matrix], sp.csr_matrix] | None:
+def history_rule(loaded: LoadedVersion) -> ValueRule | None:
     """How a version turns history values into what it folds in: the value rule of the recipe it
     was trained with (None: fold in the stored values)."""
     from recsys.data.recipe import recorded_recipe
 
     recipe = recorded_recipe(loaded.path)
-    return None if recipe is None or recipe.values == "raw" else recipe.apply_matrix
+    return None if recipe is None or recipe.values == "raw" else recipe.apply_values
 
 
 def load_retriever(

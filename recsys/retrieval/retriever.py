@@ -48,6 +48,8 @@ Strategy = Literal["personalized", "folded-in", "popular"]
 #: Strategy codes of a batch, indices into this tuple.
 STRATEGIES: tuple[Strategy, ...] = ("personalized", "folded-in", "popular")
 PERSONALIZED, FOLDED_IN, POPULAR = 0, 1, 2
+#: A version's value rule: stored history values -> the values its model folds in (0: leave out).
+ValueRule = Callable[[np.ndarray], np.ndarray]
 #: Folded-in vectors kept per retriever by default (a few MB at 128 factors).
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -67,6 +69,8 @@ class VectorModel(Protocol):
     def similarity_factors(self) -> np.ndarray: ...
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray: ...
+
+    def fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -273,9 +277,10 @@ class Retriever:
     popular_fallback: bool = True
     """Users with no vector and an empty history get popular items; when False (a model without
     popularity counts) they are folded in from the empty history, as the model answers them."""
-    history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None
+    history_rule: ValueRule | None = None
     """How history values become what the model folds in (the version's value rule, for example
-    binary); None folds in the stored values. Exclusion always uses every stored item."""
+    binary; 0 drops a pair); None folds in the stored values. Exclusion always uses every stored
+    item."""
 
     def __post_init__(self) -> None:
         n_items = self.index.n_items
@@ -300,7 +305,7 @@ class Retriever:
         model: VectorModel,
         index: ItemIndex | None = None,
         popular_counts: np.ndarray | None = None,
-        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+        history_rule: ValueRule | None = None,
     ) -> Retriever:
         """A retriever over ``model`` alone (exact index unless one is given); histories are
         passed to :meth:`recommend`. Without ``popular_counts`` there is no popular fallback."""
@@ -331,7 +336,7 @@ class Retriever:
         catalogue: pd.DataFrame | None = None,
         snapshot_id: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+        history_rule: ValueRule | None = None,
     ) -> Retriever:
         """A version's retriever over the database's interactions.
 
@@ -366,7 +371,7 @@ class Retriever:
         catalogue: Catalogue | None = None,
         snapshot_id: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        history_rule: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+        history_rule: ValueRule | None = None,
         erased_users: Sequence[str] = (),
         erased_items: Sequence[str] = (),
     ) -> Retriever:
@@ -472,11 +477,32 @@ class Retriever:
             strategies[folded] = FOLDED_IN
 
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
-        if len(self._erased_items):  # erased items are no longer part of anyone's history
-            keep = ~self.erased[rows.indices]
+        """Vectors of history rows, in one blocked call."""
+        keep, values = self._history_values(rows.indices, rows.data)
+        if keep is not None:
             indptr = np.concatenate([[0], np.cumsum(keep)])[rows.indptr]
-            rows = sp.csr_matrix((rows.data[keep], rows.indices[keep], indptr), shape=rows.shape)
-        return self.model.fold_in(rows if self.history_rule is None else self.history_rule(rows))
+            rows = sp.csr_matrix((values[keep], rows.indices[keep], indptr), shape=rows.shape)
+        return self.model.fold_in(rows)
+
+    def _fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One history's vector (sorted, unique item columns): what :meth:`_fold_in` gives for its
+        row, without building one (a request folds in a single history)."""
+        keep, values = self._history_values(columns, values)
+        if keep is not None:
+            columns, values = columns[keep], values[keep]
+        return self.model.fold_in_one(columns, values)
+
+    def _history_values(
+        self, columns: np.ndarray, values: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The values the model folds in, and which pairs it folds in (None: all): erased items
+        are no longer part of anyone's history, and the version's value rule may drop pairs."""
+        keep = ~self.erased[columns] if len(self._erased_items) else None
+        if self.history_rule is not None:
+            values = self.history_rule(values)
+            kept = values != 0
+            keep = kept if keep is None else keep & kept
+        return keep, values
 
     # --- ranking ------------------------------------------------------------------------------
 
@@ -611,9 +637,8 @@ class Retriever:
         data = np.ones(len(indices), np.float32) if values is None else np.asarray(values, np.float32)
         columns, position = np.unique(indices, return_inverse=True)
         summed = np.bincount(position, weights=data, minlength=len(columns)).astype(np.float32)
-        row = _row(columns, summed, len(self.items))
         # Folded in directly: values the model refuses are the caller's to fix (DataError).
-        vector = self._fold_in(row)
+        vector = self._fold_in_one(columns, summed)
         return Ranked.row(self.rank(vector, np.array([FOLDED_IN], np.int8), Exclusions.one(columns), options))
 
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:

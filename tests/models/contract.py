@@ -150,6 +150,15 @@ class ModelContract:
         same_cluster = planted.item_cluster[folded_ids[:, :5]] == planted.user_cluster[users][:, None]
         assert same_cluster.mean() >= self.min_recall
 
+    def test_one_history_folds_in_as_its_row(self, fitted: Recommender, planted: Planted) -> None:
+        rows = planted.train[:3]
+        blocked = fitted.fold_in(rows)
+        for user in range(3):
+            row = rows[user]
+            np.testing.assert_allclose(
+                fitted.fold_in_one(row.indices, row.data)[0], blocked[user], rtol=1e-5, atol=1e-6
+            )
+
     def test_empty_history_gives_a_full_finite_list(self, fitted: Recommender, planted: Planted) -> None:
         empty = sp.csr_matrix((2, planted.n_items), dtype=np.float32)
         vectors = fitted.fold_in(empty)

@@ -92,6 +92,28 @@ def test_solve_equals_the_numpy_least_squares_solution(
     np.testing.assert_array_equal(solved[0], 0.0)  # nothing observed: the zero vector
 
 
+@pytest.mark.parametrize(("alpha", "exponent"), [(2.0, 0.0), (4.0, 0.4), (0.0, 1.0)])
+def test_one_history_folds_in_as_its_row_in_a_block(
+    tiny: sp.csr_matrix, alpha: float, exponent: float
+) -> None:
+    """The service's single-history solve gives the vector of the blocked solve, row by row,
+    explicit zeros (no interaction) included."""
+    model = ImplicitALS(factors=6, regularization=0.7, alpha=alpha, frequency_exponent=exponent, epochs=2)
+    model.fit(tiny)
+    with_zeros = tiny.copy()
+    with_zeros.data[::3] = 0.0  # stored, but no interaction
+    for matrix in (tiny, with_zeros):
+        blocked = model.fold_in(matrix)
+        for user in range(matrix.shape[0]):
+            start, stop = matrix.indptr[user], matrix.indptr[user + 1]
+            one = model.fold_in_one(matrix.indices[start:stop], matrix.data[start:stop])
+            assert one.shape == (1, 6) and one.dtype == np.float32
+            np.testing.assert_allclose(one[0], blocked[user], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(model.fold_in_one(np.zeros(0, np.int32), np.zeros(0, np.float32)), 0.0)
+    with pytest.raises(DataError, match="non-negative"):
+        model.fold_in_one(np.array([1, 2]), np.array([1.0, -1.0], np.float32))
+
+
 @pytest.mark.parametrize("kernel", ["numba", "tensorflow"])
 def test_cpu_and_gpu_cg_kernels_agree(
     tiny: sp.csr_matrix, kernel: str, monkeypatch: pytest.MonkeyPatch
