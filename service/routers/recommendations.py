@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from recsys.errors import DataError, UnknownIdError
 from recsys.retrieval import Ranked, RankOptions, UnknownGenreError
 from service import metrics
-from service.deps import StateDep, current_state
+from service.deps import current_state
 from service.params import parse_query, query_openapi
 from service.render import recommendations_json
 from service.request_id import RESPONSE_HEADER_DOC, new_id
@@ -137,13 +137,7 @@ router.add_api_route(
 )
 
 
-@router.post(
-    "/recommendations",
-    operation_id="recommend_for_history",
-    response_model=Recommendations,
-    responses={**LIST_RESPONSE, **error_responses(404, 503)},
-)
-async def history_recommendations(state: StateDep, request: HistoryRequest) -> Response:
+async def history_recommendations(request: Request, history: HistoryRequest) -> Response:
     """Top k items for an anonymous user, folded in from the items of their history.
 
     ```
@@ -151,11 +145,23 @@ async def history_recommendations(state: StateDep, request: HistoryRequest) -> R
          -d '{"items": ["50", "181", "172"], "k": 5, "offset": 5, "exclude_items": ["100"]}'
     ```
     """
+    state = await current_state(request)  # a DirectRoute as well: the body is one pydantic call
     try:
-        options = rank_options(state, request, request.exclude_seen)
-        ranked = state.retriever.recommend_history(request.items, request.values, options)
+        options = rank_options(state, history, history.exclude_seen)
+        ranked = state.retriever.recommend_history(history.items, history.values, options)
     except UnknownIdError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except DataError as exc:  # an unknown genre, or values the model cannot fold in (negative for iALS)
         raise unprocessable(exc) from None
     return recommendations_response(state, None, ranked)
+
+
+router.add_api_route(
+    "/recommendations",
+    history_recommendations,
+    methods=["POST"],
+    operation_id="recommend_for_history",
+    response_model=Recommendations,
+    responses={**LIST_RESPONSE, **error_responses(404, 503)},
+    route_class_override=DirectRoute,
+)
