@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
+from scipy.linalg import lapack
 
 from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
@@ -183,14 +184,19 @@ class ImplicitALS(Recommender):
                 f"implicit ALS needs non-negative interaction values, got {values.min()}; "
                 "map dislikes to 0 or drop them"
             )
-        other, gram = self._fixed_side(items)
-        vectors_of = other[columns]  # (observed items, factors)
+        _, gram = self._fixed_side(items)
+        vectors_of = items[columns].astype(np.float64)  # exact; reads half the bytes of the wide copy
         weights = (values * self.config.alpha).astype(np.float64)  # C - 1, in float32 as fold_in
         system = gram + (vectors_of.T * weights) @ vectors_of
         reg = self.config.regularization * (1.0 + len(values)) ** self.config.frequency_exponent
-        system[np.diag_indices_from(system)] += reg
+        system.flat[:: len(system) + 1] += reg  # the diagonal
         target = (1.0 + weights) @ vectors_of  # Y_u^T C_u p_u, p = 1
-        return np.linalg.solve(system, target)[None].astype(np.float32)
+        # Cholesky (LAPACK's dposv, called directly): the system is positive definite whenever
+        # reg > 0, and this solve costs half of np.linalg.solve's. LU for anything else.
+        _, vector, info = lapack.dposv(system, target)
+        if info != 0:
+            vector = np.linalg.solve(system, target)
+        return np.asarray(vector, dtype=np.float32)[None]
 
     # --- the solve ------------------------------------------------------------------------------
 
