@@ -53,10 +53,18 @@ class ItemTower(tf_keras.layers.Layer):
         l2: float,
         normalize: bool,
         features: dict[str, Any],
+        bias: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.normalize = normalize
+        # A per-item term added to the logits (popularity): cosine scores over a temperature
+        # span too narrow a range to carry it in the vectors. Exported as one more dimension.
+        self.bias = (
+            tf.keras.layers.Embedding(shapes.n_items, 1, embeddings_initializer="zeros", name="item_bias")
+            if bias
+            else None
+        )
         regulariser = tf.keras.regularizers.l2(l2) if l2 > 0 else None
         self.item_embedding = tf.keras.layers.Embedding(
             shapes.n_items, dim, embeddings_regularizer=regulariser, name="item_embedding"
@@ -99,6 +107,12 @@ class ItemTower(tf_keras.layers.Layer):
         vectors = self.raw(items, None if features_only is None else tf.logical_not(features_only))
         return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
 
+    def logit_bias(self, items: Any) -> Any:
+        """Each item's bias in logit units (zeros without one)."""
+        if self.bias is None:
+            return tf.zeros(tf.shape(items), tf.float32)
+        return self.bias(items)[:, 0]
+
 
 class UserTower(tf_keras.layers.Layer):
     """A user's history (ragged item indices) -> normalised vector, through mean pooling and an MLP."""
@@ -137,15 +151,12 @@ class UserTower(tf_keras.layers.Layer):
         self.hidden = tf.keras.layers.Dense(hidden, activation="relu", name="hidden")
         self.output_layer = tf.keras.layers.Dense(dim, use_bias=False, name="output")
 
-    def pooled(self, history: Any, leave_out: Any = None, keep: Any = None) -> Any:
-        """Mean of the history embeddings over the entries where ``keep`` is true (all when None),
-        without the ``leave_out`` item of each row, so that training predicts each item from the
-        rest of the history, as evaluation does."""
+    def pooled(self, history: Any, keep: Any = None) -> Any:
+        """Sum of the history embeddings over the entries where ``keep`` is true (all when None),
+        divided by the square root of their count."""
         table = self.history_embedding.embeddings
         rows = history.value_rowids()
         weights = tf.ones_like(history.flat_values, dtype=tf.float32)
-        if leave_out is not None:
-            weights *= tf.cast(tf.not_equal(history.flat_values, tf.gather(leave_out, rows)), tf.float32)
         values = history.flat_values
         if keep is not None:
             # Dropped entries leave the product entirely (not just weight 0): that is the saving.
@@ -166,10 +177,9 @@ class UserTower(tf_keras.layers.Layer):
         history: Any,
         users: Any = None,
         attributes: Any = None,
-        leave_out: Any = None,
         keep: Any = None,
     ) -> Any:
-        hidden = self.pooled(history, leave_out, keep)
+        hidden = self.pooled(history, keep)
         if self.user_embedding is not None and users is not None:
             hidden += self.user_embedding(users)
         if self.attribute_projection is not None and attributes is not None:
@@ -179,7 +189,16 @@ class UserTower(tf_keras.layers.Layer):
 
 
 class TwoTowerNet(tfrs.Model):
-    """Both towers and the retrieval task; ``compute_loss`` is the whole training objective."""
+    """Both towers and the training objective; ``compute_loss`` is the whole of it.
+
+    A batch is a set of users. Each user's history, with a random share dropped, gives one user
+    vector, and the loss is the softmax likelihood of the user's items among the candidates
+    (Mult-DAE, Liang et al. 2018), weighted towards the dropped items, which the user vector did
+    not see: the task at serving time is to rank items outside the history. The candidates are
+    every item for catalogues up to ``full_softmax_items``; above that, the batch's own items
+    plus ``n_negatives`` uniform ones (mixed negatives), their logits corrected by the log of
+    each candidate's sampling probability (log-Q) when ``log_q``.
+    """
 
     def __init__(
         self,
@@ -195,6 +214,9 @@ class TwoTowerNet(tfrs.Model):
         history_dropout: float,
         max_history: int,
         seed: int,
+        full_softmax_items: int = 0,
+        seen_target_weight: float = 0.0,
+        item_bias: bool = False,
         histories: Any = None,
         item_probability: np.ndarray | None = None,
         item_features: dict[str, Any] | None = None,
@@ -202,16 +224,21 @@ class TwoTowerNet(tfrs.Model):
     ) -> None:
         super().__init__()
         self.shapes = shapes
+        self.temperature = temperature
         self.n_negatives = n_negatives
         self.history_dropout = history_dropout
         self.max_history = float(max_history)
+        self.full_softmax = shapes.n_items <= full_softmax_items
+        self.seen_target_weight = seen_target_weight
+        self.log_q = item_probability is not None
         self.histories = histories
         self.user_attributes = user_attributes
-        self.item_tower = ItemTower(shapes, dim, l2, normalize, item_features or {}, name="item_tower")
+        self.item_tower = ItemTower(
+            shapes, dim, l2, normalize, item_features or {}, bias=item_bias, name="item_tower"
+        )
         self.user_tower = UserTower(shapes, dim, hidden, l2, use_user_id, normalize, name="user_tower")
-        # Keras resets metrics every epoch: this one is the epoch's mean loss per example.
+        # Keras resets metrics every epoch: this one is the epoch's mean loss per user.
         self.epoch_loss = tf.keras.metrics.Mean(name="epoch_loss")
-        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
         probability = (
             np.full(shapes.n_items, 1.0 / shapes.n_items) if item_probability is None else item_probability
         )
@@ -223,49 +250,61 @@ class TwoTowerNet(tfrs.Model):
         """Create every weight (Keras builds lazily) so that weights can be loaded or copied."""
         empty = tf.RaggedTensor.from_row_splits(tf.zeros([1], tf.int32), tf.constant([0, 1], tf.int64))
         self.item_tower(tf.zeros([1], tf.int32))
+        self.item_tower.logit_bias(tf.zeros([1], tf.int32))
         users = tf.zeros([1], tf.int32)
         attributes = tf.zeros([1, self.shapes.n_user_attributes]) if self.shapes.n_user_attributes else None
         self.user_tower(empty, users=users, attributes=attributes)
 
-    def query(self, users: Any, leave_out: Any) -> Any:
-        """User vectors of a training batch: each history without its target item, and with a
-        random share of it dropped (denoising, as in Mult-DAE) so the tower cannot memorise users."""
+    def query(self, users: Any, history: Any) -> tuple[Any, Any]:
+        """User vectors of a training batch from their histories with a random share dropped
+        (denoising, as in Mult-DAE, so the tower cannot memorise users); also the keep mask."""
         attributes = None if self.user_attributes is None else tf.gather(self.user_attributes, users)
-        history = tf.gather(self.histories, users)
         # Each entry is kept with the dropout's probability, lowered for long histories so that
-        # about ``max_history`` remain: a pair's cost grows with its user's history, and heavy
-        # users own most pairs, so uncapped pooling costs the sum of squared history lengths.
+        # about ``max_history`` remain: a user's cost grows with the history pooled.
         lengths = tf.cast(history.row_lengths(), tf.float32)
         keep_share = (1.0 - self.history_dropout) * tf.minimum(
             1.0, self.max_history / tf.maximum(lengths, 1.0)
         )
         draws = self.sampler.uniform(tf.shape(history.flat_values))
         keep = draws < tf.gather(keep_share, history.value_rowids())
-        return self.user_tower(history, users=users, attributes=attributes, leave_out=leave_out, keep=keep)
+        queries = self.user_tower(history, users=users, attributes=attributes, keep=keep)
+        return queries, keep
 
-    def compute_loss(self, inputs: dict[str, Any], training: bool = False) -> Any:
-        users, items = inputs["user"], inputs["item"]
-        queries = self.query(users, leave_out=items)
-        candidate_ids = items
+    def candidates(self, positives: Any) -> tuple[Any, Any, Any]:
+        """Candidate item ids, their logit corrections and each positive's column among them."""
+        if self.full_softmax:
+            return tf.range(self.shapes.n_items), None, positives
+        unique, columns = tf.unique(positives)
+        ids = unique
         if self.n_negatives:
             # Mixed negative sampling (Yang et al. 2020): uniform items add the long tail that
-            # in-batch negatives, drawn by popularity, almost never show.
+            # the batch's own items, drawn by popularity, almost never show.
             extra = self.sampler.uniform([self.n_negatives], 0, self.shapes.n_items, dtype=tf.int32)
-            candidate_ids = tf.concat([items, extra], axis=0)
-        candidates = self.item_tower(candidate_ids)
-        # log-Q correction with the probability of each candidate under the mixed sampler.
-        batch = tf.cast(tf.shape(items)[0], tf.float32)
+            ids = tf.concat([unique, extra], axis=0)
+        if not self.log_q:
+            return ids, None, columns
+        # log-Q: the chance of each candidate under the mixed sampler (positives by popularity).
+        drawn = tf.cast(tf.size(positives), tf.float32)
         uniform = 1.0 / self.shapes.n_items
-        q = (batch * tf.gather(self.item_probability, candidate_ids) + self.n_negatives * uniform) / (
-            batch + self.n_negatives
-        )
-        loss = self.task(
-            queries,
-            candidates,
-            candidate_sampling_probability=q,
-            candidate_ids=candidate_ids,
-            compute_metrics=False,
-            compute_batch_metrics=False,
-        )
-        self.epoch_loss.update_state(loss / batch)  # the task sums over the batch
-        return loss
+        share = tf.gather(self.item_probability, ids)
+        q = 1.0 - tf.pow(1.0 - share, drawn) + self.n_negatives * uniform
+        return ids, tf.math.log(tf.minimum(q, 1.0)), columns
+
+    def compute_loss(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        users = inputs["user"]
+        history = tf.gather(self.histories, users)
+        queries, keep = self.query(users, history)
+        positives = history.flat_values
+        ids, correction, columns = self.candidates(positives)
+        logits = tf.matmul(queries, self.item_tower(ids), transpose_b=True) / self.temperature
+        logits += self.item_tower.logit_bias(ids)[None, :]
+        if correction is not None:
+            logits -= correction[None, :]
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        rows = history.value_rowids()
+        picked = tf.gather_nd(log_probs, tf.stack([tf.cast(rows, tf.int32), columns], axis=1))
+        # Items the user vector saw count ``seen_target_weight``; the dropped ones count fully.
+        weights = tf.where(keep, self.seen_target_weight, 1.0)
+        loss = -tf.reduce_sum(weights * picked)
+        self.epoch_loss.update_state(loss / tf.cast(tf.shape(users)[0], tf.float32))
+        return loss  # a sum over the batch, so that replicas' gradients add up to the global batch

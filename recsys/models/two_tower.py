@@ -32,25 +32,39 @@ class TwoTowerConfig(EpochConfig):
     """Size of the user and item vectors."""
     hidden: int = Field(default=128, ge=1)
     """Size of the user tower's history embeddings and hidden layer."""
-    temperature: float = Field(default=0.2, gt=0)
+    temperature: float = Field(default=0.3, gt=0)
     """Softmax temperature over cosine scores; lower is sharper."""
     normalize: bool = True
     """L2-normalise both towers' outputs (cosine scores divided by the temperature)."""
     n_negatives: int = Field(default=0, ge=0)
-    """Uniformly sampled items added to the in-batch negatives of each step (mixed negatives)."""
+    """Uniformly sampled items added to each step's candidates (mixed negatives; sampled
+    softmax only, above ``full_softmax_items``)."""
+    full_softmax_items: int = Field(default=20_000, ge=0)
+    """Catalogues up to this many items train with the softmax over every item; larger ones with
+    a sampled softmax over the batch's items plus ``n_negatives`` uniform ones."""
     history_dropout: float = Field(default=0.3, ge=0, lt=1)
-    """Share of each training history dropped at random per step (denoising regulariser)."""
+    """Share of each training history hidden from the user tower per step (denoising)."""
+    seen_target_weight: float = Field(default=1.0, ge=0)
+    """Weight in the loss of the items the user tower saw (the hidden ones weigh 1): at 0 the
+    tower learns only to predict items outside the history it is given, as at serving."""
     max_history: int = Field(default=256, ge=1)
     """Longer training histories are subsampled to about this many items per step (speed)."""
+    item_bias: bool = True
+    """Learn a per-item logit bias (popularity); exported as one more dimension of the vectors
+    (item: bias times temperature, user: 1), so inner products still rank as the logits do."""
     log_q: bool = True
-    """Correct the logits by the log of each candidate's sampling probability (popularity bias)."""
+    """Sampled softmax: correct the logits by the log of each candidate's sampling probability
+    (popularity bias of the batch's items)."""
     learning_rate: float = Field(default=5e-3, gt=0)
-    batch_size: int = Field(default=1024, ge=2)
+    batch_size: int = Field(default=128, ge=2)
+    """Users per step."""
     l2: float = Field(default=0.0, ge=0)
     """L2 penalty on the embedding tables."""
-    epochs: int = Field(default=60, ge=1)
+    epochs: int = Field(default=200, ge=1)
     """Most epochs: the limit when early stopping on validation nDCG@10, the exact count
     otherwise (the refit on all data passes the chosen count). Formerly ``max_epochs``."""
+    patience: int = Field(default=10, ge=1)
+    """Early stopping: an epoch is a handful of steps, so the curve is read over more of them."""
     use_user_id: bool = False
     """Add a user id embedding to the user tower (known users only; fold-in has none)."""
     use_item_features: bool = True
@@ -127,17 +141,16 @@ class TwoTower(Recommender):
         if options.warm_start is not None:
             self._warm_start(options.warm_start)
 
-        rows, cols = train.nonzero()
-        pairs = tf.data.Dataset.from_tensor_slices(
-            {"user": rows.astype(np.int32), "item": cols.astype(np.int32)}
-        )
+        # A batch is a set of users (each user's whole history is one example).
+        active = np.flatnonzero(np.diff(train.indptr)).astype(np.int32)
+        users = tf.data.Dataset.from_tensor_slices({"user": active})
 
         def train_epoch(number: int) -> dict[str, float]:
             # One seed per epoch (not one reshuffling stream), so a resumed fit sees the same
             # batches as an uninterrupted one.
             batches = (
-                pairs.shuffle(len(rows), seed=config.seed + number)
-                .batch(config.batch_size, drop_remainder=len(rows) > config.batch_size)
+                users.shuffle(len(active), seed=config.seed + number)
+                .batch(config.batch_size, drop_remainder=len(active) > config.batch_size)
                 .prefetch(tf.data.AUTOTUNE)
             )
             fitted = net.fit(batches, epochs=1, verbose=0)
@@ -166,6 +179,9 @@ class TwoTower(Recommender):
             history_dropout=config.history_dropout,
             max_history=config.max_history,
             seed=config.seed,
+            full_softmax_items=config.full_softmax_items,
+            seen_target_weight=config.seen_target_weight,
+            item_bias=config.item_bias,
             **inputs,
         )
         net.build_towers()
@@ -175,12 +191,17 @@ class TwoTower(Recommender):
         """Copy the previous version's vectors of known items into the item id embedding (features
         start at zero, so old items keep their old vectors) and its history embeddings when given."""
         net = self._net
+        vectors, bias = warm.item_factors, None
+        if net.item_tower.bias is not None and vectors.shape[1] == self.config.dim + 1:
+            # The exported last column is the bias times the temperature.
+            vectors, bias = vectors[:, :-1], vectors[:, -1:] / self.config.temperature
         tables = {
-            "item_factors": (net.item_tower.item_embedding, warm.item_factors),
+            "item_factors": (net.item_tower.item_embedding, vectors),
+            "item_bias": (net.item_tower.bias, bias),
             "history_embedding": (net.user_tower.history_embedding, warm.extra.get("history_embedding")),
         }
         for name, (layer, previous) in tables.items():
-            if previous is None:
+            if previous is None or layer is None:
                 continue
             weights = layer.get_weights()[0]
             if previous.shape != weights.shape:
@@ -207,6 +228,9 @@ class TwoTower(Recommender):
                 for block in _blocks(items, 8192)
             ]
         )
+        if net.item_tower.bias is not None:
+            bias = net.item_tower.bias.get_weights()[0] * self.config.temperature
+            self.item_factors = np.concatenate([self.item_factors, bias], axis=1)
         self.user_factors = self._user_vectors(train, with_ids=True)
         self._index = None
 
@@ -223,6 +247,8 @@ class TwoTower(Recommender):
             if with_ids and net.user_attributes is not None:
                 attributes = tf.gather(net.user_attributes, users)
             out[block] = net.user_tower(history, users=users, attributes=attributes).numpy()
+        if self.item_factors is not None and self.item_factors.shape[1] == out.shape[1] + 1:
+            out = np.concatenate([out, np.ones((len(out), 1), np.float32)], axis=1)  # the item bias
         return out
 
     # --- fold-in and persistence ------------------------------------------------------------

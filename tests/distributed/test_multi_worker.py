@@ -198,9 +198,9 @@ TOWER_SCRIPT = textwrap.dedent(
 
 def test_two_tower_on_two_tf_config_workers_learns_what_one_process_learns() -> None:
     *outputs, local_out = run_workers(
-        [sys.executable, "-c", TOWER_SCRIPT, "256"],
+        [sys.executable, "-c", TOWER_SCRIPT, "32"],
         base_env(),
-        alongside=[sys.executable, "-c", TOWER_SCRIPT, "128"],  # one worker's share of the batch
+        alongside=[sys.executable, "-c", TOWER_SCRIPT, "16"],  # one worker's share of the batch
     )
     reports: list[dict[str, Any]] = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     assert [report["replicas"] for report in reports] == [2, 2]

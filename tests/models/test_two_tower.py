@@ -23,7 +23,7 @@ FAST: dict[str, Any] = {
     "log_q": False,
     "dim": 16,
     "hidden": 32,
-    "batch_size": 128,
+    "batch_size": 16,  # users per step: about a dozen steps per epoch on the planted data
     "learning_rate": 0.01,
     "epochs": 12,
     "n_negatives": 32,
