@@ -68,9 +68,28 @@ def test_fold_in_of_a_known_history_equals_the_exported_user_vector(
     assert fitted.user_factors is not None
     folded = fitted.fold_in(planted.train[:30])
     np.testing.assert_allclose(folded, fitted.user_factors[:30], atol=1e-5)
-    # Vectors are unit length (cosine scores), and different users differ.
-    np.testing.assert_allclose(np.linalg.norm(folded, axis=1), 1.0, atol=1e-5)
+    # Unit-length tower outputs (cosine scores) and a last 1 that meets the item bias.
+    np.testing.assert_allclose(np.linalg.norm(folded[:, :-1], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(folded[:, -1], 1.0)
     assert not np.allclose(folded[0], folded[-1])
+
+
+def test_item_bias_is_the_last_dimension_and_learns_popularity(fitted: TwoTower, planted: Planted) -> None:
+    assert fitted.item_factors is not None
+    assert fitted.item_factors.shape[1] == FAST["dim"] + 1
+    bias = fitted._net.item_tower.bias.get_weights()[0][:, 0]
+    # Inner products rank as the training logits do: cosine / temperature + bias, times temperature.
+    np.testing.assert_allclose(fitted.item_factors[:, -1], bias * fitted.config.temperature, rtol=1e-6)
+    # The popular block is seen by 80 users an item, a cluster item by at most 40.
+    popular = planted.item_cluster == -1
+    assert bias[popular].mean() > bias[~popular].mean() + 0.5
+
+
+def test_sampled_softmax_recovers_the_planted_structure(planted: Planted) -> None:
+    """Above ``full_softmax_items`` the candidates are the batch's items plus uniform ones."""
+    model = create_model("two-tower", **{**FAST, "full_softmax_items": 0}).fit(planted.train)
+    assert model._net.full_softmax is False  # type: ignore[attr-defined]
+    assert evaluate_ranking(model, planted.train, planted.test)["recall"] >= 0.7
 
 
 def test_loaded_model_folds_in_without_refitting(fitted: TwoTower, planted: Planted, tmp_path: Path) -> None:
