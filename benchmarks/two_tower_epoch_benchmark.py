@@ -80,7 +80,9 @@ def main() -> None:
         f"two-tower: {steady_tower:.2f} s per epoch (median after the first), "
         f"{matrix.nnz / steady_tower:,.0f} interactions/s"
     )
-    print(f"ials:      {steady_ials:.2f} s per epoch (median), {matrix.nnz / steady_ials:,.0f} interactions/s")
+    print(
+        f"ials:      {steady_ials:.2f} s per epoch (median), {matrix.nnz / steady_ials:,.0f} interactions/s"
+    )
     print(f"ratio two-tower / ials per epoch: {steady_tower / steady_ials:.2f}x")
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")

@@ -217,6 +217,7 @@ class TwoTowerNet(tfrs.Model):
         full_softmax_items: int = 0,
         seen_target_weight: float = 0.0,
         item_bias: bool = False,
+        trained_items: np.ndarray | None = None,
         histories: Any = None,
         item_probability: np.ndarray | None = None,
         item_features: dict[str, Any] | None = None,
@@ -243,6 +244,13 @@ class TwoTowerNet(tfrs.Model):
             np.full(shapes.n_items, 1.0 / shapes.n_items) if item_probability is None else item_probability
         )
         self.item_probability = tf.constant(probability.astype(np.float32))
+        # Only items with interactions are candidates: an item nobody chose would only learn to be
+        # far from everyone, and its features (the cold-start path) must place it instead.
+        trained = np.arange(shapes.n_items) if trained_items is None else trained_items
+        column = np.full(shapes.n_items, -1, dtype=np.int32)
+        column[trained] = np.arange(len(trained), dtype=np.int32)
+        self.trained_items = tf.constant(trained.astype(np.int32))
+        self.trained_column = tf.constant(column)
         # The generator's state is a variable, so checkpoints carry it and a resume is exact.
         self.sampler = tf.random.Generator.from_seed(seed)
 
@@ -273,19 +281,20 @@ class TwoTowerNet(tfrs.Model):
     def candidates(self, positives: Any) -> tuple[Any, Any, Any]:
         """Candidate item ids, their logit corrections and each positive's column among them."""
         if self.full_softmax:
-            return tf.range(self.shapes.n_items), None, positives
+            return self.trained_items, None, tf.gather(self.trained_column, positives)
         unique, columns = tf.unique(positives)
         ids = unique
         if self.n_negatives:
             # Mixed negative sampling (Yang et al. 2020): uniform items add the long tail that
             # the batch's own items, drawn by popularity, almost never show.
-            extra = self.sampler.uniform([self.n_negatives], 0, self.shapes.n_items, dtype=tf.int32)
+            draws = self.sampler.uniform([self.n_negatives], 0, tf.size(self.trained_items), dtype=tf.int32)
+            extra = tf.gather(self.trained_items, draws)
             ids = tf.concat([unique, extra], axis=0)
         if not self.log_q:
             return ids, None, columns
         # log-Q: the chance of each candidate under the mixed sampler (positives by popularity).
         drawn = tf.cast(tf.size(positives), tf.float32)
-        uniform = 1.0 / self.shapes.n_items
+        uniform = 1.0 / tf.cast(tf.size(self.trained_items), tf.float32)
         share = tf.gather(self.item_probability, ids)
         q = 1.0 - tf.pow(1.0 - share, drawn) + self.n_negatives * uniform
         return ids, tf.math.log(tf.minimum(q, 1.0)), columns

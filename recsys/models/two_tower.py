@@ -127,6 +127,7 @@ class TwoTower(Recommender):
             net = self._build_net(
                 histories=towers.ragged_rows(train),
                 item_probability=counts / counts.sum() if config.log_q else None,
+                trained_items=np.flatnonzero(counts).astype(np.int32),
                 item_features={
                     key: tf.constant(value) if key == "genres" else value
                     for key, value in features["item"].items()
@@ -192,7 +193,13 @@ class TwoTower(Recommender):
         start at zero, so old items keep their old vectors) and its history embeddings when given."""
         net = self._net
         vectors, bias = warm.item_factors, None
-        if net.item_tower.bias is not None and vectors.shape[1] == self.config.dim + 1:
+        if net.item_tower.bias is not None:
+            width = self.config.dim + 1
+            if vectors.ndim != 2 or vectors.shape[1] != width:
+                raise ConfigError(
+                    f"warm start item_factors has shape {vectors.shape}, the model needs {width} "
+                    "columns; warm-start only from a two-tower version with the same dimensions"
+                )
             # The exported last column is the bias times the temperature.
             vectors, bias = vectors[:, :-1], vectors[:, -1:] / self.config.temperature
         tables = {
@@ -230,6 +237,10 @@ class TwoTower(Recommender):
         )
         if net.item_tower.bias is not None:
             bias = net.item_tower.bias.get_weights()[0] * self.config.temperature
+            # Items without interactions never trained theirs: rank them as the least chosen item.
+            chosen = np.diff(train.tocsc().indptr) > 0
+            if chosen.any():
+                bias[~chosen] = bias[chosen].min()
             self.item_factors = np.concatenate([self.item_factors, bias], axis=1)
         self.user_factors = self._user_vectors(train, with_ids=True)
         self._index = None
