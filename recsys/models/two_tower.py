@@ -55,7 +55,7 @@ class TwoTowerConfig(EpochConfig):
     log_q: bool = True
     """Sampled softmax: correct the logits by the log of each candidate's sampling probability
     (popularity bias of the batch's items)."""
-    learning_rate: float = Field(default=5e-3, gt=0)
+    learning_rate: float = Field(default=1e-2, gt=0)
     batch_size: int = Field(default=128, ge=2)
     """Users per step."""
     l2: float = Field(default=0.0, ge=0)
@@ -63,8 +63,9 @@ class TwoTowerConfig(EpochConfig):
     epochs: int = Field(default=200, ge=1)
     """Most epochs: the limit when early stopping on validation nDCG@10, the exact count
     otherwise (the refit on all data passes the chosen count). Formerly ``max_epochs``."""
-    patience: int = Field(default=10, ge=1)
-    """Early stopping: an epoch is a handful of steps, so the curve is read over more of them."""
+    patience: int = Field(default=20, ge=1)
+    """Early stopping: an epoch is a handful of steps on small data (a pass over the users), so
+    the slowly rising curve is read over more of them."""
     use_user_id: bool = False
     """Add a user id embedding to the user tower (known users only; fold-in has none)."""
     use_item_features: bool = True
