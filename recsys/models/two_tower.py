@@ -1,5 +1,7 @@
 """Two-tower retrieval with TensorFlow Recommenders: a history-pooled user tower, an item tower
-with optional genre and title features, in-batch softmax with log-Q correction and mixed negatives.
+with optional genre and title features and a per-item bias, trained per user on the softmax
+likelihood of the user's items (over every item, or sampled with log-Q and mixed negatives on
+large catalogues).
 
 TensorFlow is imported only inside ``fit`` and ``fold_in``: a loaded model serves from its numpy
 vectors, and only folding in a new user needs the Keras weights saved next to them.
@@ -26,7 +28,8 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 
 
 class TwoTowerConfig(EpochConfig):
-    """Defaults tuned on the validation split carved from ml-100k's Protocol K train part."""
+    """Defaults tuned on the validation splits carved from ml-100k's and ml-latest-small's
+    Protocol K train parts (docs/benchmarks.md, "Two-tower model")."""
 
     dim: int = Field(default=64, ge=1)
     """Size of the user and item vectors."""
@@ -77,8 +80,8 @@ class TwoTowerConfig(EpochConfig):
 
 
 class TwoTower(Recommender):
-    """User vector = MLP(mean of history item embeddings); item vector = id + features; both
-    L2-normalised, scored by inner product (cosine)."""
+    """User vector = MLP(pooled history item embeddings); item vector = id + features; both
+    L2-normalised (cosine), with the item bias as one more dimension of the exported vectors."""
 
     name = "two-tower"
     Config = TwoTowerConfig
