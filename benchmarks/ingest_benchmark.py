@@ -15,6 +15,7 @@ at batch commits), so a load that slows down as the table grows shows it.
 
     python benchmarks/ingest_benchmark.py                      # 5M interactions
     python benchmarks/ingest_benchmark.py --rows 200000        # a quick run
+    python benchmarks/ingest_benchmark.py --csv events.csv     # a file written before (reused)
     python benchmarks/ingest_benchmark.py --postgres-url postgresql://postgres@127.0.0.1:5432/postgres
 """
 
@@ -152,6 +153,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000, help="interactions in the synthetic file")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: settings)")
     parser.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        help="load this CSV (columns user_id, item_id, rating, timestamp, as generate-synthetic writes) "
+        "instead of writing a synthetic one of --rows rows",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("RECSYS_TEST_POSTGRES_URL", ""),
         help="server for a scratch database (default RECSYS_TEST_POSTGRES_URL; empty skips PostgreSQL)",
@@ -166,13 +174,17 @@ def main() -> None:
     )
     loads: list[Load] = []
     with tempfile.TemporaryDirectory(prefix="recsys-ingest-bench-") as folder:
-        path = Path(folder) / "interactions.csv"
-        started = time.perf_counter()
-        write_csv(path, args.rows)
-        print(
-            f"synthetic CSV: {args.rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, "
-            f"written in {time.perf_counter() - started:.1f} s"
-        )
+        if args.csv:
+            path = args.csv
+            print(f"CSV: {path}, {path.stat().st_size / 2**20:.0f} MiB")
+        else:
+            path = Path(folder) / "interactions.csv"
+            started = time.perf_counter()
+            write_csv(path, args.rows)
+            print(
+                f"synthetic CSV: {args.rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, "
+                f"written in {time.perf_counter() - started:.1f} s"
+            )
         loads.append(bare_load("sqlite", path, str(Path(folder) / "bare.db")))
         loads += recsys_loads("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", path, batch_size)
         if args.postgres_url:

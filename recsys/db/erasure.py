@@ -40,10 +40,32 @@ def _audit(connection: Connection, erased: Erased, source: str, detail: str | No
     )
 
 
+#: PostgreSQL advisory lock keeping erasures and ingestion batches apart: batches hold it shared,
+#: erasures exclusively. ``interactions`` has no foreign keys, so this is what keeps a batch from
+#: storing interactions of a user or item erased while it ran. SQLite has one writer at a time.
+ERASURE_LOCK_KEY = 0x7265_6373_7973  # "recsys"
+
+
+def _exclude_ingestion(connection: Connection) -> None:
+    """Wait for running ingestion batches, and keep new ones out until this transaction ends."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ERASURE_LOCK_KEY})")
+
+
+def lock_out_erasures(connection: Connection) -> int:
+    """For an ingestion batch: wait for a running erasure and keep new ones out until the
+    caller's transaction ends (PostgreSQL); returns the newest deletion's id (0 if none), which
+    changes with every erasure."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY})")
+    return int(connection.scalar(select(func.coalesce(func.max(Deletion.id), 0))) or 0)
+
+
 def erase(engine: Engine, target: Target, external_id: str, *, source: str, timeout: float = 60.0) -> Erased:
     """Erase a user or an item (its interactions, offline recommendations and the row itself) or
     one interaction by its ``event_id``; ``found`` is False when there was nothing to erase."""
     with bounded_transaction(engine, timeout) as connection:
+        _exclude_ingestion(connection)
         if target == "interaction":
             removed = connection.execute(delete(Interaction).where(Interaction.event_id == external_id))
             erased = Erased(target, external_id, removed.rowcount > 0, int(removed.rowcount))

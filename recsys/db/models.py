@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,15 +55,23 @@ class Interaction(Base):
     # The natural key that makes re-loading a file idempotent.
     __table_args__ = (
         UniqueConstraint("user_id", "item_id", "kind", "ts", name="uq_interaction_event"),
-        UniqueConstraint("event_id", name="uq_interactions_event_id"),
-        # No index on ts: its insert position is random, so it made every bulk load slower as
-        # the table grew (migration 0003). The item index serves erasure by item.
-        Index("ix_interactions_item", "item_id"),
+        # Partial: file loads give no event ids and so never touch it (migration 0004).
+        Index(
+            "uq_interactions_event_id",
+            "event_id",
+            unique=True,
+            postgresql_where=text("event_id IS NOT NULL"),
+            sqlite_where=text("event_id IS NOT NULL"),
+        ),
+        # No index on ts or item_id: their insert positions are random, so they made every bulk
+        # load slower as the table grew (migrations 0003 and 0004); erasing an item scans.
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    # users.id and items.id, without foreign keys (a check per inserted row): ingestion reads the
+    # ids in each batch's transaction and erasure deletes the interactions (migration 0004).
+    user_id: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float)
     ts: Mapped[int] = mapped_column(BigInteger)
