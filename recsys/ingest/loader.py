@@ -125,7 +125,7 @@ def resolve_ids(
     The column is factorised once (in C), so only its distinct ids are looked up in Python.
     """
     codes, uniques = pd.factorize(external_ids)
-    distinct = [str(external) for external in uniques]
+    distinct = list(map(str, np.asarray(uniques, dtype=object)))  # not element by element from Arrow
     missing = [external for external in distinct if external not in known]
     if missing:
         staged = f"recsys_stage_{table}_ids"
