@@ -16,6 +16,7 @@ at batch commits), so a load that slows down as the table grows shows it.
     python benchmarks/ingest_benchmark.py                      # 5M interactions
     python benchmarks/ingest_benchmark.py --rows 200000        # a quick run
     python benchmarks/ingest_benchmark.py --csv events.csv     # a file written before (reused)
+    python benchmarks/ingest_benchmark.py --csv big.csv --postgres-url '' --no-reload  # linearity
     python benchmarks/ingest_benchmark.py --postgres-url postgresql://postgres@127.0.0.1:5432/postgres
 """
 
@@ -109,11 +110,11 @@ def batch_marks(load: Load) -> Iterator[None]:
         loader.write_batch = original
 
 
-def recsys_loads(database: str, url: str, path: Path, batch_size: int | None) -> list[Load]:
+def recsys_loads(database: str, url: str, path: Path, batch_size: int | None, reload: bool) -> list[Load]:
     engine = get_engine(url)
     upgrade(engine)
     loads = []
-    for label in ("first load", "reload"):
+    for label in ("first load", "reload") if reload else ("first load",):
         load = Load(database, f"recsys {label}")
         with batch_marks(load):
             started = time.perf_counter()
@@ -164,6 +165,9 @@ def main() -> None:
         default=os.environ.get("RECSYS_TEST_POSTGRES_URL", ""),
         help="server for a scratch database (default RECSYS_TEST_POSTGRES_URL; empty skips PostgreSQL)",
     )
+    parser.add_argument(
+        "--no-reload", action="store_true", help="measure first loads only (for long linearity runs)"
+    )
     args = parser.parse_args()
     batch_size = args.batch_size or get_settings().ingest_batch_size
 
@@ -186,11 +190,13 @@ def main() -> None:
                 f"written in {time.perf_counter() - started:.1f} s"
             )
         loads.append(bare_load("sqlite", path, str(Path(folder) / "bare.db")))
-        loads += recsys_loads("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", path, batch_size)
+        loads += recsys_loads(
+            "sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", path, batch_size, not args.no_reload
+        )
         if args.postgres_url:
             with scratch_postgres(args.postgres_url) as url:
                 loads.append(bare_load("postgresql", path, url))
-                loads += recsys_loads("postgresql", url, path, batch_size)
+                loads += recsys_loads("postgresql", url, path, batch_size, not args.no_reload)
         else:
             print("PostgreSQL skipped: pass --postgres-url or set RECSYS_TEST_POSTGRES_URL")
     print_table(loads)
