@@ -134,9 +134,7 @@ def test_a_user_and_item_erased_between_batches_are_created_again_not_left_dangl
     assert stored == ROWS - first_batch_erased
 
 
-def test_an_erasure_waits_for_a_running_batch_on_postgresql(
-    engine: Engine, tmp_path: Path
-) -> None:
+def test_an_erasure_waits_for_a_running_batch_on_postgresql(engine: Engine, tmp_path: Path) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite runs one writer at a time: a batch and an erasure cannot overlap")
     path = tmp_path / "log.csv"
