@@ -59,13 +59,8 @@ def source_engine(url: str) -> Engine:
         if not parsed.database or parsed.database == ":memory:" or not path.is_file():
             raise ConfigError(f"the source URL {url!r} names no existing SQLite file")
         location = f"file:{path.resolve()}?mode=ro"
-        # Ingestion runs the query in one thread and reads its rows in another (reading ahead of
-        # the writes), never both at once.
         return create_engine(
-            "sqlite://",
-            creator=lambda: sqlite3.connect(
-                location, uri=True, timeout=SQLITE_BUSY_SECONDS, check_same_thread=False
-            ),
+            "sqlite://", creator=lambda: sqlite3.connect(location, uri=True, timeout=SQLITE_BUSY_SECONDS)
         )
     connect_timeout = get_settings().database_connect_timeout_seconds
     return create_engine(parsed, connect_args={"connect_timeout": connect_timeout})

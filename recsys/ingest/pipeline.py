@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pandas as pd
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -177,56 +174,6 @@ def _validate(chunk: Chunk, spec: AnySpec, rules: Rules) -> Checked:
     return validate_entities(chunk, spec)
 
 
-def _validated(chunks: Iterator[Chunk], spec: AnySpec, rules: Rules) -> Iterator[tuple[Chunk, Checked]]:
-    for chunk in chunks:
-        yield chunk, _validate(chunk, spec, rules)
-
-
-_T = TypeVar("_T")
-_DONE = object()
-
-
-def _read_ahead(items: Iterator[_T]) -> Iterator[_T]:
-    """``items``, each produced by a background thread while the caller writes the one before.
-
-    Reading and validating a batch (Python, pyarrow, pandas) then overlaps with the database
-    writing the previous one (PostgreSQL's server process, or SQLite's C code, both without the
-    GIL). Errors of the producer are raised here, in order; when the caller stops early the
-    producer stops after its current item.
-    """
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    with contextlib.suppress(queue.Full):
-                        handoff.put((item, None), timeout=0.1)
-                        break
-                if stop.is_set():
-                    return
-            handoff.put((_DONE, None))
-        except BaseException as exc:  # handed to the caller, which raises it
-            handoff.put((_DONE, exc))
-
-    producer = threading.Thread(target=produce, name="recsys-ingest-read-ahead", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item, error = handoff.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            handoff.get_nowait()  # unblock a producer waiting to hand over
-        producer.join()
-
-
 def _run(
     engine: Engine,
     chunks: Iterator[Chunk],
@@ -257,7 +204,8 @@ def _run(
             # Strict: one transaction for the file; otherwise one per batch (opened in the loop).
             strict_scope = engine.begin() if strict else contextlib.nullcontext(None)
             with strict_scope as strict_connection:
-                for chunk, checked in _read_ahead(_validated(chunks, spec, rules)):
+                for chunk in chunks:
+                    checked = _validate(chunk, spec, rules)
                     if strict and len(checked.rejected):
                         raise _StrictRejection(chunk, checked.rejected)
                     if strict_connection is not None:
