@@ -87,7 +87,10 @@ def test_batch_with_new_user_and_new_item(client: TestClient, settings: Settings
 
     with session_scope(get_engine(settings.database_url)) as session:
         stored = session.scalar(
-            select(func.count()).select_from(Interaction).join(User).where(User.external_id == "newcomer")
+            select(func.count())
+            .select_from(Interaction)
+            .join(User, User.id == Interaction.user_id)  # no foreign key to infer it from
+            .where(User.external_id == "newcomer")
         )
         assert stored == 2 and session.scalar(select(Item.id).where(Item.external_id == "brand-new"))
 
