@@ -104,10 +104,10 @@ class Settings(BaseSettings):
     )
 
     default_model: str = Field(
-        default="ials",
+        default="ials-lowrank",
         description="Model trained by `recsys train` without --model, `recsys quickstart` and a first "
-        "pipeline run (iALS: trains at any catalogue size; on small catalogues the ials-lowrank blend "
-        "ranks better, docs/benchmarks.md).",
+        "pipeline run (the iALS + low-rank autoencoder blend: the best embedding model on both "
+        "MovieLens sets, docs/benchmarks.md; beyond its max_items, 20,000, it fits iALS alone).",
     )
     promotion_tolerance: float = Field(
         default=0.01,
@@ -120,6 +120,19 @@ class Settings(BaseSettings):
         gt=0,
         description="Retrain from scratch instead of warm-starting when new interactions exceed this "
         "share of those production was trained on.",
+    )
+    pipeline_tune_trials: int = Field(
+        default=10,
+        ge=0,
+        description="Trials of the retraining pipeline's bounded tuning step (0: never tune). It runs "
+        "when the data changed a lot: no production version yet, or new interactions above "
+        "RECSYS_RETRAIN_FULL_CHANGE_RATIO of those production was trained on (`recsys pipeline run "
+        "--tune/--no-tune` overrides the rule).",
+    )
+    pipeline_tune_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Time budget of the pipeline's tuning step in seconds: no trial starts after it.",
     )
     pipeline_score_k: int = Field(
         default=0,

@@ -142,6 +142,11 @@ class Recommender(ABC):
     """Parameters ``recsys tune`` samples; empty: nothing to tune."""
     epoch_limit: ClassVar[str | None] = None
     """The config field bounding epochs/sweeps (None: a closed-form or one-pass model)."""
+    fits_any_catalogue: ClassVar[bool] = True
+    """The model trains at any catalogue size. False: it holds dense items x items matrices and
+    refuses catalogues beyond its ``max_items`` (EASE, lowrank-ae). The ``ials-lowrank`` blend
+    fits any size by serving iALS alone beyond its ``max_items`` (:meth:`fit_notes` says so).
+    The default model (``RECSYS_DEFAULT_MODEL``) must fit any size."""
     engines: ClassVar[tuple[str, ...]] = ("local",)
     """Where the model can fit: ``local`` (this process), ``ray`` (Ray workers,
     ``FitOptions.engine``), ``tf_config`` (the workers ``TF_CONFIG`` names, under
@@ -189,6 +194,12 @@ class Recommender(ABC):
     def refit_params(self) -> dict[str, Any]:
         """Config values this (validation) fit chose on ``FitOptions.validate``, besides the epochs,
         for the refit on all the data (the ``ials-lowrank`` blend: its weight); {} for most models."""
+        return {}
+
+    def fit_notes(self) -> dict[str, Any]:
+        """What the last fit decided on its own that a reader of the version must know (the
+        ``ials-lowrank`` blend: the part it skipped and why); {} for most models. The fitting
+        path records it under ``training.fit_notes`` in version.json."""
         return {}
 
     @property

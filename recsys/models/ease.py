@@ -47,6 +47,7 @@ class EASE(Recommender):
     uses_catalog = False
     search_space = (SearchRange("l2", 10.0, 5000.0, log=True),)
     epoch_limit = None
+    fits_any_catalogue = False  # one dense items x items matrix: refuses beyond max_items
     config: EASEConfig
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:

@@ -14,6 +14,12 @@ loop, so early stopping watches the blend's validation nDCG, and the refit runs 
 blend's validation chose. A validated fit then chooses the weight from a grid by validation nDCG
 (re-weighting needs no refit), and ``recsys train``'s refit uses that weight
 (:meth:`refit_params`). Fold-in is the concatenation of both parts' fold-ins (each vectorised).
+
+The autoencoder holds one dense items x items matrix while it fits. A catalogue beyond
+``max_items``, or beyond the memory available, is therefore fitted as iALS alone: weight 1.0, the
+autoencoder skipped, a warning logged, the weight saved in the model's config and the reason in
+:meth:`fit_notes` (version.json's ``training.fit_notes``). So the blend trains at any catalogue
+size and can be the default model; beyond the limit it serves exactly what iALS would.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
 from recsys.models.ials import ImplicitALS, ImplicitALSConfig
 from recsys.models.lowrank import PEAK_MATRICES, LowRankAE, LowRankAEConfig
-from recsys.runtime.memory import check_dense_items_memory
+from recsys.runtime.memory import dense_items_problem
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +55,10 @@ class IALSLowRankConfig(ImplicitALSConfig, LowRankAEConfig):
     tied on the mean of both (docs/benchmarks.md). So a validated fit chooses it on its own data
     (``choose_weight``), and 0.5 is what early stopping and unvalidated fits use."""
 
-    weight: float = Field(default=0.5, gt=0, lt=1)
+    weight: float = Field(default=0.5, gt=0, le=1)
     """Share of iALS in the blended score (each part's scores scaled to unit spread first): the
-    weight early stopping validates the sweeps with, and the served weight when not chosen."""
+    weight early stopping validates the sweeps with, and the served weight when not chosen.
+    1.0 is iALS alone: the autoencoder is not fitted (what a fit beyond ``max_items`` sets)."""
     choose_weight: bool = True
     """With validation (``recsys train``'s carve-out), choose the weight from ``WEIGHT_GRID`` by
     validation nDCG@10 after the sweeps; the refit on all data then uses that weight."""
@@ -68,6 +75,8 @@ class IALSLowRank(Recommender):
     # The weight is not sampled: every validated fit chooses it (``choose_weight``).
     search_space = (*ImplicitALS.search_space, *LowRankAE.search_space)
     epoch_limit = "epochs"
+    fits_any_catalogue = True  # beyond max_items it fits iALS alone (the module docstring)
+    engines = ImplicitALS.engines  # the sweeps are iALS's; the autoencoder is closed form, here
     config: IALSLowRankConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
@@ -78,21 +87,45 @@ class IALSLowRank(Recommender):
         self.scales: tuple[float, float] | None = None
         """The multipliers ``(m_ials, m_lr)`` of the served vectors."""
         self._chosen: dict[str, Any] = {}
+        self.lowrank_skipped: str | None = None
+        """Why the last fit skipped the autoencoder (None: it did not, or weight 1.0 was asked)."""
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
         x = sp.csr_matrix(self.recipe.apply_matrix(user_items), dtype=np.float32)
-        check_dense_items_memory(
-            self.name, x.shape[1], self.config.max_items, matrices=PEAK_MATRICES,
-            alternatives="train ials (--model ials), whose memory grows with the catalogue, not its square",
-        )  # fmt: skip
-        self.lowrank.fit(x)  # closed form, deterministic: refitted (not checkpointed) on resume
-        with self.ials.epoch_plan(x, self._ials_warm_start(options.warm_start)) as plan:
+        self.lowrank_skipped = None if self.ials_alone else self._lowrank_problem(x.shape[1])
+        if self.lowrank_skipped is not None:
+            logger.warning(
+                "%s: fitting iALS alone (weight 1.0, the low-rank autoencoder skipped): %s",
+                self.name, self.lowrank_skipped,
+            )  # fmt: skip
+            self.config = self.config.model_copy(update={"weight": 1.0})
+        if not self.ials_alone:
+            self.lowrank.fit(x)  # closed form, deterministic: refitted (not checkpointed) on resume
+        warm = self._ials_warm_start(options.warm_start)
+        with self.ials.epoch_plan(x, warm, options.engine) as plan:
             self._run_epochs(_BlendedSweeps(self, plan.step), options, limit=plan.limit, rule=plan.rule)
         self._chosen = {}
-        if options.validate is not None and self.config.choose_weight:
+        if options.validate is not None and self.config.choose_weight and not self.ials_alone:
             self._choose_weight(options.validate)
         return self
+
+    @property
+    def ials_alone(self) -> bool:
+        """Weight 1.0: the served vectors are iALS's alone and the autoencoder is not fitted."""
+        return self.config.weight >= 1.0
+
+    def _lowrank_problem(self, n_items: int) -> str | None:
+        """Why the autoencoder cannot fit ``n_items`` items here (its own memory rule), or None."""
+        return dense_items_problem(
+            self.name, n_items, self.config.max_items, matrices=PEAK_MATRICES,
+            alternatives="the blend serves iALS alone, whose memory grows with the catalogue, not its square",
+        )  # fmt: skip
+
+    def fit_notes(self) -> dict[str, Any]:
+        if self.lowrank_skipped is None:
+            return {}
+        return {"parts": ["ials"], "weight": 1.0, "lowrank_skipped": self.lowrank_skipped}
 
     def refit_params(self) -> dict[str, Any]:
         return dict(self._chosen)
@@ -116,12 +149,23 @@ class IALSLowRank(Recommender):
             raise DataError(f"the {self.name} model has no part scales; it was saved incompletely")
         m_ials, m_lr = self.scales
         rows = self.recipe.apply_matrix(user_items)
-        return np.hstack([m_ials * self.ials.fold_in(rows), m_lr * self.lowrank.fold_in(rows)]).astype(
-            np.float32
-        )
+        folded = m_ials * self.ials.fold_in(rows)
+        if self.ials_alone:
+            return np.asarray(folded, dtype=np.float32)
+        return np.hstack([folded, m_lr * self.lowrank.fold_in(rows)]).astype(np.float32)
 
     def _combine(self) -> None:
         """Serve the parts' current vectors, each scaled by its multiplier, side by side."""
+        if self.ials_alone:
+            users_ials, items_ials = self.ials.user_factors, self.ials._require_items()
+            if users_ials is None:
+                raise DataError(f"the iALS part of the {self.name} model has no user vectors")
+            m_ials = float(np.sqrt(1.0 / score_scale(users_ials, items_ials)))
+            self.scales = (m_ials, 0.0)
+            self.user_factors = np.asarray(m_ials * users_ials, dtype=np.float32)
+            self.item_factors = np.asarray(m_ials * items_ials, dtype=np.float32)
+            self._index = None
+            return
         users = [self.ials.user_factors, self.lowrank.user_factors]
         items = [self.ials._require_items(), self.lowrank._require_items()]
         if users[0] is None or users[1] is None:
@@ -135,13 +179,14 @@ class IALSLowRank(Recommender):
         self._index = None
 
     def _ials_warm_start(self, warm: WarmStart | None) -> WarmStart | None:
-        """The iALS part's previous vectors: the first ``factors`` columns, unscaled."""
+        """The iALS part's previous vectors: the first ``factors`` columns, unscaled (a version
+        fitted as iALS alone has only those)."""
         if warm is None:
             return None
         factors = self.config.factors
         scale = warm.extra.get(IALS_SCALE)
         width = warm.item_factors.shape[1]
-        if scale is None or width <= factors:
+        if scale is None or width < factors:
             raise ConfigError(
                 f"warm-start vectors have shape {warm.item_factors.shape} without the iALS part's "
                 f"scale; expected {factors} iALS columns followed by the autoencoder's, from an "
@@ -155,20 +200,25 @@ class IALSLowRank(Recommender):
         )
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        if self.scales is None or self.lowrank.encoder is None:
+        if self.scales is None:
             return {}
-        return {
-            "encoder": self.lowrank.encoder,
-            IALS_SCALE: np.array(self.scales[0]),
-            LOWRANK_SCALE: np.array(self.scales[1]),
-        }
+        scales = {IALS_SCALE: np.array(self.scales[0]), LOWRANK_SCALE: np.array(self.scales[1])}
+        if self.ials_alone:
+            return scales
+        return {} if self.lowrank.encoder is None else {"encoder": self.lowrank.encoder, **scales}
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        if IALS_SCALE not in arrays or "encoder" not in arrays or self.item_factors is None:
+        if IALS_SCALE not in arrays or self.item_factors is None:
             return
         m_ials, m_lr = float(arrays[IALS_SCALE]), float(arrays[LOWRANK_SCALE])
-        self.scales = (m_ials, m_lr)
         factors = self.config.factors
+        if self.ials_alone:
+            self.scales = (m_ials, 0.0)
+            self.ials.item_factors = np.ascontiguousarray(self.item_factors / m_ials)
+            return
+        if "encoder" not in arrays:
+            return
+        self.scales = (m_ials, m_lr)
         self.ials.item_factors = np.ascontiguousarray(self.item_factors[:, :factors] / m_ials)
         self.lowrank.item_factors = np.ascontiguousarray(self.item_factors[:, factors:] / m_lr)
         self.lowrank.encoder = arrays["encoder"]

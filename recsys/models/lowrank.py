@@ -76,6 +76,7 @@ class LowRankAE(Recommender):
         SearchRange("l2", 1.0, 500.0, log=True),
     )
     epoch_limit = None
+    fits_any_catalogue = False  # one dense items x items matrix: refuses beyond max_items
     config: LowRankAEConfig
 
     def __init__(self, config: ModelConfig | None = None, **params: object) -> None:

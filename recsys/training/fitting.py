@@ -339,6 +339,9 @@ def _fit_version(
         }
         if chosen:
             recorded["chosen_on_validation"] = chosen
+        notes = final.fit_notes()
+        if notes:
+            recorded["fit_notes"] = notes
         if split is None:
             recorded["validation"] = f"none, the version is unvalidated: {too_small(data)}"
         fitted = Fitted(

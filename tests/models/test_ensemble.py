@@ -36,7 +36,7 @@ class TestIALSLowRank(ModelContract):
     min_margin_over_popularity: ClassVar[float] = 0.35
     invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = [
         ({"weight": 0.0}, "weight"),
-        ({"weight": 1.0}, "weight"),
+        ({"weight": 1.5}, "weight"),
         ({"factors": 0}, "factors"),
         ({"rank": 0}, "rank"),
         ({"l2": 0}, "l2"),
@@ -164,9 +164,75 @@ def test_served_from_one_faiss_index_through_the_retriever(planted: Planted) -> 
     )
 
 
-def test_a_catalogue_beyond_max_items_is_refused_naming_the_blend_and_ials(planted: Planted) -> None:
-    with pytest.raises(ConfigError, match=r"ials-lowrank needs a dense .*max_items=100.*--model ials"):
-        IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
+def test_beyond_max_items_the_blend_is_ials_alone_and_says_so(
+    planted: Planted, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    validate = validation_callback(planted.train, planted.test)
+    with caplog.at_level("WARNING", logger="recsys.models.ensemble"):
+        blend = IALSLowRank(**PARAMS, max_items=100).fit(planted.train, FitOptions(validate=validate))
+    assert "fitting iALS alone (weight 1.0" in caplog.text and "max_items=100" in caplog.text
+    notes = blend.fit_notes()
+    assert notes["parts"] == ["ials"] and notes["weight"] == 1.0
+    assert "max_items=100" in notes["lowrank_skipped"]
+    # The autoencoder is never fitted, no weight is chosen, and the config says weight 1.0.
+    assert blend.lowrank.encoder is None and blend.refit_params() == {} and blend.config.weight == 1.0
+    # What is served is iALS's ranking: the same sweeps as iALS alone on the binary matrix.
+    ials = ImplicitALS(factors=16, epochs=6).fit(binary(planted.train))
+    ials_only = IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
+    assert ials_only.user_factors is not None and ials.user_factors is not None
+    assert ials_only._require_items().shape == (planted.n_items, 16)
+    users = np.arange(planted.n_users)
+    np.testing.assert_array_equal(
+        ials_only.recommend(users, planted.train, N=5)[0], ials.recommend(users, planted.train, N=5)[0]
+    )
+    # Fold-in is iALS's (scaled), and the saved model loads as iALS alone with the same fold-in.
+    assert ials_only.scales is not None and ials_only.scales[1] == 0.0
+    rows = planted.train[:20]
+    np.testing.assert_allclose(
+        ials_only.fold_in(rows), ials_only.scales[0] * ials.fold_in(binary(rows)), rtol=1e-4, atol=1e-5
+    )
+    ials_only.save(tmp_path / "alone")
+    loaded = load_model(tmp_path / "alone")
+    assert isinstance(loaded, IALSLowRank) and loaded.config.weight == 1.0
+    np.testing.assert_allclose(loaded.fold_in(rows), ials_only.fold_in(rows), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_one_fits_ials_alone_without_notes(planted: Planted) -> None:
+    blend = IALSLowRank(**PARAMS, weight=1.0).fit(planted.train)
+    assert blend.lowrank.encoder is None and blend.fit_notes() == {}
+    assert blend._require_items().shape[1] == 16
+
+
+def test_a_version_fitted_as_ials_alone_warm_starts_either_form(planted: Planted) -> None:
+    from recsys.models import WarmStart
+
+    alone = IALSLowRank(**PARAMS, max_items=100).fit(planted.train)
+    assert alone.user_factors is not None
+    warm = WarmStart(
+        user_factors=alone.user_factors,
+        item_factors=alone._require_items(),
+        known_users=np.ones(planted.n_users, bool),
+        known_items=np.ones(planted.n_items, bool),
+        extra=alone._extra_arrays(),
+    )
+    for max_items in (100, 20_000):  # the catalogue still too large, and no longer
+        blend = IALSLowRank(**PARAMS, max_items=max_items)
+        blend.fit(planted.train, FitOptions(epochs=1, warm_start=warm))
+        assert blend.ials_alone == (max_items == 100)
+        # The iALS part starts from the previous vectors: one sweep keeps its ranking close.
+        assert blend.ials.user_factors is not None
+        before = alone.user_factors @ alone._require_items().T
+        after = blend.ials.user_factors @ blend.ials._require_items().T
+        assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.9
+
+
+def test_the_default_model_fits_any_catalogue() -> None:
+    from recsys.models import MODEL_CLASSES, get_model_class
+    from recsys.settings import Settings
+
+    assert get_model_class(Settings().default_model).fits_any_catalogue
+    refusing = {name for name in MODEL_CLASSES if not get_model_class(name).fits_any_catalogue}
+    assert refusing == {"ease", "lowrank-ae"}
 
 
 def test_the_weight_is_chosen_on_validation_and_carried_to_the_refit(planted: Planted) -> None:
@@ -194,3 +260,16 @@ def test_fit_version_refits_with_the_weight_validation_chose(planted: Planted) -
     chosen = fitted.details["chosen_on_validation"]["weight"]
     assert chosen in WEIGHT_GRID
     assert fitted.model.params["weight"] == chosen
+
+
+def test_fit_version_records_that_the_blend_fitted_ials_alone(planted: Planted) -> None:
+    from recsys.data.interactions import Interactions
+    from recsys.training.fitting import fit_version
+
+    coo = planted.train.tocoo()
+    data = Interactions.from_arrays(coo.row, coo.col, coo.data)
+    fitted = fit_version("ials-lowrank", {**PARAMS, "max_items": 100}, data)
+    assert fitted.model.params["weight"] == 1.0
+    assert "chosen_on_validation" not in fitted.details
+    assert fitted.details["fit_notes"]["parts"] == ["ials"]
+    assert "max_items=100" in fitted.details["fit_notes"]["lowrank_skipped"]
