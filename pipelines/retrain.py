@@ -12,6 +12,14 @@ Evaluating the production artifact as it is would not be fair: it was trained on
 held-out events. When the two are the same, the candidate differs only by fresher data and is
 scored once. A warm-started candidate is backtested cold: the version it starts from saw the
 held-out events.
+
+When the data changed a lot (no production version yet, or more new interactions than
+``RECSYS_RETRAIN_FULL_CHANGE_RATIO`` of those production was trained on), a bounded tuning step
+searches the model's space first (:func:`recsys.training.tuning.search`, the tuner of ``recsys
+tune``): ``RECSYS_PIPELINE_TUNE_TRIALS`` trials within ``RECSYS_PIPELINE_TUNE_SECONDS``, the
+parameters in use as the first trial, on the validation carve-out of the backtest's older part,
+so that the backtest's held-out events stay unseen. The backtest then scores the tuned parameters
+next to the untuned ones, and the tuned ones are kept only when they are not worse there.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from recsys.retrieval import Retriever
 from recsys.retrieval.loading import version_index
 from recsys.scoring import write_database
 from recsys.settings import Settings
-from recsys.training.fitting import fit_version
+from recsys.training.fitting import ValidationSplit, fit_version, parse_config, too_small
 from recsys.training.locks import DatabaseLock
 from recsys.training.trainer import future_interactions, load_catalog, load_data, train, version_recipe
 
@@ -69,6 +77,9 @@ class PipelineResult:
     production_after: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """The tuning step's figures when it ran: trials, seconds, validation and backtest nDCG@10 of
+    the parameters before and after, and whether the tuned ones were kept."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,11 +95,13 @@ def run_pipeline(
     kinds: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
     combine: str | None = None,
+    tune: bool | None = None,
 ) -> PipelineResult:
     """Run every step once; raises PipelineError naming the failed step.
 
     ``kinds``, ``weights`` and ``combine`` override the model's recipe (default: production's
-    recipe when production is the same model, else the model's own)."""
+    recipe when production is the same model, else the model's own). ``tune`` forces the tuning
+    step on or off (None: when the data changed a lot and ``RECSYS_PIPELINE_TUNE_TRIALS`` > 0)."""
     registry = ModelRegistry(engine, settings.artifacts)
     result = PipelineResult(outcome="running", model=model or settings.default_model)
 
@@ -139,7 +152,39 @@ def run_pipeline(
         note(f"recipe: {recipe.describe()}")
 
         data = step("load", lambda: load_data(engine, recipe, until=now))
-        scores = step("evaluate", lambda: _evaluate(engine, data, result.model, params, recipe, production))
+        parts = temporal_split(data)
+        untuned = params
+        tuning_reason = _tuning_choice(production, new, total, tune, settings)
+        if tuning_reason is not None and get_model_class(result.model).search_space:
+            note(f"tune: {tuning_reason}")
+            tuned = step("tune", lambda: _tune(engine, parts[0], result.model, params, recipe, settings))
+            if tuned is None:
+                note(f"tune: skipped, the older part cannot be validated ({too_small(parts[0])})")
+            else:
+                result.tuning = tuned
+                params = tuned["params"]
+                note(
+                    f"tune: {tuned['trials']} trials in {tuned['seconds']:.0f} s, validation nDCG@10 "
+                    f"{tuned['validation_before']:.4f} -> {tuned['validation_after']:.4f}"
+                )
+        scores = step(
+            "evaluate", lambda: _evaluate(engine, parts, result.model, params, recipe, production, untuned)
+        )
+        if "untuned" in scores:
+            keep = scores["candidate"] >= scores["untuned"]
+            result.tuning.update(
+                backtest_before=scores["untuned"], backtest_after=scores["candidate"], kept=keep
+            )
+            note(
+                f"tune: backtest nDCG@10 {scores['untuned']:.4f} untuned, {scores['candidate']:.4f} tuned; "
+                + ("the tuned parameters are kept" if keep else "the untuned parameters are kept")
+            )
+            if not keep:
+                params = untuned
+                scores["candidate"] = scores["untuned"]
+            elif warm:
+                warm = None  # other factors or ranks than the version it would start from
+                note("train: full retrain with the tuned parameters instead of a warm start")
         result.metrics = scores
         note(
             "evaluate (temporal split): "
@@ -215,17 +260,79 @@ def _warm_start_choice(
     return None if new / old > settings.retrain_full_change_ratio else production.version
 
 
+def _tuning_choice(
+    production: VersionInfo | None, new: int, total: int, tune: bool | None, settings: Settings
+) -> str | None:
+    """Why this run tunes, or None: forced by ``tune``, else when the data changed a lot (no
+    production yet, or new interactions above ``retrain_full_change_ratio`` of the old) and
+    ``pipeline_tune_trials`` allows trials."""
+    if tune is not None:
+        return "asked for (--tune)" if tune else None
+    if settings.pipeline_tune_trials < 1:
+        return None
+    if production is None:
+        return "no production version yet: the parameters have never been chosen on this data"
+    old = max(total - new, 1)
+    if new / old > settings.retrain_full_change_ratio:
+        return (
+            f"the data changed a lot ({new} new interactions, {new / old:.0%} of the {old} production was "
+            f"trained on; above RECSYS_RETRAIN_FULL_CHANGE_RATIO={settings.retrain_full_change_ratio})"
+        )
+    return None
+
+
+def _tune(
+    engine: Engine,
+    older: Interactions,
+    model_name: str,
+    params: dict[str, Any],
+    recipe: Recipe,
+    settings: Settings,
+) -> dict[str, Any] | None:
+    """The bounded search on the validation carve-out of the backtest's older part, starting from
+    ``params``: the tuned parameters and the figures, or None when the part is too small."""
+    from recsys.training.tuning import search
+
+    split = ValidationSplit.try_carve(older)
+    if split is None:
+        return None
+    model_class = get_model_class(model_name)
+    searched = {r.name for r in model_class.search_space}
+    current = parse_config(model_name, params).model_dump()
+    catalog = load_catalog(engine, older.items) if model_class.uses_catalog else None
+    started = time.perf_counter()
+    found = search(
+        model_name, split, recipe, trials=max(settings.pipeline_tune_trials, 1),
+        timeout=settings.pipeline_tune_seconds, fixed={k: v for k, v in params.items() if k not in searched},
+        first={name: current[name] for name in searched}, catalog=catalog,
+    )  # fmt: skip
+    completed = [trial for trial in found.trials if trial.value is not None]
+    tuned = {name: found.best_params[name] for name in searched if name in found.best_params}
+    changed = any(tuned[name] != current[name] for name in tuned)
+    return {
+        "trials": len(completed),
+        "seconds": time.perf_counter() - started,
+        "validation_before": completed[0].value,
+        "validation_after": found.best_value,
+        "params": {**params, **tuned} if changed else params,
+        "tuned": tuned if changed else {},
+    }
+
+
 def _evaluate(
     engine: Engine,
-    data: Interactions,
+    parts: tuple[Interactions, Interactions],
     model_name: str,
     params: dict[str, Any],
     recipe: Recipe,
     production: VersionInfo | None,
+    untuned: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """nDCG@10 of the candidate, production and popularity on one temporal split, each fitted on
-    the older part by the one fitting path (the candidate's registered fit runs it on everything)."""
-    train_part, test_part = temporal_split(data)
+    """nDCG@10 of the candidate, production and popularity on one temporal split (``parts``: the
+    older part and the held-out newest events), each fitted on the older part by the one fitting
+    path (the candidate's registered fit runs it on everything). When tuning changed the
+    candidate's parameters, the ``untuned`` ones are scored too."""
+    train_part, test_part = parts
     seen, test_csr = train_part.to_csr(), test_part.to_csr()
 
     def backtest(name: str, backtest_params: dict[str, Any], backtest_recipe: Recipe) -> float:
@@ -245,6 +352,16 @@ def _evaluate(
         same = production.model == model_name and production.params == params and production_recipe == recipe
         scores["production"] = (
             scores["candidate"] if same else backtest(production.model, production.params, production_recipe)
+        )
+    if untuned is not None and untuned != params:
+        production_is_untuned = (
+            production is not None
+            and production.model == model_name
+            and production.params == untuned
+            and (version_recipe(production) or get_model_class(production.model).recipe) == recipe
+        )
+        scores["untuned"] = (
+            scores["production"] if production_is_untuned else backtest(model_name, untuned, recipe)
         )
     return scores
 

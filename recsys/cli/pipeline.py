@@ -30,15 +30,25 @@ def run_command(
     full: Annotated[
         bool, typer.Option("--full", help="Retrain from scratch even when a warm start would do.")
     ] = False,
+    tune: Annotated[
+        bool | None,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Run the bounded tuning step, or not (default: when the data changed a lot, "
+            "RECSYS_PIPELINE_TUNE_TRIALS trials within RECSYS_PIPELINE_TUNE_SECONDS).",
+            show_default=False,
+        ),
+    ] = None,
     kinds: KindsOption = None,
     weight: WeightOption = None,
     combine: CombineOption = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train on the interactions new since production's watermark, evaluate on a temporal split,
-    promote when not worse than production (within RECSYS_PROMOTION_TOLERANCE) and popularity,
-    build the index, score users if RECSYS_PIPELINE_SCORE_K > 0, and ask services to reload."""
+    """Train on the interactions new since production's watermark (tuning the model's parameters
+    first when the data changed a lot), evaluate on a temporal split, promote when not worse than
+    production (within RECSYS_PROMOTION_TOLERANCE) and popularity, build the index, score users if
+    RECSYS_PIPELINE_SCORE_K > 0, and ask services to reload."""
     from pipelines.retrain import run_pipeline
 
     settings = load_settings(database_url)
@@ -51,6 +61,7 @@ def run_command(
         kinds=parse_kinds(kinds),
         weights=parse_weights(weight or []),
         combine=combine,
+        tune=tune,
     )
     if as_json:
         print_json(result.to_dict())

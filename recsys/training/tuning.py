@@ -6,6 +6,9 @@ fit on the train part of the validation carve-out with the model's recipe, score
 held-out part, exactly as ``recsys train`` measures its reported metrics. The test part of any
 benchmark split is never seen here. The number of epochs is not searched: every trial stops
 early on the validation metric, and the refit uses the epochs it chose.
+
+``recsys tune`` (:func:`tune`) and the retraining pipeline's bounded tuning step both run
+:func:`search` on a validation split; they differ only in the data they hand it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import optuna
 from sqlalchemy import Engine
 
+from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError
 from recsys.models import get_model_class
 from recsys.models.base import Recommender, SearchRange
@@ -26,6 +30,9 @@ from recsys.registry.registry import VersionInfo
 from recsys.settings import Settings
 from recsys.training.fitting import ValidationSplit, parse_config, validate
 from recsys.training.trainer import load_catalog, load_data, train
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +115,48 @@ def tune(
     model_class = get_model_class(model_name)  # unknown names fail here with the choices
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
-    space = model_class.search_space
     fixed = dict(params or {})
     parse_config(model_name, fixed)  # fail on a bad fixed parameter before any data is read
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
     data = load_data(engine, recipe, until=until)
     split = ValidationSplit.carve(data)
     catalog = load_catalog(engine, data.items) if model_class.uses_catalog else None
+    result = search(
+        model_name, split, recipe, trials=trials, timeout=timeout, fixed=fixed, catalog=catalog, seed=seed
+    )
+    if register:
+        result.version = train(
+            engine,
+            settings,
+            model_name,
+            result.best_params,
+            kinds=kinds,
+            weights=weights,
+            combine=combine,
+            until=until,
+        )
+    return result
+
+
+def search(
+    model_name: str,
+    split: ValidationSplit,
+    recipe: Recipe,
+    *,
+    trials: int,
+    timeout: float | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    first: Mapping[str, Any] | None = None,
+    catalog: pd.DataFrame | None = None,
+    seed: int = 42,
+) -> TuningResult:
+    """Search ``model_name``'s space on ``split`` for ``trials`` trials (or until ``timeout``
+    seconds; a trial that has started runs to its end). ``fixed`` parameters are not searched;
+    ``first`` is the point the first trial tries (for example the parameters in use, so that the
+    best result is never below them on validation)."""
+    model_class = get_model_class(model_name)
+    space = model_class.search_space
+    fixed = dict(fixed or {})
     metric, direction = objective_of(model_class)
 
     def objective(trial: optuna.Trial) -> float:
@@ -129,6 +171,8 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    if first:
+        study.enqueue_trial({r.name: first[r.name] for r in space if r.name in first and r.name not in fixed})
     # With nothing to search, one trial is the whole answer.
     n_trials = trials if space else 1
     study.optimize(objective, n_trials=n_trials, timeout=timeout)
@@ -154,17 +198,6 @@ def tune(
             for t in study.trials
         ],
     )
-    if register:
-        result.version = train(
-            engine,
-            settings,
-            model_name,
-            best_params,
-            kinds=kinds,
-            weights=weights,
-            combine=combine,
-            until=until,
-        )
     return result
 
 

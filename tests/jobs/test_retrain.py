@@ -1,4 +1,5 @@
-"""The retraining pipeline: first run, nothing new, warm start on new data, guards and failures."""
+"""The retraining pipeline: first run, nothing new, warm start on new data, the tuning step when the
+data changed a lot, guards and failures."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def log() -> pd.DataFrame:
 
 @pytest.fixture
 def settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url)
+    # No tuning step unless a test asks for it (test_tuning_*): each trial is one more fit.
+    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url, pipeline_tune_trials=0)
 
 
 def _load(engine: Engine, frame: pd.DataFrame, name: str) -> None:
@@ -256,3 +258,47 @@ def test_events_stamped_in_the_future_are_reported_and_skipped(
         f"inspect: {len(newer)} of {len(log)} interactions are newer than the production watermark"
         in second.steps
     )
+
+
+def test_tuning_runs_on_a_first_run_and_the_backtest_judges_it(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame
+) -> None:
+    tuning = settings.model_copy(update={"pipeline_tune_trials": 4})
+    _load(sqlite_engine, log, "all")
+    result = run_pipeline(sqlite_engine, tuning, model="ials")
+    assert result.outcome == "promoted"
+    assert any(line.startswith("tune: no production version yet") for line in result.steps), result.steps
+    figures = result.tuning
+    assert figures["trials"] == 4 and figures["seconds"] > 0
+    # The parameters in use are the first trial: the best is never below them on validation.
+    assert figures["validation_after"] >= figures["validation_before"]
+    production = ModelRegistry(sqlite_engine, settings.artifacts).production()
+    assert production is not None
+    if figures["tuned"]:  # the search moved: both backtested, the better kept
+        assert {"backtest_before", "backtest_after", "kept"} <= set(figures)
+        assert figures["kept"] == (figures["backtest_after"] >= figures["backtest_before"])
+        assert result.metrics["candidate"] == max(figures["backtest_after"], figures["backtest_before"])
+        kept = figures["tuned"] if figures["kept"] else {}
+        assert all(production.params[name] == value for name, value in kept.items())
+    else:  # the defaults won on validation: nothing changes, one backtest
+        assert "untuned" not in result.metrics
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.05])
+def test_tuning_runs_when_the_new_data_exceeds_the_change_ratio(
+    sqlite_engine: Engine, settings: Settings, log: pd.DataFrame, ratio: float
+) -> None:
+    tuning = settings.model_copy(update={"pipeline_tune_trials": 2, "retrain_full_change_ratio": ratio})
+    older, newer = _older_and_newer(log)
+    _load(sqlite_engine, older, "older")
+    first = run_pipeline(sqlite_engine, tuning, model="ials", tune=False)  # tuning turned off
+    assert first.outcome == "promoted" and first.tuning == {}
+    _load(sqlite_engine, newer, "newer")  # about 11% new
+    second = run_pipeline(sqlite_engine, tuning)
+    if ratio == 0.5:  # a little new data: a warm start, no tuning
+        assert any("warm start" in line for line in second.steps), second.steps
+        assert not any(line.startswith("tune:") for line in second.steps) and second.tuning == {}
+    else:  # more than the ratio: the run tunes, then retrains from scratch
+        assert any(line.startswith("tune: the data changed a lot") for line in second.steps), second.steps
+        assert "train: full retrain of ials" in second.steps
+        assert second.tuning["trials"] == 2
