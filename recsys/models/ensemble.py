@@ -119,7 +119,7 @@ class IALSLowRank(Recommender):
         """Why the autoencoder cannot fit ``n_items`` items here (its own memory rule), or None."""
         return dense_items_problem(
             self.name, n_items, self.config.max_items, matrices=PEAK_MATRICES,
-            alternatives="the blend serves iALS alone, whose memory grows with the catalogue, not its square",
+            alternatives="let the blend fit iALS alone, whose memory grows with the catalogue",
         )  # fmt: skip
 
     def fit_notes(self) -> dict[str, Any]:
