@@ -10,7 +10,7 @@ first rule it breaks): field count (by the reader), user id, item id, value, tim
   column allows.
 - **values** must be finite numbers (``true`` is not a number) within the range of their kind:
   ``Rules.value_min``..``Rules.value_max`` unless ``Rules.value_bounds`` names the kind. The
-  default minimum is 0 because implicit-feedback models (iALS, the default) cannot train on
+  default minimum is 0 because implicit-feedback models (iALS, the default blend) cannot train on
   negative values.
 - **timestamps** are epoch seconds or ISO 8601 text (naive times are UTC) within
   ``Rules.timestamp_min``..now + ``Rules.max_future_seconds``.
