@@ -316,6 +316,10 @@ def _tune(
         "validation_after": found.best_value,
         "params": {**params, **tuned} if changed else params,
         "tuned": tuned if changed else {},
+        "each_trial": [
+            {"params": trial.params, "validation": trial.value, "seconds": trial.seconds}
+            for trial in completed
+        ],
     }
 
 

@@ -270,6 +270,8 @@ def test_tuning_runs_on_a_first_run_and_the_backtest_judges_it(
     assert any(line.startswith("tune: no production version yet") for line in result.steps), result.steps
     figures = result.tuning
     assert figures["trials"] == 4 and figures["seconds"] > 0
+    assert len(figures["each_trial"]) == 4
+    assert figures["validation_after"] == max(trial["validation"] for trial in figures["each_trial"])
     # The parameters in use are the first trial: the best is never below them on validation.
     assert figures["validation_after"] >= figures["validation_before"]
     production = ModelRegistry(sqlite_engine, settings.artifacts).production()
