@@ -154,6 +154,22 @@ class IALSLowRank(Recommender):
             return np.asarray(folded, dtype=np.float32)
         return np.hstack([folded, m_lr * self.lowrank.fold_in(rows)]).astype(np.float32)
 
+    def fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``fold_in`` of one history without sparse matrices: iALS's single-row solve and the
+        autoencoder's encoder rows summed (the service folds in one history per request)."""
+        encoder = self.lowrank.encoder
+        if self.scales is None or (not self.ials_alone and encoder is None):
+            return super().fold_in_one(columns, values)  # fold_in raises the error naming the gap
+        m_ials, m_lr = self.scales
+        values = self.recipe.apply_values(np.asarray(values, dtype=np.float32))
+        kept = values != 0
+        columns, values = columns[kept], values[kept]
+        folded = m_ials * self.ials.fold_in_one(columns, values)
+        if self.ials_alone or encoder is None:
+            return np.asarray(folded, dtype=np.float32)
+        encoded = self.lowrank.recipe.apply_values(values) @ encoder[columns]
+        return np.hstack([folded, m_lr * encoded[None]]).astype(np.float32)
+
     def _combine(self) -> None:
         """Serve the parts' current vectors, each scaled by its multiplier, side by side."""
         if self.ials_alone:
