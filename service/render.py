@@ -17,14 +17,21 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+#: A str as a JSON string, as ``_dumps`` writes it (non-ASCII kept).
+_string = json.encoder.encode_basestring
 
 
 def item_fragments(
     external_ids: Iterable[object], titles: Iterable[str | None], genres: Iterable[Sequence[str]]
 ) -> list[str]:
-    """Per item, its ``RecommendedItem`` JSON up to the score: ``{"item_id":..,"score":``."""
+    """Per item, its ``RecommendedItem`` JSON up to the score: ``{"item_id":..,"score":``.
+
+    Written with the json module's string encoder (what ``json.dumps`` calls for each string)
+    rather than a ``json.dumps`` per item, whose per-call set-up took seconds of a service start
+    at 62k items."""
     return [
-        _dumps({"item_id": str(item), "title": title, "genres": list(names)})[:-1] + ',"score":'
+        f'{{"item_id":{_string(str(item))},"title":{"null" if title is None else _string(str(title))},'
+        f'"genres":[{",".join(_string(str(name)) for name in names)}],"score":'
         for item, title, names in zip(external_ids, titles, genres, strict=True)
     ]
 
