@@ -7,6 +7,7 @@ next to a bare baseline measured in the same run on the same data (benchmarks/ba
 
     python benchmarks/end_to_end.py --interactions 1000000
     python benchmarks/end_to_end.py --sizes 1000000,5000000,25000000 --plot e2e.png
+    python benchmarks/end_to_end.py --interactions 25000000 --results runs/ --workdir /data/e2e --plot e2e.png
     python benchmarks/end_to_end.py --interactions 25000000 --postgres-url postgresql://postgres@127.0.0.1:5432/postgres
 
 Users and items grow with the log like MovieLens 25M (162k users, 62k items at 25M interactions).
@@ -54,6 +55,8 @@ class Stage:
     baseline: str = ""
     baseline_seconds: float | None = None
     note: str = ""
+    load: str = field(default_factory=lambda: " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    """The load average (1, 5, 15 min) when the stage ended: the machine is shared."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Run:
 
     @property
     def total(self) -> float:
-        return sum(stage.seconds for stage in self.stages if not stage.name.startswith("ingest postgres"))
+        return sum(stage.seconds for stage in self.stages if stage.name != "ingest PostgreSQL")
 
 
 class PeakMemory:
@@ -239,9 +242,25 @@ def report(result: Run) -> None:
         print(
             f"{stage.name:<32}{stage.seconds:>9.1f}{stage.peak_mb:>9.0f}  {stage.baseline:<34}{base}{ratio}"
         )
-        if stage.note:
-            print(f"{'':<34}{stage.note}")
+        print(f"{'':<34}{stage.note + '; ' if stage.note else ''}load average {stage.load}")
     print(f"whole path (generate, SQLite ingest, train, score, serve): {result.total:.1f} s (target < 900 s)")
+
+
+def save(result: Run, folder: Path) -> None:
+    """This size's figures as ``folder/e2e-<size>.json``, for a plot that combines runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stages = [stage.__dict__ for stage in result.stages]
+    path = folder / f"e2e-{result.interactions}.json"
+    path.write_text(json.dumps({"interactions": result.interactions, "stages": stages}, indent=2))
+
+
+def saved(folder: Path) -> list[Run]:
+    """Every size saved in ``folder`` by :func:`save`, smallest first."""
+    runs = []
+    for path in folder.glob("e2e-*.json"):
+        loaded = json.loads(path.read_text())
+        runs.append(Run(loaded["interactions"], [Stage(**stage) for stage in loaded["stages"]]))
+    return sorted(runs, key=lambda run: run.interactions)
 
 
 def plot(results: list[Run], path: Path) -> None:
@@ -252,9 +271,16 @@ def plot(results: list[Run], path: Path) -> None:
 
     sizes = [result.interactions for result in results]
     figure, axes = plt.subplots(figsize=(7, 5))
-    for name in [stage.name for stage in results[0].stages]:
-        seconds = [next(s.seconds for s in result.stages if s.name == name) for result in results]
-        axes.loglog(sizes, seconds, marker="o", label=name)
+    names = dict.fromkeys(stage.name for result in results for stage in result.stages)
+    for name in names:  # a stage a run skipped (PostgreSQL) is left out of that size
+        points = [
+            (result.interactions, stage.seconds)
+            for result in results
+            for stage in result.stages
+            if stage.name == name
+        ]
+        axes.loglog(*zip(*points, strict=True), marker="o", label=name)
+    axes.loglog(sizes, [result.total for result in results], marker="s", color="black", label="whole path")
     axes.set_xlabel("interactions")
     axes.set_ylabel("seconds")
     axes.set_title("recsys end to end: seconds per stage (log-log; slope 1 = linear)")
@@ -277,6 +303,18 @@ def main() -> None:
         help="server for scratch databases (default RECSYS_TEST_POSTGRES_URL; empty skips PostgreSQL)",
     )
     parser.add_argument("--plot", type=Path, default=None, help="PNG of seconds per stage against size")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="folder for each size's figures (e2e-<size>.json); --plot then draws every size saved there",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep each size's data folder under this folder (default: a temporary one, removed)",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",") if size] or [args.interactions]
     print(
@@ -285,13 +323,24 @@ def main() -> None:
     )
     results = []
     for size in sizes:
-        workdir = Path(tempfile.mkdtemp(prefix="recsys-e2e-"))
+        if args.workdir is not None:
+            workdir = args.workdir / f"e2e-{size}"
+            if workdir.exists():
+                raise SystemExit(f"{workdir} exists: remove it or pass another --workdir")
+            workdir.mkdir(parents=True)
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="recsys-e2e-"))
         try:
             print(f"{size:,} interactions in {workdir}", flush=True)
             results.append(measure(size, workdir, args.postgres_url))
             report(results[-1])
+            if args.results is not None:
+                save(results[-1], args.results)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    if args.results is not None:
+        results = saved(args.results)
     if args.plot and len(results) > 1:
         plot(results, args.plot)
 
