@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         "0 ranks all of them. At 5M interactions (62k items) 1,000 users cost about 0.15x of an iALS "
         "sweep; ranking every user cost 3x.",
     )
+    metric_users: int = Field(
+        default=10_000,
+        ge=0,
+        description="Users ranked by a fit's final validation metrics (the figures stored with the "
+        "version and the promotion gate against popularity): a seeded sample when more hold "
+        "validation items; 0 ranks all of them. Ranking all 160k users of a 25M log against 62k "
+        "items cost more than the training; 10,000 users measure nDCG@10 to about 0.003.",
+    )
     tf_threads: int = Field(
         default=0,
         ge=0,

@@ -40,7 +40,8 @@ from recsys.registry.registry import BASELINE_PREFIX, ModelRegistry, VersionInfo
 from recsys.retrieval.snapshot import SeenSnapshot
 from recsys.runtime.cluster import RayEngine, ray_session
 from recsys.runtime.device import worker_role
-from recsys.training.validation import validation_callback
+from recsys.settings import get_settings
+from recsys.training.validation import sample_users, validation_callback
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -167,9 +168,10 @@ def validate(
         ),
     )
     seconds = time.perf_counter() - started
+    limit, users = get_settings().metric_users, len(np.unique(split.valid.user_index))
     logger.info(
-        "%s: validation metrics of the chosen epoch and of popularity on all %d validation users",
-        model_name, len(np.unique(split.valid.user_index)),
+        "%s: validation metrics of the chosen epoch and of popularity on %d of %d validation users",
+        model_name, min(users, limit) if limit else users, users,
     )  # fmt: skip
     measuring = time.perf_counter()
     metrics = validation_metrics(model, split)
@@ -377,8 +379,11 @@ def _fit_version(
 def validation_metrics(model: Recommender, split: ValidationSplit) -> dict[str, float]:
     """Ranking metrics at k=10 of ``model`` and of the popularity baseline on the same split
     (``baseline_*`` keys); rating models add RMSE on the held-out ratings, and that of predicting
-    the mean training rating as ``baseline_rmse``. Every pair of the train part counts as seen."""
-    seen, valid_csr = split.train.to_csr(), split.valid.to_csr()
+    the mean training rating as ``baseline_rmse``. Every pair of the train part counts as seen.
+    The ranking metrics use a seeded sample of at most ``RECSYS_METRIC_USERS`` validation users
+    (both models the same users); RMSE uses every held-out rating."""
+    seen = split.train.to_csr()
+    valid_csr = sample_users(split.valid.to_csr(), get_settings().metric_users)
     metrics = _ranking(model, seen, valid_csr)
     baseline = Popularity().fit(Popularity.recipe.apply_matrix(seen))
     metrics.update(

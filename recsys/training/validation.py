@@ -6,7 +6,9 @@ here, and ``FitOptions.validate`` carries it into the epoch loop, which calls it
 Ranking every validation user each epoch would cost more than the epoch itself at millions of
 interactions (3x an iALS sweep at 5M), so the callback ranks a seeded sample of at most
 ``RECSYS_VALIDATION_USERS`` of them, the same users every epoch, through the one retrieval path in
-blocks of users. The fit's final validation metrics (``validation_metrics``) still use every user.
+blocks of users. The fit's final validation metrics (``validation_metrics``: the version's reported
+figures and the promotion gate) rank a larger seeded sample, ``RECSYS_METRIC_USERS``, drawn by the
+same rule (:func:`sample_users`).
 """
 
 from __future__ import annotations
@@ -53,13 +55,7 @@ class ValidationCallback:
             raise ValueError(f"train and validation shapes differ: {self.train.shape} vs {self.valid.shape}")
         if self.max_users < 0:
             raise ValueError(f"max_users must be 0 (all) or positive, got {self.max_users}")
-        valid = sp.csr_matrix(self.valid)
-        users = np.flatnonzero(np.diff(valid.indptr))
-        if self.max_users and len(users) > self.max_users:
-            chosen = np.zeros(valid.shape[0], dtype=np.float32)
-            chosen[np.random.default_rng(self.seed).choice(users, self.max_users, replace=False)] = 1.0
-            valid = sp.csr_matrix(sp.diags(chosen) @ valid)
-            valid.eliminate_zeros()
+        valid = sample_users(sp.csr_matrix(self.valid), self.max_users, self.seed)
         object.__setattr__(self, "train", sp.csr_matrix(self.train))
         object.__setattr__(self, "valid", valid)
         object.__setattr__(self, "_pairs", sp.coo_matrix(valid))
@@ -80,6 +76,20 @@ class ValidationCallback:
             predicted = np.clip(predict(self._pairs.row, self._pairs.col), low, high)
             scores["val_rmse"] = rmse(predicted, self._pairs.data)
         return scores
+
+
+def sample_users(valid: sp.csr_matrix, max_users: int, seed: int = SAMPLE_SEED) -> sp.csr_matrix:
+    """``valid`` with the rows of a seeded sample of ``max_users`` of its users kept and the others
+    emptied (shape unchanged); ``valid`` itself when it has no more users than that or ``max_users``
+    is 0. The same matrix and seed give the same users."""
+    users = np.flatnonzero(np.diff(valid.indptr))
+    if not max_users or len(users) <= max_users:
+        return valid
+    chosen = np.zeros(valid.shape[0], dtype=np.float32)
+    chosen[np.random.default_rng(seed).choice(users, max_users, replace=False)] = 1.0
+    sampled = sp.csr_matrix(sp.diags(chosen) @ valid)
+    sampled.eliminate_zeros()
+    return sampled
 
 
 def validation_callback(

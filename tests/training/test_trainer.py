@@ -21,7 +21,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, Recommender
 from recsys.models.popularity import Popularity
 from recsys.registry.registry import CHECKSUMS_FILE, LoadedVersion, ModelRegistry, VersionInfo
-from recsys.settings import Settings
+from recsys.settings import Settings, get_settings
 from recsys.training import fitting, trainer
 from recsys.training.fitting import ValidationSplit, parse_config, validation_metrics
 from recsys.training.trainer import align_warm_start, parse_param_options, train
@@ -395,3 +395,27 @@ def test_serving_folds_in_histories_by_the_recipe_the_version_was_trained_with(
     assert rule is not None  # iALS learns from binary pairs: ratings must not become confidences
     ratings = np.array([5.0, 0.0, 3.0, -1.0], dtype=np.float32)
     np.testing.assert_array_equal(rule(ratings), [1, 0, 1, 0])
+
+
+def test_final_metrics_rank_a_seeded_sample_of_metric_users(
+    sqlite_engine: Engine, seeder: Seeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version's validation figures rank at most RECSYS_METRIC_USERS users, the same ones for
+    the model and for popularity, and RMSE still reads every held-out rating."""
+    seeder(sqlite_engine)
+    split = ValidationSplit.carve(build_interactions(sqlite_engine))
+    holders = len(np.unique(split.valid.user_index))
+    assert holders > 3
+    model = ConstantRating().fit(split.train.to_csr())
+    everyone = validation_metrics(model, split)
+    assert everyone["validation_users"] == everyone["baseline_validation_users"] == holders
+    monkeypatch.setenv("RECSYS_METRIC_USERS", "3")
+    get_settings.cache_clear()
+    try:
+        sampled, again = validation_metrics(model, split), validation_metrics(model, split)
+    finally:
+        monkeypatch.delenv("RECSYS_METRIC_USERS")
+        get_settings.cache_clear()
+    assert sampled["validation_users"] == sampled["baseline_validation_users"] == 3
+    assert sampled == again  # seeded: the same users each time
+    assert sampled["rmse"] == everyone["rmse"]
