@@ -183,7 +183,7 @@ def run_wrk(base: str, script_text: str, concurrency: int, seconds: float, workd
 
 
 def prepare(workdir: Path, data_dir: Path | None) -> tuple[dict[str, str], Path, list[str], list[str]]:
-    """ml-100k in a fresh database and a trained, promoted iALS version with its index."""
+    """ml-100k in a fresh database and a trained, promoted version of the default model with its index."""
     env = {
         **os.environ,
         "RECSYS_DATA_DIR": str(workdir / "data"),

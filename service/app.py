@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import scipy.linalg  # noqa: F401  (loads SciPy's own OpenBLAS before the lifespan limits it)
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -110,7 +111,10 @@ def _openapi_with_rules(app: FastAPI) -> dict[str, Any]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
     # One BLAS thread per worker: a request's products and fold-in solves are small, and on a
-    # busy machine OpenBLAS threads waiting for a core made a 128 x 128 solve 50x slower.
+    # busy machine OpenBLAS threads waiting for a core made a 128 x 128 solve 50x slower. The
+    # limit reaches only the libraries loaded by now: SciPy ships a second OpenBLAS (its LAPACK
+    # solves the fold-in) and is imported above for that reason; loaded later, by the model, its
+    # two threads made POST /recommendations 100x slower under load.
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     settings: Settings = app.state.settings
     holder: StateHolder = app.state.holder
