@@ -4,16 +4,19 @@ paging, exclusions, the bounded vector cache, and forgetting users and items."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from recsys.data.interactions import IdMap, Interactions
 from recsys.data.recipe import Recipe
+from recsys.index.base import PAD_ID, Exclusions
 from recsys.index.faiss_index import FaissIndex, HnswParams
 from recsys.models.base import Recommender
 from recsys.models.ials import ImplicitALS
 from recsys.retrieval import RankOptions, Retriever, VectorCache, changed_since
-from recsys.retrieval.retriever import FOLDED_IN, PERSONALIZED, POPULAR
+from recsys.retrieval.filters import Catalogue
+from recsys.retrieval.retriever import FOLDED_IN, PERSONALIZED, POPULAR, Ranked
 from tests.vector_model import MeanOfItems
 
 N_USERS, N_ITEMS, DIM = 60, 400, 12
@@ -141,3 +144,102 @@ def test_forget_user_and_item(model: MeanOfItems, seen: sp.csr_matrix) -> None:
     assert top[0] not in retriever.similar(np.array([top[1]]), RankOptions(k=N_ITEMS)).item_ids
     with pytest.raises(Exception, match=erased):
         retriever.item_indices([erased])
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_one_user_lists_match_the_general_path_over_many_options(kind: str) -> None:
+    """recommend_user ranks one row through the index's search_one; the lists and scores (ties
+    included) are those of the general path: rank() of that row, and the block of all users."""
+    rng = np.random.default_rng(11)
+    item_vectors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    item_vectors[200:260] = item_vectors[100:160]  # exact ties, broken by the lower index
+    tied = MeanOfItems()
+    tied.item_factors = item_vectors
+    tied.user_factors = rng.normal(size=(N_USERS - 10, DIM)).astype(np.float32)
+    seen = sp.random(N_USERS, N_ITEMS, density=0.2, random_state=12, format="csr", dtype=np.float32)
+    seen.data[:] = 1
+    seen = sp.lil_matrix(seen)
+    seen[N_USERS - 1, :] = 0  # popular
+    seen[0, :] = 1  # nothing left to recommend unless exclude_seen is off
+    seen = sp.csr_matrix(seen)
+    index = {
+        "exact": None,
+        "flat": FaissIndex.flat(item_vectors),
+        "hnsw": FaissIndex.hnsw(item_vectors, 0.9, params=HnswParams(recall_queries=50)),
+    }[kind]
+    genres = [["a"], ["b"], ["a", "c"], []]
+    frame = pd.DataFrame(
+        {"title": [f"t{i}" for i in range(N_ITEMS)], "genres": [genres[i % 4] for i in range(N_ITEMS)]}
+    )
+    fold = np.zeros(N_USERS, bool)
+    fold[[3, 7]] = True
+    retriever = Retriever.from_matrix(
+        tied,
+        ids(N_USERS, "u"),
+        ids(N_ITEMS, "i"),
+        seen,
+        fold=fold,
+        index=index,
+        catalogue=Catalogue.from_frame(N_ITEMS, frame),
+    )
+    # Feedback after the snapshot: these users are folded in again, with their merged history.
+    changed = {5: "u5", 9: "u9", 55: "u55"}
+    retriever.overlay.apply(1, ["u5", "u5", "u9", "u55"], np.array([1, 2, 3, 4]), np.ones(4, np.float32))
+    retriever.forget_item("i7")
+    options = [
+        RankOptions(
+            k=k,
+            offset=offset,
+            exclude_seen=exclude_seen,
+            include_genres=include,
+            exclude_genres=exclude,
+            exclude_items=items,
+        )
+        for k, offset in ((1, 0), (10, 0), (10, 30), (25, 5), (N_ITEMS, 0), (5, N_ITEMS - 3))
+        for exclude_seen in (True, False)
+        for include, exclude in (((), ()), (("a",), ()), ((), ("a", "b")), (("c",), ("b",)))
+        for items in (None, np.array([], np.int64), np.array([9, 2, 9, 100, 201]))
+    ]
+    users = np.arange(N_USERS)
+    assert retriever.vectors is not None and retriever.strategies is not None
+    for option in options:
+        block = retriever.recommend_known(users, option)
+        for user in users.tolist():
+            one = retriever.recommend_user(f"u{user}", option)
+            if user in changed:  # the folded-in vector and merged history, cached by recommend_user
+                cached = retriever.cache.get(changed[user], retriever.overlay.generation(changed[user]) or 0)
+                assert cached is not None
+                general = Ranked.row(retriever.rank(*cached, option))
+            else:
+                row = Exclusions.sorted_row(seen[user].indices)
+                vector, strategy = retriever.vectors[user : user + 1], retriever.strategies[user : user + 1]
+                general = Ranked.row(retriever.rank(vector, strategy, row, option))
+                in_block = Ranked.row(block, user)
+                np.testing.assert_array_equal(general.item_ids, in_block.item_ids)
+                np.testing.assert_array_equal(general.scores, in_block.scores)
+            assert one.strategy == general.strategy
+            np.testing.assert_array_equal(one.item_ids, general.item_ids)
+            np.testing.assert_array_equal(one.scores, general.scores)
+            assert one.scores.dtype == general.scores.dtype == np.float32
+
+
+def test_search_one_answers_as_search_with_unsorted_repeated_exclusions() -> None:
+    rng = np.random.default_rng(13)
+    item_vectors = rng.integers(-2, 3, size=(N_ITEMS, DIM)).astype(np.float32)
+    for index in (
+        FaissIndex.flat(item_vectors),
+        FaissIndex.hnsw(item_vectors, 0.9, params=HnswParams(recall_queries=50)),
+    ):
+        for _ in range(50):
+            query = rng.integers(-2, 3, size=DIM).astype(np.float32)
+            exclude = rng.integers(0, N_ITEMS, size=int(rng.integers(0, 300)))
+            k = int(rng.integers(1, N_ITEMS + 5))
+            found_ids, found_scores = index.search_one(query, k, exclude)
+            ids_, scores = index.search(query[None, :], k, Exclusions.one(exclude))
+            filled = ids_[0] != PAD_ID
+            np.testing.assert_array_equal(found_ids, ids_[0][filled])
+            np.testing.assert_array_equal(found_scores, scores[0][filled])
+    with pytest.raises(ValueError, match="columns"):
+        index.search_one(np.zeros(DIM + 1, np.float32), 3)
+    with pytest.raises(ValueError, match="one query"):
+        index.search_one(np.zeros((2, DIM), np.float32), 3)

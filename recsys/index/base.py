@@ -122,10 +122,7 @@ class ItemIndex(ABC):
         """The filled slots of ``search``'s row for one query: ids and scores, best first, fewer
         than ``k`` when too few items remain. ``exclude`` holds item columns (any order, repeats
         allowed)."""
-        query = np.asarray(query)
-        if query.ndim == 2 and len(query) != 1:
-            raise ValueError(f"search_one takes one query, got {len(query)}")
-        ids, scores = self.search(np.reshape(query, (1, -1)), k, Exclusions.one(exclude))
+        ids, scores = self.search(one_query(query, self.dim, k)[None, :], k, Exclusions.one(exclude))
         filled = ids[0] != PAD_ID
         return ids[0][filled], scores[0][filled]
 
@@ -141,3 +138,12 @@ def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     return queries
+
+
+def one_query(query: np.ndarray, dim: int, k: int) -> np.ndarray:
+    """:func:`check_queries` for ``search_one``: one query (1-d, or 2-d with one row) as a 1-d
+    C-contiguous float32 vector."""
+    query = np.asarray(query)
+    if query.ndim == 2 and len(query) != 1:
+        raise ValueError(f"search_one takes one query, got {len(query)}")
+    return check_queries(query.reshape(1, -1), dim, k)[0]

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.index.base import PAD_ID, ExcludeArg, Exclusions, ItemIndex, as_exclusions, check_queries
+from recsys.index.base import (
+    PAD_ID,
+    ExcludeArg,
+    Exclusions,
+    ItemIndex,
+    as_exclusions,
+    check_queries,
+    one_query,
+)
 
 #: Candidates beyond k that the float32 product passes on to the exact float64 ranking.
 RESCORE_MARGIN = 16
@@ -65,15 +73,16 @@ def exact_top_k_one(
     take = min(k + RESCORE_MARGIN, n_items)
     if take < n_items:
         # A value partition and a comparison: cheaper than argpartition, and in index order.
+        # Every candidate is above -inf, so none is an excluded item.
         threshold = np.partition(approximate, n_items - take)[n_items - take]
         candidates = np.flatnonzero(
             approximate >= threshold if threshold > -np.inf else approximate > -np.inf
         )
+        exact = (item_vectors[candidates].astype(np.float64) @ query.astype(np.float64)).astype(np.float32)
     else:
         candidates = np.arange(n_items)
-    excluded = approximate[candidates] == -np.inf
-    exact = (item_vectors[candidates].astype(np.float64) @ query.astype(np.float64)).astype(np.float32)
-    exact[excluded] = -np.inf
+        exact = (item_vectors.astype(np.float64) @ query.astype(np.float64)).astype(np.float32)
+        exact[approximate == -np.inf] = -np.inf
     order = np.argsort(-exact, kind="stable")[:k]
     ids = candidates[order].astype(np.int64)
     best = exact[order]
@@ -121,6 +130,20 @@ class ExactIndex(ItemIndex):
                 mask_excluded(block, exclusions.rows(start, stop))
             ids[start:stop], best[start:stop] = exact_top_k(queries[start:stop], self.item_vectors, block, k)
         return ids, best
+
+    def search_one(
+        self, query: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search``'s answer for one query without its block bookkeeping: the excluded columns
+        (any order, repeats allowed) are masked as they are, since a score set to ``-inf`` twice
+        is still ``-inf``; no sorting, no ``Exclusions``. The service answers one query per request."""
+        query = one_query(query, self.dim, k)
+        scores = self.item_vectors @ query
+        if exclude is not None and len(exclude):
+            scores[exclude] = -np.inf
+        ids, best = exact_top_k_one(query, self.item_vectors, scores, k)
+        filled = ids != PAD_ID
+        return ids[filled], best[filled]
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,13 @@ class FaissIndex(ItemIndex):
             margin[pending] = np.maximum(4 * margin[pending], k)
         return ids, scores
 
+    def search_one(
+        self, query: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._masked is not None:
+            return self._masked.search_one(query, k, exclude)
+        return super().search_one(query, k, exclude)
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw FAISS search padded to width ``k`` with ``PAD_ID`` / ``-inf``."""
         take = min(k, self.n_items)

@@ -52,6 +52,13 @@ PERSONALIZED, FOLDED_IN, POPULAR = 0, 1, 2
 ValueRule = Callable[[np.ndarray], np.ndarray]
 #: Folded-in vectors kept per retriever by default (a few MB at 128 factors).
 DEFAULT_CACHE_SIZE = 10_000
+#: No item columns (read only: shared by every call that excludes nothing).
+_NO_ITEMS = np.zeros(0, dtype=np.int64)
+_NO_ITEMS.flags.writeable = False
+#: The popular index's query: its one dimension, the popularity count, weighted by one.
+_ONE = np.ones(1, dtype=np.float32)
+#: The query vector of a user answered with popular items (never searched).
+_NO_VECTOR = np.zeros(0, dtype=np.float32)
 
 
 class VectorModel(Protocol):
@@ -561,8 +568,33 @@ class Retriever:
         ids, scores = ids[:, options.offset :], scores[:, options.offset :]
         return Ranking(ids, scores, np.asarray(strategies, dtype=np.int8))
 
+    def rank_one(self, vector: np.ndarray, strategy: int, seen: np.ndarray, options: RankOptions) -> Ranked:
+        """:meth:`rank` of one row as :meth:`Ranked.row` reads it, the same list and scores for
+        less work (the service ranks one user per request): the exclusions are handed to the
+        index's ``search_one`` as they are, without merging them into sorted rows first.
+        ``seen`` holds the row's history (item columns)."""
+        if options.k < 1 or options.offset < 0:
+            raise ValueError(f"k must be at least 1 and offset at least 0, got {options.k}, {options.offset}")
+        extra = self._extra_exclusions(options)
+        exclude = seen if options.exclude_seen else _NO_ITEMS
+        if len(extra):
+            exclude = np.concatenate([exclude, extra]) if len(exclude) else extra
+        fetch = options.offset + options.k
+        if strategy == POPULAR:
+            ids, scores = self._popular_index.search_one(_ONE, fetch, exclude)
+        else:
+            ids, scores = self.index.search_one(vector, fetch, exclude)
+        return Ranked(ids[options.offset :], scores[options.offset :], STRATEGIES[strategy])
+
     def _extra_exclusions(self, options: RankOptions) -> np.ndarray:
         """Items left out of every list of a call: genre filters, explicit ids, erased items."""
+        if (
+            not options.include_genres
+            and not options.exclude_genres
+            and (options.exclude_items is None or not len(options.exclude_items))
+            and not len(self._erased_items)
+        ):
+            return _NO_ITEMS  # the common case, without building the parts below
         parts = [self.catalogue.filtered_out(options.include_genres, options.exclude_genres)]
         if options.exclude_items is not None and len(options.exclude_items):
             parts.append(np.asarray(options.exclude_items, dtype=np.int64))
@@ -610,12 +642,9 @@ class Retriever:
             index = self.user_index(user_id)
             if index is not None and self.vectors is not None and self.seen is not None:
                 assert self.strategies is not None
-                vector, strategy = self.vectors[index : index + 1], self.strategies[index : index + 1]
                 seen = self.seen.indices[self.seen.indptr[index] : self.seen.indptr[index + 1]]
-            else:
-                vector, strategy = np.zeros((1, self.index.dim), np.float32), np.array([POPULAR], np.int8)
-                seen = np.zeros(0, np.int32)
-            return Ranked.row(self.rank(vector, strategy, Exclusions.sorted_row(seen), options))
+                return self.rank_one(self.vectors[index], int(self.strategies[index]), seen, options)
+            return self.rank_one(_NO_VECTOR, POPULAR, _NO_ITEMS, options)
         # The merged history is cached with the vector: both change only with the user's feedback.
         cached = self.cache.get(user_id, generation)
         if cached is None:
@@ -627,7 +656,8 @@ class Retriever:
             cached = (vector, strategy, Exclusions.sorted_row(columns))
             if generation is not None:
                 self.cache.put(user_id, generation, cached)
-        return Ranked.row(self.rank(*cached, options))
+        folded, codes, history = cached
+        return self.rank_one(folded[0], int(codes[0]), history.columns, options)
 
     def recommend_history(
         self, item_ids: Sequence[str], values: Sequence[float] | None, options: RankOptions
@@ -639,7 +669,7 @@ class Retriever:
         summed = np.bincount(position, weights=data, minlength=len(columns)).astype(np.float32)
         # Folded in directly: values the model refuses are the caller's to fix (DataError).
         vector = self._fold_in_one(columns, summed)
-        return Ranked.row(self.rank(vector, np.array([FOLDED_IN], np.int8), Exclusions.one(columns), options))
+        return self.rank_one(vector, FOLDED_IN, columns, options)
 
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Indices of the given item ids; unknown and erased ids raise :class:`UnknownIdError`."""
