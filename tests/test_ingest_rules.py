@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, event, insert, text
 from sqlalchemy.exc import OperationalError
 
 from recsys.db.models import IngestionRun
@@ -137,6 +137,39 @@ def test_batch_boundaries_never_change_the_result(engine: Engine, tmp_path: Path
     assert all(table == tables[0] for table in tables[1:]), tables
     values = {(user, item): value for user, item, _, value, _ in tables[0][0]}
     assert values[("a", "x")] == {"update": 4.0, "keep-first": 1.0, "reject": 1.0}[policy]
+
+
+def test_a_postgresql_reload_falls_back_to_skipping_stored_keys(engine: Engine, tmp_path: Path) -> None:
+    """A first load inserts without a conflict clause; a batch meeting stored keys has that insert
+    undone and is inserted again skipping them, storing nothing twice and counting as before."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the plain insert tried first is PostgreSQL's")
+    inserts: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO interactions"):
+            inserts.append("skipping stored" if "ON CONFLICT" in statement else "plain")
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        first = ingest_interactions(engine, write(tmp_path / "one.csv", HEADER + "a,x,1,5\nb,x,2,5\n"))
+        assert (first.rows_loaded, first.rows_duplicate, first.rows_conflicting) == (2, 0, 0)
+        assert inserts == ["plain"]
+        inserts.clear()
+        # One stored duplicate, one stored key with another value, one new event.
+        path = write(tmp_path / "two.csv", HEADER + "a,x,1,5\nb,x,3,5\nc,x,4,5\n")
+        second = ingest_interactions(engine, path, duplicate_policy="keep-first")
+        assert inserts == ["plain", "skipping stored"]
+        counts = (second.rows_read, second.rows_loaded, second.rows_duplicate, second.rows_conflicting)
+        assert counts == (3, 1, 2, 1)
+        assert run_status(engine, second.run_id)["rows_conflicting"] == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert events(engine) == [
+        ("a", "x", "rating", 1.0, 5),
+        ("b", "x", "rating", 2.0, 5),
+        ("c", "x", "rating", 4.0, 5),
+    ]
 
 
 def test_a_conflict_is_reported_never_dropped_in_silence(engine: Engine, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, CursorResult, Engine, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from recsys.db.erasure import lock_out_erasures
 from recsys.db.models import IngestionRun, Interaction, RejectedRow
@@ -347,6 +348,9 @@ def _last_id(connection: Connection) -> int:
     return int(connection.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM interactions").scalar_one())
 
 
+#: PostgreSQL's SQLSTATE for a unique violation: a stored key met by the plain insert.
+UNIQUE_VIOLATION = "23505"
+
 _EVENT_COLUMNS = "user_id, item_id, kind, value, ts, event_id, recommendation_id"
 
 
@@ -360,7 +364,8 @@ def _insert_new(connection: Connection, final: pd.DataFrame, staged: dict[str, s
     """Insert the batch's events whose keys (and event ids) are not stored; returns how many.
 
     SQLite: one ``executemany`` straight into ``interactions`` (a staging table would cost as
-    much again). PostgreSQL: ``COPY`` into the staging table, then one ``INSERT ... SELECT``.
+    much again). PostgreSQL: ``COPY`` into the staging table, then one ``INSERT ... SELECT``,
+    without a conflict clause while no key is stored (see below).
     """
     target = _conflict_target(staged)
     if _is_postgres(connection):
@@ -368,13 +373,22 @@ def _insert_new(connection: Connection, final: pd.DataFrame, staged: dict[str, s
         event = "s.event_id" if "event_id" in staged else "NULL"
         recommendation = "s.recommendation_id" if "recommendation_id" in staged else "NULL"
         kind_value = "s.kind" if kind is None else ":kind"
-        result = _execute(
-            connection,
+        insert_staged = (
             f"INSERT INTO interactions ({_EVENT_COLUMNS}) "
             f"SELECT s.user_id, s.item_id, {kind_value}, s.value, s.ts, {event}, {recommendation} "
-            f"FROM recsys_stage_interactions s ON CONFLICT {target}DO NOTHING",
-            {"kind": kind} if kind is not None else {},
+            "FROM recsys_stage_interactions s"
         )
+        params = {"kind": kind} if kind is not None else {}
+        # A plain insert is tried first: ON CONFLICT makes PostgreSQL's insert about 60% slower
+        # even when nothing conflicts (a first load). Any stored key makes it fail as a whole,
+        # which the savepoint undoes, and the batch is inserted again skipping stored keys.
+        try:
+            with connection.begin_nested():
+                return int(_execute(connection, insert_staged, params).rowcount)
+        except IntegrityError as error:
+            if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+        result = _execute(connection, f"{insert_staged} ON CONFLICT {target}DO NOTHING", params)
         return int(result.rowcount)
     # Columns a batch does not give (event and recommendation ids of a file) are left NULL.
     columns = [column for column in ("user_id", "item_id", "kind", "value", "ts") if column in final]
