@@ -2,8 +2,9 @@
 
 A batch of interactions is inserted first, in one statement, with ``ON CONFLICT DO NOTHING``:
 one ``executemany`` straight into ``interactions`` on SQLite, ``COPY`` into a temporary staging
-table and one ``INSERT ... SELECT`` on PostgreSQL. The conflict clause is what makes reloading
-idempotent. When every row was inserted (a first load) nothing was stored with those keys and
+table and one ``INSERT ... SELECT`` on PostgreSQL (tried without the conflict clause first, in a
+savepoint, and repeated with it only if a stored key made it fail). The conflict clause is what
+makes reloading idempotent. When every row was inserted (a first load) nothing was stored with those keys and
 the batch is done; otherwise the batch is staged (if it is not yet) and the stored events it met
 are read set-wise, to count conflicts and apply the duplicate policy. The statement count per
 batch is constant, whatever the batch size.
