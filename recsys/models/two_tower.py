@@ -24,6 +24,9 @@ from recsys.errors import ConfigError, DataError, NotFittedError
 from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 
 WEIGHTS_DIR = "tower_weights"
+#: Ridge penalty of :func:`new_item_bias` (feature vectors are unit length), chosen on ml-100k's
+#: cold-start benchmark and confirmed on ml-latest-small's (docs/benchmarks.md, "Cold-start items").
+NEW_ITEM_BIAS_RIDGE = 10.0
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -228,24 +231,30 @@ class TwoTower(Recommender):
 
         Items without training interactions (new in the catalogue) get vectors from their genres
         and titles alone: their id embedding never left its random start, so it would only add
-        noise. Without features their vector is zero (no score either way)."""
+        noise. Without features their vector is zero (no score either way). Their bias, which never
+        trained either, is predicted from those feature vectors (:func:`new_item_bias`)."""
         tf = self._tf()
         net = self._net
         items = np.arange(train.shape[1], dtype=np.int32)
         untrained = np.bincount(train.indices, minlength=train.shape[1]) == 0
-        self.item_factors = np.concatenate(
-            [
-                net.item_tower(tf.constant(block), features_only=tf.constant(untrained[block])).numpy()
-                for block in _blocks(items, 8192)
-            ]
-        )
+
+        def vectors(from_features: np.ndarray) -> np.ndarray:
+            tower = net.item_tower
+            return np.concatenate(
+                [
+                    tower(tf.constant(block), features_only=tf.constant(from_features[block])).numpy()
+                    for block in _blocks(items, 8192)
+                ]
+            )
+
+        self.item_factors = vectors(untrained)
         if net.item_tower.bias is not None:
-            bias = net.item_tower.bias.get_weights()[0] * self.config.temperature
-            # Items without interactions never trained theirs: rank them as the least chosen item.
-            chosen = np.diff(train.tocsc().indptr) > 0
-            if chosen.any():
-                bias[~chosen] = bias[chosen].min()
-            self.item_factors = np.concatenate([self.item_factors, bias], axis=1)
+            bias = net.item_tower.bias.get_weights()[0][:, 0] * self.config.temperature
+            if untrained.any() and not untrained.all():
+                # Their bias never trained: predict it from their features (see new_item_bias).
+                features = vectors(np.ones(len(items), dtype=bool))
+                bias[untrained] = new_item_bias(features, bias, ~untrained)[untrained]
+            self.item_factors = np.concatenate([self.item_factors, bias[:, None]], axis=1)
         self.user_factors = self._user_vectors(train, with_ids=True)
         self._index = None
 
@@ -323,6 +332,28 @@ def _binary(user_items: sp.csr_matrix) -> sp.csr_matrix:
     matrix.data[:] = 1.0
     matrix.sort_indices()
     return matrix
+
+
+def new_item_bias(
+    features: np.ndarray, bias: np.ndarray, trained: np.ndarray, ridge: float = NEW_ITEM_BIAS_RIDGE
+) -> np.ndarray:
+    """Every item's bias predicted from its feature-only vector (``features``, one row per item)
+    by a ridge regression fit in closed form on the learned ``bias`` of the ``trained`` items
+    (intercept not penalised), clipped to their range.
+
+    For items without interactions, whose own bias never trained: the lowest bias would keep them
+    out of every whole-catalogue list, the bias of an item like them lets them surface for the
+    users their features match. Items without features (a zero vector) get the lowest: nothing
+    says whom they suit."""
+    trained_bias = bias[trained].astype(np.float64)
+    design = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
+    penalty = ridge * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0
+    known = design[trained]
+    weights = np.linalg.solve(known.T @ known + penalty, known.T @ trained_bias)
+    predicted = np.clip(design @ weights, trained_bias.min(), trained_bias.max())
+    predicted[~features.any(axis=1)] = trained_bias.min()
+    return predicted.astype(bias.dtype)
 
 
 def _blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:

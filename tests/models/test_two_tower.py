@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.errors import DataError
-from recsys.evaluation import evaluate_ranking
+from recsys.evaluation import evaluate_ranking, recommend_top_k
 from recsys.models import FitOptions, WarmStart, create_model, load_model
-from recsys.models.two_tower import TwoTower
+from recsys.models.two_tower import TwoTower, new_item_bias
 
 from .contract import ITEMS_PER_CLUSTER, ModelContract, Planted, planted_data
 
@@ -197,3 +197,40 @@ def test_items_without_interactions_get_vectors_from_their_features_alone(plante
     no_features = create_model("two-tower", **params).fit(train)
     assert no_features.item_factors is not None
     np.testing.assert_array_equal(no_features.item_factors[new_items, :-1], 0.0)
+
+
+def test_new_item_bias_is_predicted_from_features_fit_on_trained_items() -> None:
+    """A bias that is linear in the features is recovered for the new items; out-of-range
+    predictions are clipped to the trained items' range; an item without features gets the lowest."""
+    rng = np.random.default_rng(0)
+    features, coefficients = rng.normal(size=(400, 8)), rng.normal(size=8)
+    bias = (features @ coefficients + 0.5).astype(np.float32)
+    features[-2] = 100 * coefficients  # a prediction far above every trained bias: clipped
+    features[-1] = 0.0  # no features
+    trained = np.ones(400, dtype=bool)
+    trained[-10:] = False
+    predicted = new_item_bias(features, bias, trained, ridge=1e-3)
+    assert predicted.dtype == np.float32
+    np.testing.assert_allclose(predicted[-10:-2], bias[-10:-2], atol=1e-2)
+    assert predicted[-2] == bias[trained].max()
+    assert predicted[-1] == bias[trained].min()
+
+
+def test_new_item_surfaces_in_whole_catalogue_lists_of_its_clusters_users(planted: Planted) -> None:
+    """An item nobody interacted with, with the genres and title of cluster 3, enters the top 10 of
+    the whole catalogue for cluster 3's users (the lowest bias kept it out of every list) and
+    stays out of the other clusters' lists."""
+    train = sp.lil_matrix(planted.train)
+    new_item = 3 * ITEMS_PER_CLUSTER + 5
+    train[:, new_item] = 0
+    train = sp.csr_matrix(train)
+    train.eliminate_zeros()
+    model = create_model("two-tower", **FAST).fit(train, FitOptions(features=item_features(planted)))
+    assert model.item_factors is not None
+    trained_bias = np.delete(model.item_factors[:, -1], new_item)
+    assert model.item_factors[new_item, -1] > trained_bias.min()
+    top = recommend_top_k(model, train, np.arange(train.shape[0]), k=10)
+    listed = (top == new_item).any(axis=1)
+    own = planted.user_cluster == 3
+    assert listed[own].mean() >= 0.5
+    assert listed[~own].mean() <= 0.05
