@@ -24,9 +24,9 @@ from recsys.errors import ConfigError, DataError, NotFittedError
 from recsys.models.base import EpochConfig, FitOptions, ModelConfig, Recommender, SearchRange, WarmStart
 
 WEIGHTS_DIR = "tower_weights"
-#: Ridge penalty of :func:`new_item_bias` (feature vectors are unit length), chosen on ml-100k's
-#: cold-start benchmark and confirmed on ml-latest-small's (docs/benchmarks.md, "Cold-start items").
-NEW_ITEM_BIAS_RIDGE = 10.0
+#: Quantile of the trained items' biases given to items without interactions (:func:`new_item_bias`),
+#: chosen on ml-100k's cold-start benchmark (docs/benchmarks.md, "Cold-start items").
+NEW_ITEM_BIAS_QUANTILE = 0.75
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -232,28 +232,21 @@ class TwoTower(Recommender):
         Items without training interactions (new in the catalogue) get vectors from their genres
         and titles alone: their id embedding never left its random start, so it would only add
         noise. Without features their vector is zero (no score either way). Their bias, which never
-        trained either, is predicted from those feature vectors (:func:`new_item_bias`)."""
+        trained either, is an ordinary trained item's (:func:`new_item_bias`)."""
         tf = self._tf()
         net = self._net
         items = np.arange(train.shape[1], dtype=np.int32)
         untrained = np.bincount(train.indices, minlength=train.shape[1]) == 0
-
-        def vectors(from_features: np.ndarray) -> np.ndarray:
-            tower = net.item_tower
-            return np.concatenate(
-                [
-                    tower(tf.constant(block), features_only=tf.constant(from_features[block])).numpy()
-                    for block in _blocks(items, 8192)
-                ]
-            )
-
-        self.item_factors = vectors(untrained)
+        self.item_factors = np.concatenate(
+            [
+                net.item_tower(tf.constant(block), features_only=tf.constant(untrained[block])).numpy()
+                for block in _blocks(items, 8192)
+            ]
+        )
         if net.item_tower.bias is not None:
             bias = net.item_tower.bias.get_weights()[0][:, 0] * self.config.temperature
             if untrained.any() and not untrained.all():
-                # Their bias never trained: predict it from their features (see new_item_bias).
-                features = vectors(np.ones(len(items), dtype=bool))
-                bias[untrained] = new_item_bias(features, bias, ~untrained)[untrained]
+                bias[untrained] = new_item_bias(bias, ~untrained)  # theirs never trained
             self.item_factors = np.concatenate([self.item_factors, bias[:, None]], axis=1)
         self.user_factors = self._user_vectors(train, with_ids=True)
         self._index = None
@@ -334,26 +327,15 @@ def _binary(user_items: sp.csr_matrix) -> sp.csr_matrix:
     return matrix
 
 
-def new_item_bias(
-    features: np.ndarray, bias: np.ndarray, trained: np.ndarray, ridge: float = NEW_ITEM_BIAS_RIDGE
-) -> np.ndarray:
-    """Every item's bias predicted from its feature-only vector (``features``, one row per item)
-    by a ridge regression fit in closed form on the learned ``bias`` of the ``trained`` items
-    (intercept not penalised), clipped to their range.
+def new_item_bias(bias: np.ndarray, trained: np.ndarray, quantile: float = NEW_ITEM_BIAS_QUANTILE) -> float:
+    """The bias given to items without interactions, whose own bias never trained: the
+    ``quantile`` of the ``trained`` items' learned ``bias``.
 
-    For items without interactions, whose own bias never trained: the lowest bias would keep them
-    out of every whole-catalogue list, the bias of an item like them lets them surface for the
-    users their features match. Items without features (a zero vector) get the lowest: nothing
-    says whom they suit."""
-    trained_bias = bias[trained].astype(np.float64)
-    design = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
-    penalty = ridge * np.eye(design.shape[1])
-    penalty[-1, -1] = 0.0
-    known = design[trained]
-    weights = np.linalg.solve(known.T @ known + penalty, known.T @ trained_bias)
-    predicted = np.clip(design @ weights, trained_bias.min(), trained_bias.max())
-    predicted[~features.any(axis=1)] = trained_bias.min()
-    return predicted.astype(bias.dtype)
+    The lowest bias kept new items out of every whole-catalogue list; the bias of an ordinary
+    item lets them surface for the users their feature vectors match. Higher quantiles (or a bias
+    predicted from the features) flooded the lists with new items: their feature-only vectors
+    are generic and score well with many users (docs/benchmarks.md, "Cold-start items")."""
+    return float(np.quantile(bias[trained], quantile))
 
 
 def _blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
