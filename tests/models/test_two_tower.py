@@ -199,12 +199,13 @@ def test_items_without_interactions_get_vectors_from_their_features_alone(plante
     np.testing.assert_array_equal(no_features.item_factors[new_items, :-1], 0.0)
 
 
-def test_new_item_bias_is_an_upper_quantile_of_the_trained_items() -> None:
+def test_new_item_bias_is_a_quantile_of_the_trained_items() -> None:
     """Only the trained items' biases count (the untrained ones never moved from their start)."""
     bias = np.linspace(-1.0, 1.0, 101, dtype=np.float32)
     trained = np.ones(101, dtype=bool)
     trained[-20:] = False  # the 20 highest: untrained, ignored
     assert new_item_bias(bias, trained) == pytest.approx(np.quantile(bias[:81], NEW_ITEM_BIAS_QUANTILE))
+    assert new_item_bias(bias, trained, quantile=0.5) == pytest.approx(-0.2)  # the median of -1 .. 0.6
     assert new_item_bias(bias, trained, quantile=0.0) == pytest.approx(-1.0)
     assert bias[:81].min() < new_item_bias(bias, trained) < bias[:81].max()
 
