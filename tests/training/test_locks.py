@@ -115,17 +115,19 @@ def test_bad_arguments_are_named() -> None:
 
 
 def test_a_live_holder_keeps_its_lock_past_the_stale_time(engine: Engine) -> None:
-    """The heartbeat: with a stale time of 0.6 s, a holder alive for 2 s is never taken over
-    (without it, a second pipeline run took the lock of a live one and both promoted)."""
+    """The heartbeat: with a stale time of 1.5 s, a holder alive for 4 s (well past it) is never
+    taken over (without it, a second pipeline run took the lock of a live one and both promoted).
+    The stale time leaves the heartbeat (every 0.5 s) a second of slack on a busy machine: with
+    0.6 s, a late beat under CI load let the lock look stale."""
     import time
 
-    first = DatabaseLock(engine, "retrain", stale_after=0.6)
-    second = DatabaseLock(engine, "retrain", stale_after=0.6)
+    first = DatabaseLock(engine, "retrain", stale_after=1.5)
+    second = DatabaseLock(engine, "retrain", stale_after=1.5)
     with first:
-        for _ in range(4):
+        for _ in range(8):
             time.sleep(0.5)
             holder = holder_of(engine, "retrain")
-            assert holder is not None and holder.owner == first.owner and holder.age_seconds() < 0.6
+            assert holder is not None and holder.owner == first.owner and holder.age_seconds() < 1.5
             with pytest.raises(LockError, match="is held by"):
                 second.acquire()
         first.ensure_held()
