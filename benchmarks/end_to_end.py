@@ -133,7 +133,7 @@ def serve_and_answer(env: dict[str, str], user: str) -> Stage:
                 if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
-                pass
+                pass  # still starting: the port refuses until the workers listen
             time.sleep(0.1)
         ready = time.perf_counter() - started
         asked = time.perf_counter()

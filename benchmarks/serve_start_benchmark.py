@@ -219,7 +219,7 @@ def serve_once(
                         ready_at = time.perf_counter() - started
                         break
                 except httpx.HTTPError:
-                    pass
+                    pass  # still starting: the port refuses until the workers listen
             time.sleep(0.05)
         if ready_at is None:
             raise RuntimeError(f"not ready within {timeout} s:\n{log.read_text()[-3000:]}")

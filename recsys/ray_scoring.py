@@ -75,7 +75,7 @@ class RayBlockScorer:
         pool = self._pool(len(blocks))
         folder = str(Path(parts).resolve())
         for _ in pool.map_unordered(lambda actor, block: actor.write.remote(block, folder, options), blocks):
-            pass
+            pass  # each worker writes its Parquet part itself; draining the pool waits for them all
 
     def tables(self, blocks: Sequence[BlockRange], options: RankOptions) -> Iterator[pa.Table]:
         if not blocks:
