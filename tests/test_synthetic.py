@@ -117,6 +117,67 @@ def test_dense_requests_use_the_exact_choice(monkeypatch: pytest.MonkeyPatch) ->
         generate_synthetic(20, 10, 201)
 
 
+def test_alias_tables_give_each_factor_law() -> None:
+    rng = np.random.default_rng(0)
+    probability = rng.dirichlet(np.full(500, 0.1), size=4) * np.exp(-rng.exponential(5.0, 500))
+    probability /= probability.sum(axis=1, keepdims=True)
+    accept, alias = synthetic._alias_tables(probability)
+    n = probability.shape[1]
+    for row in range(len(probability)):
+        implied = (
+            np.bincount(np.arange(n), weights=accept[row], minlength=n)
+            + np.bincount(alias[row], weights=1.0 - accept[row], minlength=n)
+        ) / n
+        np.testing.assert_allclose(implied, probability[row], rtol=1e-9, atol=1e-15)
+    assert ((accept >= 0) & (accept <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {},  # as shipped (at 6 items: the exact choice, cheaper than a round of draws)
+        # 8 draws each, then the exact choice continues for the users still short.
+        {"FIRST_ROUND_DRAWS": 0.0, "DRAW_ROUNDS": 1, "EXACT_DRAWS_PER_ITEM": 2.0},
+        {"FIRST_ROUND_DRAWS": 0.0, "EXACT_DRAWS_PER_ITEM": 1e9},  # rounds of draws only
+    ],
+)
+def test_each_user_gets_a_draw_without_replacement(
+    monkeypatch: pytest.MonkeyPatch, route: dict[str, float]
+) -> None:
+    # 20,000 users with the same tastes pick 3 of 6 items: the frequency of each set must match
+    # successive sampling from P(i | u), whichever way the items were chosen.
+    from itertools import permutations
+
+    from scipy.stats import chisquare
+
+    for name, value in route.items():
+        monkeypatch.setattr(synthetic, name, value)
+    world = synthetic._make_world(10, 6, 30, 4, 2, SyntheticShape())
+    tastes = np.array([0.8, 0.2])
+    p = tastes @ world.factor_item_probability
+    exact: dict[tuple[int, ...], float] = {}
+    for order in permutations(range(6), 3):
+        chance, left = 1.0, 1.0
+        for item in order:
+            chance *= p[item] / left
+            left -= p[item]
+        key = tuple(sorted(order))
+        exact[key] = exact.get(key, 0.0) + chance
+    n_users = 20_000
+    users, items = synthetic._choose_items(
+        world, np.random.default_rng(1), np.tile(tastes, (n_users, 1)), np.full(n_users, 3)
+    )
+    assert np.bincount(users, minlength=n_users).tolist() == [3] * n_users
+    order = np.lexsort((items, users))
+    sets = items[order].reshape(n_users, 3)
+    assert (np.diff(sets, axis=1) > 0).all()  # distinct items
+    observed = pd.Series(map(tuple, sets.tolist())).value_counts()
+    keys = sorted(exact)
+    counts = np.array([observed.get(key, 0) for key in keys])
+    expected = np.array([exact[key] for key in keys]) * n_users
+    assert chisquare(counts, expected).pvalue > 1e-3, (counts, expected.round())
+
+
 def test_files_are_deterministic_and_match_the_frame(tmp_path: Path) -> None:
     sizes = (9000, 300, 60_000)  # more than two generation blocks of users
     expected = generate_synthetic(*sizes, seed=5)
