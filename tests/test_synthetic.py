@@ -178,6 +178,32 @@ def test_each_user_gets_a_draw_without_replacement(
     assert chisquare(counts, expected).pvalue > 1e-3, (counts, expected.round())
 
 
+def test_packed_sorts_agree_with_their_fallbacks_for_huge_sizes() -> None:
+    # The packed-key sorts fall back to np.unique / np.lexsort when the key would pass 63 bits.
+    rng = np.random.default_rng(2)
+    users, items = np.sort(rng.integers(0, 50, 5000)), rng.integers(0, 40, 5000)
+    prior_users, prior_items = rng.integers(0, 50, 300), rng.integers(0, 40, 300)
+    prior = np.unique(prior_users * 40 + prior_items)
+    prior_users, prior_items = prior // 40, prior % 40
+    packed = synthetic._first_new_pairs(prior_users, prior_items, users, items, 50, 40)
+    fallback = synthetic._first_new_pairs(prior_users, prior_items, users, items, 50, 1 << 50)
+    np.testing.assert_array_equal(packed, fallback)
+    seen = set(zip(prior_users.tolist(), prior_items.tolist(), strict=True))
+    expected = []
+    for position, pair in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+        if pair not in seen:
+            seen.add(pair)
+            expected.append(position)
+    assert packed.tolist() == expected
+    seconds = rng.integers(0, 1000, 5000)
+    fast = synthetic._sorted_rows(users, seconds, items, 50, 1000, 40)
+    slow = synthetic._sorted_rows(users, seconds, items, 50, 1 << 62, 40)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    order = np.lexsort((items, seconds, users))
+    np.testing.assert_array_equal(fast[1], seconds[order])
+
+
 def test_files_are_deterministic_and_match_the_frame(tmp_path: Path) -> None:
     sizes = (9000, 300, 60_000)  # more than two generation blocks of users
     expected = generate_synthetic(*sizes, seed=5)
