@@ -115,7 +115,9 @@ class Recipe(BaseModel):
         """The value rule applied to stored values: what is learnt from each pair, 0 where the
         rule drops it (a matrix then leaves those pairs out)."""
         values, keep = self._values(values)
-        return values if keep is None else np.where(keep, values, 0).astype(np.float32)
+        # The rules' kept values are all 1: the kept flags as floats (one step; the service
+        # applies the rule to every history it folds in).
+        return values if keep is None else keep.astype(np.float32)
 
     def reads_whole_log(self) -> bool:
         """Whether the log this recipe selects (before the value rule) is the log as stored: every

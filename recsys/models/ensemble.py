@@ -163,12 +163,20 @@ class IALSLowRank(Recommender):
         m_ials, m_lr = self.scales
         values = self.recipe.apply_values(np.asarray(values, dtype=np.float32))
         kept = values != 0
-        columns, values = columns[kept], values[kept]
-        folded = m_ials * self.ials.fold_in_one(columns, values)
+        if not kept.all():
+            columns, values = columns[kept], values[kept]
+        folded = self.ials.fold_in_one(columns, values)
         if self.ials_alone or encoder is None:
-            return np.asarray(folded, dtype=np.float32)
-        encoded = self.lowrank.recipe.apply_values(values) @ encoder[columns]
-        return np.hstack([folded, m_lr * encoded[None]]).astype(np.float32)
+            return np.asarray(m_ials * folded, dtype=np.float32)
+        # Both parts written into one float32 row: what hstack and astype gave, without their copies.
+        vector = np.empty((1, folded.shape[1] + encoder.shape[1]), dtype=np.float32)
+        np.multiply(m_ials, folded, out=vector[:, : folded.shape[1]])
+        np.multiply(
+            m_lr,
+            self.lowrank.recipe.apply_values(values) @ encoder[columns],
+            out=vector[0, folded.shape[1] :],
+        )
+        return vector
 
     def _combine(self) -> None:
         """Serve the parts' current vectors, each scaled by its multiplier, side by side."""

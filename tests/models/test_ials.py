@@ -114,6 +114,34 @@ def test_one_history_folds_in_as_its_row_in_a_block(
         model.fold_in_one(np.array([1, 2]), np.array([1.0, -1.0], np.float32))
 
 
+def test_short_and_long_histories_fold_in_as_the_numpy_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Histories of at most half the factors are solved through an n x n system (the Woodbury
+    identity over the Gram matrix's eigenvectors), longer ones through the factors x factors
+    system: both give the float64 least-squares vector, rounded to float32, of the dense
+    reference and of the blocked fold-in."""
+    rng = np.random.default_rng(5)
+    model = ImplicitALS(factors=32, regularization=3.0, alpha=2.0, frequency_exponent=0.4)
+    model.item_factors = (rng.standard_normal((300, 32)) * 0.3).astype(np.float32)
+    short_solves = []
+    solve = model._short_history_solve
+
+    def counted(*args: Any) -> np.ndarray | None:
+        short_solves.append(len(args[1]))
+        return solve(*args)
+
+    monkeypatch.setattr(model, "_short_history_solve", counted)
+    lengths = (1, 2, 7, 16, 17, 40)
+    for length in lengths:
+        columns = np.sort(rng.choice(300, length, replace=False))
+        values = rng.integers(1, 6, length).astype(np.float32)
+        row = sp.csr_matrix((values, columns, [0, length]), shape=(1, 300))
+        one = model.fold_in_one(columns, values)[0]
+        expected = numpy_user_solve(row, model.item_factors.astype(np.float64), 2.0, 3.0, 0.4)[0]
+        np.testing.assert_allclose(one, expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(one, model.fold_in(row)[0], rtol=1e-6, atol=1e-7)
+    assert short_solves == [length for length in lengths if length <= 16]
+
+
 @pytest.mark.parametrize("kernel", ["numba", "tensorflow"])
 def test_cpu_and_gpu_cg_kernels_agree(
     tiny: sp.csr_matrix, kernel: str, monkeypatch: pytest.MonkeyPatch
