@@ -155,6 +155,20 @@ def test_kinds_from_a_column_and_implicit_events(engine: Engine, tmp_path: Path)
     assert events(engine) == [("a", "x", "click", 1.0, 1_704_067_200), ("a", "x", "view", 1.0, 1_704_067_200)]
 
 
+def test_a_kind_with_quotes_is_stored_as_given_and_reloads_as_duplicates(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # A batch of one kind names it in the statement (SQLite) or copies it (PostgreSQL): quotes
+    # and a backslash in it are data, never SQL.
+    kind = "it's \"odd\"'); --\\"
+    path = write(tmp_path / "log.csv", HEADER + "a,x,1,5\nb,x,2,5\n")
+    first = ingest_interactions(engine, path, spec=CsvSpec(kind=kind))
+    assert (first.rows_loaded, first.rows_duplicate) == (2, 0)
+    second = ingest_interactions(engine, path, spec=CsvSpec(kind=kind))
+    assert (second.rows_loaded, second.rows_duplicate) == (0, 2)
+    assert events(engine) == [("a", "x", kind, 1.0, 5), ("b", "x", kind, 2.0, 5)]
+
+
 def test_headerless_tab_separated_file(engine: Engine, tmp_path: Path) -> None:
     path = write(tmp_path / "u.data", "1\t10\t3\t100\n2\t10\t4\t200\n2\t11\tx\t200\n")
     spec = CsvSpec(sep="\t", names=("user_id", "item_id", "rating", "timestamp"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Connection, Engine, event, insert, text
 from sqlalchemy.exc import OperationalError
 
 from recsys.db.models import IngestionRun
@@ -139,27 +139,37 @@ def test_batch_boundaries_never_change_the_result(engine: Engine, tmp_path: Path
     assert values[("a", "x")] == {"update": 4.0, "keep-first": 1.0, "reject": 1.0}[policy]
 
 
-def test_a_postgresql_reload_falls_back_to_skipping_stored_keys(engine: Engine, tmp_path: Path) -> None:
-    """A first load inserts without a conflict clause; a batch meeting stored keys has that insert
-    undone and is inserted again skipping them, storing nothing twice and counting as before."""
+def test_a_postgresql_reload_falls_back_to_skipping_stored_keys(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first load's batch is copied straight into interactions; a batch meeting stored keys has
+    that COPY undone and is inserted again skipping them, storing nothing twice and counting as
+    before."""
     if engine.dialect.name != "postgresql":
-        pytest.skip("the plain insert tried first is PostgreSQL's")
+        pytest.skip("the COPY tried first is PostgreSQL's")
     inserts: list[str] = []
+    copy = loader_module._copy
+
+    def record_copy(connection: Connection, table: str, frame: pd.DataFrame) -> None:
+        if table == "interactions":
+            inserts.append("copy")
+        copy(connection, table, frame)
 
     def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
         if statement.startswith("INSERT INTO interactions"):
             inserts.append("skipping stored" if "ON CONFLICT" in statement else "plain")
 
+    monkeypatch.setattr(loader_module, "_copy", record_copy)
     event.listen(engine, "before_cursor_execute", record)
     try:
         first = ingest_interactions(engine, write(tmp_path / "one.csv", HEADER + "a,x,1,5\nb,x,2,5\n"))
         assert (first.rows_loaded, first.rows_duplicate, first.rows_conflicting) == (2, 0, 0)
-        assert inserts == ["plain"]
+        assert inserts == ["copy"]
         inserts.clear()
         # One stored duplicate, one stored key with another value, one new event.
         path = write(tmp_path / "two.csv", HEADER + "a,x,1,5\nb,x,3,5\nc,x,4,5\n")
         second = ingest_interactions(engine, path, duplicate_policy="keep-first")
-        assert inserts == ["plain", "skipping stored"]
+        assert inserts == ["copy", "skipping stored"]
         counts = (second.rows_read, second.rows_loaded, second.rows_duplicate, second.rows_conflicting)
         assert counts == (3, 1, 2, 1)
         assert run_status(engine, second.run_id)["rows_conflicting"] == 1

@@ -30,7 +30,6 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, CursorResult, Engine, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
 
 from recsys.db.erasure import lock_out_erasures
 from recsys.db.models import IngestionRun, Interaction, RejectedRow
@@ -86,12 +85,22 @@ def stage(connection: Connection, name: str, columns: dict[str, str], frame: pd.
         return
     frame = frame[list(columns)]
     if _is_postgres(connection):
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor, cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(_csv_bytes(frame))
+        _copy(connection, name, frame)
         return
     placeholders = ", ".join("?" for _ in columns)
     connection.exec_driver_sql(f"INSERT INTO {name} VALUES ({placeholders})", _tuples(frame))
+
+
+def _copy(connection: Connection, table: str, frame: pd.DataFrame) -> None:
+    """COPY ``frame``'s rows into ``table`` (PostgreSQL), its columns by name."""
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(_csv_bytes(frame))
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, raised as is or wrapped by SQLAlchemy."""
+    return getattr(getattr(error, "orig", None) or error, "sqlstate", None)
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -369,38 +378,52 @@ def _insert_new(connection: Connection, final: pd.DataFrame, staged: dict[str, s
     without a conflict clause while no key is stored (see below).
     """
     target = _conflict_target(staged)
+    # Columns a batch does not give (event and recommendation ids of a file) are left NULL.
+    columns = ["user_id", "item_id", "kind", "value", "ts"]
+    columns += [column for column in ("event_id", "recommendation_id") if column in staged]
+    values = final.assign(kind=final["kind"] if kind is None else kind)[columns]
     if _is_postgres(connection):
+        # COPY straight into interactions first: a first load's batch meets no stored key and is
+        # done in one statement, without a staging table (COPY into it and INSERT ... SELECT
+        # from it cost as much again). COPY is all or nothing: any stored key (or event id) makes
+        # it fail as a whole, which the savepoint undoes, and the batch is staged and inserted
+        # again skipping stored keys.
+        try:
+            with connection.begin_nested():
+                _copy(connection, "interactions", values)
+                return len(values)
+        except Exception as error:  # psycopg's own error: COPY runs on the driver's cursor
+            if _sqlstate(error) != UNIQUE_VIOLATION:
+                raise
         stage(connection, "recsys_stage_interactions", staged, final)
         event = "s.event_id" if "event_id" in staged else "NULL"
         recommendation = "s.recommendation_id" if "recommendation_id" in staged else "NULL"
         kind_value = "s.kind" if kind is None else ":kind"
-        insert_staged = (
+        result = _execute(
+            connection,
             f"INSERT INTO interactions ({_EVENT_COLUMNS}) "
             f"SELECT s.user_id, s.item_id, {kind_value}, s.value, s.ts, {event}, {recommendation} "
-            "FROM recsys_stage_interactions s"
+            f"FROM recsys_stage_interactions s ON CONFLICT {target}DO NOTHING",
+            {"kind": kind} if kind is not None else {},
         )
-        params = {"kind": kind} if kind is not None else {}
-        # A plain insert is tried first: ON CONFLICT makes PostgreSQL's insert about 60% slower
-        # even when nothing conflicts (a first load). Any stored key makes it fail as a whole,
-        # which the savepoint undoes, and the batch is inserted again skipping stored keys.
-        try:
-            with connection.begin_nested():
-                return int(_execute(connection, insert_staged, params).rowcount)
-        except IntegrityError as error:
-            if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
-                raise
-        result = _execute(connection, f"{insert_staged} ON CONFLICT {target}DO NOTHING", params)
         return int(result.rowcount)
-    # Columns a batch does not give (event and recommendation ids of a file) are left NULL.
-    columns = [column for column in ("user_id", "item_id", "kind", "value", "ts") if column in final]
-    columns += [column for column in ("event_id", "recommendation_id") if column in staged]
-    values = final.assign(kind=final["kind"] if kind is None else kind)[columns]
+    # A batch of one kind names it once, as a literal of the statement: one text value less to
+    # bind per row.
+    placeholders = ["?"] * len(columns)
+    if kind is not None:
+        placeholders[columns.index("kind")] = _sqlite_literal(kind)
+        values = values.drop(columns="kind")
     result = connection.exec_driver_sql(
-        f"INSERT INTO interactions ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+        f"INSERT INTO interactions ({', '.join(columns)}) VALUES ({', '.join(placeholders)}) "
         f"ON CONFLICT {target}DO NOTHING",
         _tuples(values),
     )
     return int(result.rowcount)
+
+
+def _sqlite_literal(text: str) -> str:
+    """``text`` as a SQLite string literal (quotes doubled; validated kinds hold no NUL)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _replace_stored(
