@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 import recsys
 from recsys.db import get_engine
 from recsys.errors import RecsysError
-from recsys.ingest.validation import Rules
+from recsys.ingest.rules import Rules
 from recsys.settings import Settings, get_settings
 from service import errors
 from service.metrics import MetricsMiddleware

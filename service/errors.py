@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recsys.ingest.readers import printable_text
+from recsys.ingest.rules import printable_text
 
 logger = logging.getLogger("uvicorn.error")
 

@@ -15,8 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from recsys.ingest.rules import ID_PATTERN
 from recsys.ingest.specs import MAX_KIND_LENGTH
-from recsys.ingest.validation import ID_PATTERN
 from recsys.retrieval import Strategy
 
 #: Bounds of ``k`` for every endpoint that returns a list.

@@ -6,6 +6,9 @@ messages) and written by :func:`recsys.ingest.loader.write_interactions` in one 
 gives up after the request timeout. Users and items are created on first sight; an event already
 stored (same key and value, or same ``event_id``) is a duplicate, so a retried request stores
 nothing twice.
+
+That path runs on pandas and pyarrow, which nothing else a worker does needs: they are imported
+by :func:`load_pipeline` before a worker's first write (about a second, once), not at its start.
 """
 
 from __future__ import annotations
@@ -13,17 +16,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, select
 
 from recsys.db.engine import bounded_transaction
 from recsys.db.models import Item, User
-from recsys.ingest.loader import IdCache, write_interactions
-from recsys.ingest.readers import frame_chunks
+from recsys.ingest.rules import Rules
 from recsys.ingest.specs import CsvSpec
-from recsys.ingest.validation import Rules, validate_interactions
 from service.schemas import InteractionEvent
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The request body's field names, read as an interaction source.
 REQUEST_SPEC = CsvSpec(
@@ -63,6 +67,25 @@ class DeadlinePassed(Exception):
     """The client was already told the database was too slow: do not commit behind its back."""
 
 
+_loaded = False
+
+
+def load_pipeline() -> None:
+    """Import the validation and writing code (pandas, pyarrow); the first call takes about a
+    second, later ones nothing. Called in a thread before a request's deadline starts, so that a
+    worker's first write is not refused for the time its imports took."""
+    global _loaded
+    if not _loaded:
+        import recsys.ingest.loader
+        import recsys.ingest.validation  # noqa: F401
+
+        _loaded = True
+
+
+def pipeline_loaded() -> bool:
+    return _loaded
+
+
 def store_interactions(
     engine: Engine,
     events: Sequence[InteractionEvent],
@@ -74,6 +97,12 @@ def store_interactions(
 ) -> StoreResult:
     """Check the events against ``rules`` and insert them (and unknown users and items) in one
     transaction; raises EventsRejected (nothing stored) when any event breaks a rule."""
+    import pandas as pd
+
+    from recsys.ingest.loader import IdCache, write_interactions
+    from recsys.ingest.readers import frame_chunks
+    from recsys.ingest.validation import validate_interactions
+
     clock = time.time() if now is None else now
     frame = pd.DataFrame(
         {

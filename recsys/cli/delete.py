@@ -80,7 +80,7 @@ def invalid_command(
     timestamps outside the window, bad ids), for example ones stored before the rules existed."""
     from recsys.db.erasure import delete_interactions
     from recsys.ingest.cleanup import invalid_interactions
-    from recsys.ingest.validation import Rules
+    from recsys.ingest.rules import Rules
 
     settings = load_settings(database_url)
     engine = open_database(settings)

@@ -17,7 +17,7 @@ from recsys.cli.common import DatabaseUrlOption, JsonOption, console, load_setti
 
 if TYPE_CHECKING:
     from recsys.ingest import IngestReport
-    from recsys.ingest.validation import DuplicatePolicy
+    from recsys.ingest.rules import DuplicatePolicy
 
 app = typer.Typer(
     help="Load interaction logs, items, users or MovieLens into the database.", no_args_is_help=True
@@ -65,7 +65,7 @@ PolicyOption = Annotated[
 
 
 def _policy(value: str | None) -> DuplicatePolicy | None:
-    from recsys.ingest.validation import DUPLICATE_POLICIES
+    from recsys.ingest.rules import DUPLICATE_POLICIES
 
     if value is not None and value not in DUPLICATE_POLICIES:
         raise typer.BadParameter(

@@ -1,42 +1,67 @@
-"""Item and user metadata aligned to matrix indices, for display and feature-based models."""
+"""Item and user metadata aligned to matrix indices, for display and feature-based models.
+
+:func:`item_columns` reads the item catalogue into plain arrays (what a service worker needs, so
+it does not import pandas, and with it pyarrow); :func:`item_catalog` and :func:`user_catalog`
+give the same as DataFrames for training and evaluation.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import Engine, Text, cast, select
 
 from recsys.data.interactions import IdMap
 from recsys.db.models import Item, User
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def item_catalog(engine: Engine, items: IdMap) -> pd.DataFrame:
-    """One row per item index (row ``i`` is item ``items.external_ids[i]``).
 
-    Columns: ``external_id``, ``title`` (None when unknown), ``genres`` (list of str, from
-    ``attributes["genres"]``; empty when absent) and ``attributes`` (dict). An id of the map that
-    the items table lacks gets an empty row instead of shifting the others.
-    """
+@dataclass(frozen=True)
+class ItemColumns:
+    """The item catalogue, one entry per item index (entry ``i`` is ``items.external_ids[i]``)."""
+
+    titles: np.ndarray
+    """object: the title, None when unknown."""
+    genres: list[list[str]]
+    """From ``attributes["genres"]`` (a list, or an "A|B" string); empty when absent."""
+    attributes: np.ndarray
+    """object: a dict per item (a fresh one each, empty for an id the items table lacks)."""
+
+
+def item_columns(engine: Engine, items: IdMap) -> ItemColumns:
+    """Titles, genres and attributes of the items of ``items``, in its order. An id of the map
+    that the items table lacks gets an empty entry instead of shifting the others."""
     # The attributes come as JSON text and are decoded in one call: decoding them row by row (the
     # column type's own processing) took seconds of a service start at 62k items.
     query = select(Item.external_id, Item.title, cast(Item.attributes, Text))
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     external_ids, titles, texts = zip(*rows, strict=True) if rows else ((), (), ())
-    stored = pd.DataFrame(
+    aligned = _align(items, external_ids, {"title": titles, "attributes": _decode_json(texts)})
+    return ItemColumns(aligned["title"], [_genres(a) for a in aligned["attributes"]], aligned["attributes"])
+
+
+def item_catalog(engine: Engine, items: IdMap) -> pd.DataFrame:
+    """:func:`item_columns` as a DataFrame with one row per item index and the columns
+    ``external_id``, ``title``, ``genres`` and ``attributes``."""
+    import pandas as pd
+
+    columns = item_columns(engine, items)
+    return pd.DataFrame(
         {
-            "external_id": pd.Series(external_ids, dtype=object),
-            "title": pd.Series(titles, dtype=object),
-            "attributes": pd.Series(_decode_json(texts), dtype=object),
+            "external_id": pd.Series(items.to_list(), dtype=object),
+            # dtype=object keeps None for a missing title: pandas would infer strings with NaN.
+            "title": pd.Series(columns.titles, dtype=object),
+            "genres": pd.Series(columns.genres, dtype=object),
+            "attributes": pd.Series(columns.attributes, dtype=object),
         }
     )
-    catalog = _align(stored, items, ["title", "attributes"])
-    catalog.insert(2, "genres", pd.Series([_genres(a) for a in catalog["attributes"]], dtype=object))
-    return catalog
 
 
 def _decode_json(texts: Sequence[str | None]) -> list[Any]:
@@ -46,28 +71,36 @@ def _decode_json(texts: Sequence[str | None]) -> list[Any]:
 
 def user_catalog(engine: Engine, users: IdMap) -> pd.DataFrame:
     """One row per user index with columns ``external_id`` and ``attributes`` (dict)."""
+    import pandas as pd
+
     with engine.connect() as connection:
         rows = connection.execute(select(User.external_id, User.attributes)).all()
-    stored = pd.DataFrame(rows, columns=["external_id", "attributes"], dtype=object)
-    return _align(stored, users, ["attributes"])[["external_id", "attributes"]]
-
-
-def _align(stored: pd.DataFrame, ids: IdMap, columns: list[str]) -> pd.DataFrame:
-    """Reorder ``stored`` (keyed by external_id) to the positions of ``ids``."""
-    external_ids = ids.to_list()
-    position = pd.Index(stored["external_id"].astype(str)).get_indexer(pd.Index(external_ids))
-    found = position >= 0
-    aligned: dict[str, Any] = {"external_id": pd.Series(external_ids, dtype=object)}
-    for column in columns:
-        values = np.full(len(ids), None, dtype=object)
-        values[found] = stored[column].to_numpy(dtype=object)[position[found]]
-        # dtype=object keeps None for a missing title: pandas would infer a string column with NaN.
-        aligned[column] = pd.Series(values, dtype=object)
-    # Each row its own dict (the decoded ones are already fresh objects, not shared).
-    aligned["attributes"] = pd.Series(
-        [a if isinstance(a, dict) else {} for a in aligned["attributes"]], dtype=object
+    external_ids, attributes = zip(*rows, strict=True) if rows else ((), ())
+    aligned = _align(users, external_ids, {"attributes": attributes})
+    return pd.DataFrame(
+        {
+            "external_id": pd.Series(users.to_list(), dtype=object),
+            "attributes": pd.Series(aligned["attributes"], dtype=object),
+        }
     )
-    return pd.DataFrame(aligned)
+
+
+def _align(ids: IdMap, stored_ids: Sequence[str], columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Each stored column (rows keyed by ``stored_ids``) reordered to the positions of ``ids``:
+    None where ``ids`` has an id not stored, and ``attributes`` a dict in every row (each its
+    own: the decoded ones are already fresh objects, not shared)."""
+    rows = ids.indices(stored_ids)  # each stored row's position in ids, -1 when ids lacks it
+    known = rows >= 0
+    aligned = {}
+    for name, values in columns.items():
+        column = np.full(len(ids), None, dtype=object)
+        column[rows[known]] = np.fromiter(values, dtype=object, count=len(rows))[known]
+        aligned[name] = column
+    if "attributes" in aligned:
+        aligned["attributes"] = np.fromiter(
+            (a if isinstance(a, dict) else {} for a in aligned["attributes"]), dtype=object, count=len(ids)
+        )
+    return aligned
 
 
 def _genres(attributes: dict[str, Any]) -> list[str]:

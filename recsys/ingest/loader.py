@@ -33,7 +33,7 @@ from sqlalchemy import Connection, CursorResult, Engine, func, insert, select, t
 
 from recsys.db.erasure import lock_out_erasures
 from recsys.db.models import IngestionRun, Interaction, RejectedRow
-from recsys.ingest.readers import printable_text
+from recsys.ingest.rules import printable_text
 from recsys.ingest.validation import Checked, DuplicatePolicy
 
 INTERACTION_COLUMNS = {

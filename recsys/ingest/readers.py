@@ -26,6 +26,7 @@ from sqlalchemy import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
 from recsys.errors import DataError
+from recsys.ingest.rules import printable_text
 from recsys.ingest.specs import FileFormat
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -232,11 +233,6 @@ def _header(header: bytes, path: Path, fmt: FileFormat) -> list[str]:
 
 def _is_utf8(encoding: str) -> bool:
     return encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-
-
-def printable_text(text: str) -> str:
-    """``text`` with control characters (other than tab) and lone surrogates escaped."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else ascii(ch)[1:-1] for ch in text)
 
 
 def _csv_blocks(

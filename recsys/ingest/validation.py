@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,57 +31,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.ingest.readers import Chunk, printable_text
+
+# The rules themselves live in recsys.ingest.rules (no pandas or pyarrow); imported here by their
+# names too, where the ingestion code has always found them.
+from recsys.ingest.rules import CONTROL_CHARACTERS as CONTROL_CHARACTERS
+from recsys.ingest.rules import DUPLICATE_POLICIES as DUPLICATE_POLICIES
+from recsys.ingest.rules import FORBIDDEN_IN_IDS as FORBIDDEN_IN_IDS
+from recsys.ingest.rules import ID_PATTERN as ID_PATTERN
+from recsys.ingest.rules import DuplicatePolicy as DuplicatePolicy
+from recsys.ingest.rules import Rules as Rules
 from recsys.ingest.specs import MAX_ID_LENGTH, MAX_KIND_LENGTH, CsvSpec, EntitySpec, ItemSpec
-
-if TYPE_CHECKING:
-    from recsys.settings import Settings
-
-#: What happens to an event whose key (user, item, kind, timestamp) is already stored, or seen
-#: earlier in the same source, with a different value.
-DuplicatePolicy = Literal["update", "keep-first", "reject"]
-DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = ("update", "keep-first", "reject")
-
-#: Control characters (Unicode category Cc) and lone surrogates: never part of an id.
-CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
-FORBIDDEN_IN_IDS = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
-#: The same rule for JSON Schema (which cannot express surrogates): no control character, and
-#: something other than white space.
-ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-
-
-@dataclass(frozen=True)
-class Rules:
-    """Bounds every stored interaction obeys; built from the settings by :meth:`from_settings`."""
-
-    value_min: float = 0.0
-    value_max: float = 1e6
-    value_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    timestamp_min: int = 0
-    max_future_seconds: int = 86_400
-    duplicate_policy: DuplicatePolicy = "update"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
-        return cls(
-            value_min=settings.interaction_value_min,
-            value_max=settings.interaction_value_max,
-            value_bounds=dict(settings.interaction_value_bounds),
-            timestamp_min=settings.timestamp_min,
-            max_future_seconds=settings.timestamp_max_future_seconds,
-            duplicate_policy=settings.duplicate_policy,
-        )
-
-    def value_range(self, kind: str) -> tuple[float, float]:
-        return self.value_bounds.get(kind, (self.value_min, self.value_max))
-
-    @property
-    def value_envelope(self) -> tuple[float, float]:
-        """The widest range over all kinds (what a JSON schema can promise without the kind)."""
-        ranges = [(self.value_min, self.value_max), *self.value_bounds.values()]
-        return min(low for low, _ in ranges), max(high for _, high in ranges)
-
-    def timestamp_max(self, now: float | None = None) -> int:
-        return int(now if now is not None else time.time()) + self.max_future_seconds
 
 
 @dataclass

@@ -30,29 +30,38 @@ class Catalogue:
 
     @classmethod
     def empty(cls, n_items: int) -> Catalogue:
-        return cls.from_frame(n_items, None)
+        return cls.from_columns(n_items, None, None)
 
     @classmethod
     def from_frame(cls, n_items: int, frame: pd.DataFrame | None) -> Catalogue:
         """From ``recsys.data.catalog.item_catalog`` (columns ``title`` and ``genres``, one row
         per item index); ``None`` gives a catalogue without titles or genres."""
         if frame is None or len(frame) == 0:
+            return cls.empty(n_items)
+        titles = frame["title"].astype(object).where(frame["title"].notna(), None).to_numpy()
+        return cls.from_columns(n_items, titles, list(frame["genres"]))
+
+    @classmethod
+    def from_columns(
+        cls, n_items: int, titles: np.ndarray | None, genres: Sequence[object] | None
+    ) -> Catalogue:
+        """From one title (None when unknown) and one list of genres per item index, as
+        ``recsys.data.catalog.item_columns`` reads them; ``None`` (or no entries) gives a
+        catalogue without titles or genres."""
+        if titles is None or genres is None or len(titles) == 0:
             empty = sp.csc_matrix((n_items, 0), dtype=np.float32)
             return cls(np.full(n_items, None, dtype=object), [[] for _ in range(n_items)], {}, empty)
-        titles = frame["title"].astype(object).where(frame["title"].notna(), None).to_numpy()
-        genres = [
-            list(value) if isinstance(value, list | tuple | np.ndarray) else [] for value in frame["genres"]
-        ]
+        lists = [list(value) if isinstance(value, list | tuple | np.ndarray) else [] for value in genres]
         # One flat array of every (item, genre) pair, coded in one np.unique: a Python loop over
         # the pairs took seconds of a service start at 62k items.
-        counts = np.fromiter((len(names) for names in genres), dtype=np.int64, count=len(genres))
-        flat = np.asarray([str(name) for names in genres for name in names], dtype=object)
+        counts = np.fromiter((len(names) for names in lists), dtype=np.int64, count=len(lists))
+        flat = np.asarray([str(name) for names in lists for name in names], dtype=object)
         distinct, cols = np.unique(flat.astype(str), return_inverse=True)
         names = {str(name): code for code, name in enumerate(distinct)}
-        rows = np.repeat(np.arange(len(genres), dtype=np.int64), counts)
+        rows = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
         ones = np.ones(len(rows), np.float32)
         matrix = sp.csc_matrix((ones, (rows, cols.ravel())), shape=(n_items, len(names)), dtype=np.float32)
-        return cls(titles, genres, names, matrix)
+        return cls(np.asarray(titles, dtype=object), lists, names, matrix)
 
     def filtered_out(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
         """Item indices the genre filters leave out (sorted): with ``include``, items that have

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from recsys.data.interactions import IdMap
+from recsys.retrieval.filters import Catalogue
 from recsys.retrieval.retriever import DEFAULT_CACHE_SIZE, Retriever, ValueRule, VectorModel
 
 if TYPE_CHECKING:
@@ -74,9 +75,7 @@ def load_retriever(
     snapshot's last interaction id, so the service's first feedback sync reads them. ``fresh``
     reads the whole log from the database instead (batch scoring ranks every user of the log as
     it is now, and has no overlay)."""
-    from recsys.data.catalog import item_catalog
     from recsys.db.erasure import erasures_since
-    from recsys.retrieval.filters import Catalogue
 
     snapshot = seen_snapshot(engine, loaded, fresh=fresh)
     erased = [
@@ -92,13 +91,20 @@ def load_retriever(
         snapshot.seen,
         fold=snapshot.fold,
         index=version_index(loaded),
-        catalogue=Catalogue.from_frame(len(items), item_catalog(engine, items) if with_catalogue else None),
+        catalogue=_catalogue(engine, items) if with_catalogue else None,
         snapshot_id=snapshot.marks.interaction_id,
         cache_size=cache_size,
         history_rule=history_rule(loaded),
         erased_users=[external_id for target, external_id in erased if target == "user"],
         erased_items=[external_id for target, external_id in erased if target == "item"],
     )
+
+
+def _catalogue(engine: Engine, items: IdMap) -> Catalogue:
+    from recsys.data.catalog import item_columns
+
+    columns = item_columns(engine, items)
+    return Catalogue.from_columns(len(items), columns.titles, columns.genres)
 
 
 def seen_snapshot(engine: Engine, loaded: LoadedVersion, *, fresh: bool = False) -> SeenSnapshot:

@@ -7,11 +7,12 @@ import logging
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-from rich.progress import Progress
+from typing import TYPE_CHECKING, Any
 
 from recsys.runtime.device import import_tensorflow
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,11 @@ class EpochMonitor:
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
             self._writer = import_tensorflow().summary.create_file_writer(str(log_dir))
-        self._progress = Progress(transient=False) if progress and sys.stderr.isatty() else None
+        self._progress: Progress | None = None
+        if progress and sys.stderr.isatty():
+            from rich.progress import Progress  # only a fit on a terminal draws one (not a service)
+
+            self._progress = Progress(transient=False)
         self._task = None
         if self._progress is not None:
             self._task = self._progress.add_task(description, total=total_epochs, completed=len(self.history))

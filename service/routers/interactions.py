@@ -11,12 +11,20 @@ from fastapi import APIRouter, Body, HTTPException, Request, status
 from pydantic import Field
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from recsys.ingest.validation import Rules
+from recsys.ingest.rules import Rules
 from service.deps import ApiKeyDep, EngineDep, HolderDep, SettingsDep
 from service.errors import unprocessable
 from service.schemas import MAX_EVENTS, InteractionEvent, StoredInteractions, error_responses
 from service.state import sync_feedback, touch_stamp
-from service.writer import DeadlinePassed, EventsConflict, EventsRejected, Problem, store_interactions
+from service.writer import (
+    DeadlinePassed,
+    EventsConflict,
+    EventsRejected,
+    Problem,
+    load_pipeline,
+    pipeline_loaded,
+    store_interactions,
+)
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -51,6 +59,8 @@ async def post_interactions(
     (docs/operations.md) are refused with 422 and nothing of the request is stored."""
     batch = events if isinstance(events, list) else [events]
     rules: Rules = request.app.state.rules
+    if not pipeline_loaded():  # this worker's first write: its imports do not count against the deadline
+        await asyncio.to_thread(load_pipeline)
     timeout = settings.request_timeout_seconds
     deadline = time.monotonic() + timeout
     work = asyncio.to_thread(
