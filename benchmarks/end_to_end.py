@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
 from scratch_postgres import scratch_postgres
+from service_process import free_port, wait_ready
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
 #: MovieLens 25M's shape: users and items per interaction.
@@ -107,12 +107,6 @@ def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return time.perf_counter() - started, peak, out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def serve_and_answer(env: dict[str, str], user: str) -> Stage:
     """`recsys serve --workers 2` from start to /ready, then one request answered."""
     port = free_port()
@@ -126,16 +120,7 @@ def serve_and_answer(env: dict[str, str], user: str) -> Stage:
     )
     memory = PeakMemory(process.pid)
     try:
-        while True:
-            if time.perf_counter() - started > 600:
-                raise RuntimeError("the service did not become ready within 600 s")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass  # still starting: the port refuses until the workers listen
-            time.sleep(0.1)
-        ready = time.perf_counter() - started
+        ready = wait_ready(f"http://127.0.0.1:{port}/ready", timeout=600, started=started, process=process)
         asked = time.perf_counter()
         response = httpx.get(f"http://127.0.0.1:{port}/users/{user}/recommendations", timeout=30)
         response.raise_for_status()

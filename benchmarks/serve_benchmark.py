@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from service_process import free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -85,24 +85,6 @@ def bare_app() -> Any:
 
 
 # --- driving -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 120) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready within {timeout}s")
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -244,7 +226,7 @@ def measure(
         for name, (command, env, port) in servers.items():
             processes.append(start(command, env, workdir / f"{name}.log"))
             ready_url = f"http://127.0.0.1:{port}/" + ("ready" if name == "service" else "docs")
-            print(f"{name}: ready after {wait_ready(ready_url):.2f}s")
+            print(f"{name}: ready after {wait_ready(ready_url, timeout=120):.2f}s")
         port, bare_port = servers["service"][2], servers["bare"][2]
         acting, trained = users[:ACTING_USERS], users[ACTING_USERS:]
         trained_get = get_script(trained)

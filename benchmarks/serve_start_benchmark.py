@@ -50,7 +50,7 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_benchmark import free_port  # noqa: E402
+from service_process import free_port, wait_ready  # noqa: E402
 
 SAMPLE_USERS = 50
 READY_LINE = re.compile(r"ready in ")
@@ -207,22 +207,15 @@ def serve_once(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        ready_at = None
-        while time.perf_counter() - started < timeout:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"recsys serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-                )
-            if len(READY_LINE.findall(log.read_text(errors="replace"))) >= 2:
-                try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                        ready_at = time.perf_counter() - started
-                        break
-                except httpx.HTTPError:
-                    pass  # still starting: the port refuses until the workers listen
-            time.sleep(0.05)
-        if ready_at is None:
-            raise RuntimeError(f"not ready within {timeout} s:\n{log.read_text()[-3000:]}")
+        # Every worker logged "ready" (/ready alone answers from whichever worker is ready first).
+        ready_at = wait_ready(
+            f"{base}/ready",
+            timeout=timeout,
+            started=started,
+            process=process,
+            log=log,
+            condition=lambda: len(READY_LINE.findall(log.read_text(errors="replace"))) >= 2,
+        )
         memory = worker_memory(process.pid)
         lists = {}
         with httpx.Client(base_url=base, timeout=30) as client:
