@@ -10,6 +10,8 @@ A version folder ``<artifact_dir>/<version>/`` holds::
     tensorboard/       training logs (when the model wrote any)
     index/ ...         sub-folders attached later (for example the FAISS index)
     checksums.sha256   SHA-256 of every other file, in ``sha256sum`` format
+    .verified.json     the files' size, times and inode when they were last hashed in full
+                       (not a file of the version, not in its checksums: see :func:`verify`)
 
 Writes are atomic: a folder is built under a hidden temporary name (``.tmp-*``) next to its final
 place, fsynced and renamed into place. A process killed half-way leaves a hidden folder at most,
@@ -19,10 +21,12 @@ never a half-written version; :func:`abandoned_paths` finds those leftovers.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +40,13 @@ MODEL_DIR = "model"
 ID_MAPS_FILE = "id_maps.npz"
 VERSION_FILE = "version.json"
 CHECKSUMS_FILE = "checksums.sha256"
+#: The record of a version's last full verification (hidden, not listed in its checksums).
+VERIFIED_FILE = ".verified.json"
+VERIFIED_FORMAT = 1
+#: A file changed this recently (nanoseconds) when it was hashed is not recorded as verified:
+#: file times tick coarsely (1 s on some file systems), so a write right after the hashing could
+#: leave them as they were.
+RECENT_NS = 2_000_000_000
 #: Files every complete version has (besides the model folder's own files).
 REQUIRED_FILES = (VERSION_FILE, ID_MAPS_FILE)
 #: Scratch folders of versions being trained (TensorBoard logs go here first).
@@ -191,8 +202,16 @@ def read_checksums(root: Path) -> dict[str, str]:
     return checksums
 
 
-def verify(root: Path) -> None:
-    """Raise ArtifactError naming the first missing or corrupt file of the version at ``root``."""
+def verify(root: Path, *, reuse: bool = False) -> None:
+    """Raise ArtifactError naming the first missing or corrupt file of the version at ``root``.
+
+    Every listed file is hashed and compared with its checksum; the files' size, modification
+    and change times and inode before the hashing are then recorded (``.verified.json``, best
+    effort). With ``reuse``, a version whose files all still have the recorded ones (none was
+    written, replaced or moved since) is not hashed again: a service worker that loads a
+    verified version reads its files' status, not their hundreds of megabytes. Files changed
+    less than :data:`RECENT_NS` before a verification are not recorded, so the load after a
+    version was written or copied hashes it in full."""
     if not root.is_dir():
         raise ArtifactError(f"the version folder {root} is missing")
     checksums = read_checksums(root)
@@ -202,12 +221,47 @@ def verify(root: Path) -> None:
             raise ArtifactError(f"{listing} does not list {required}: the version is incomplete")
     if not any(rel.startswith(f"{MODEL_DIR}/") for rel in checksums):
         raise ArtifactError(f"{listing} lists no {MODEL_DIR}/ files: the version is incomplete")
+    if reuse and _unchanged_since_verified(root, checksums):
+        return
+    started = time.time_ns()
+    status = {CHECKSUMS_FILE: _file_status(listing)}
     for rel, digest in checksums.items():
         path = root / rel
         if not path.is_file():
             raise ArtifactError(f"{path} is missing: the version is incomplete")
+        status[rel] = _file_status(path)
         if _sha256(path) != digest:
             raise ArtifactError(f"{path} does not match its checksum: the file is corrupt")
+    if all(changed < started - RECENT_NS for _, _, changed, _, _ in status.values()):
+        _write_verified(root, status)
+
+
+def _file_status(path: Path) -> list[int]:
+    """What a write, a replacement, a move or a copy changes: size, times, inode and device."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
+def _write_verified(root: Path, status: Mapping[str, list[int]]) -> None:
+    try:
+        temp = root / f".tmp-verified-{secrets.token_hex(3)}.json"
+        temp.write_text(json.dumps({"format": VERIFIED_FORMAT, "files": status}))
+        os.replace(temp, root / VERIFIED_FILE)
+    except OSError:
+        pass  # a folder the service may not write: every load hashes the files
+
+
+def _unchanged_since_verified(root: Path, checksums: Mapping[str, str]) -> bool:
+    """Whether the last full verification's record covers exactly the listed files (and the
+    listing), each with the size, times and inode it has now."""
+    try:
+        record = json.loads((root / VERIFIED_FILE).read_text())
+        files = record["files"] if record["format"] == VERIFIED_FORMAT else {}
+        if set(files) != {*checksums, CHECKSUMS_FILE}:
+            return False
+        return all(_file_status(root / rel) == files[rel] for rel in files)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
 
 
 def library_versions() -> dict[str, str | None]:

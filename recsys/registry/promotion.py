@@ -26,10 +26,12 @@ def check_promotable(info: VersionInfo, *, force: bool = False) -> None:
         check_beats_baseline(info)
 
 
-def check_intact(info: VersionInfo) -> None:
-    """Raise ArtifactError naming the damaged file when the version's checksums do not hold."""
+def check_intact(info: VersionInfo, *, reuse: bool = False) -> None:
+    """Raise ArtifactError naming the damaged file when the version's checksums do not hold
+    (``reuse``: not hashed again when unchanged since its last full verification, see
+    :func:`recsys.registry.artifacts.verify`)."""
     try:
-        verify(info.path)
+        verify(info.path, reuse=reuse)
     except ArtifactError as exc:
         raise ArtifactError(
             f"version {info.version} is damaged and cannot be served: {exc}. "

@@ -218,14 +218,16 @@ class ModelRegistry:
         return info
 
     def load(self, version: str | None = None) -> LoadedVersion:
-        """Load a version (None: the production one) after verifying every file's checksum."""
+        """Load a version (None: the production one) after verifying every file's checksum (not
+        hashed again when no file changed since the version was last verified in full: see
+        :func:`recsys.registry.artifacts.verify`)."""
         if version is None:
             info = self.production()
             if info is None:
                 raise RegistryError("there is no production model version; train one with `recsys train`")
         else:
             info = self.get(version)
-        check_intact(info)
+        check_intact(info, reuse=True)
         manifest = json.loads((info.path / VERSION_FILE).read_text())
         if manifest.get("model") != info.model:
             raise ArtifactError(

@@ -129,6 +129,53 @@ def test_a_flipped_byte_refuses_to_load_naming_the_file(registry: ModelRegistry)
         registry.load(version)
 
 
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    hashed: list[str] = []
+    real = artifacts_module._sha256
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(artifacts_module, "_sha256", counting)
+    return hashed
+
+
+def test_a_load_hashes_the_files_again_only_after_one_changed(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts_module, "RECENT_NS", 50_000_000)  # 50 ms, not 2 s: no long wait
+    version = register(registry)
+    path = registry.get(version).path
+    listed = len((path / CHECKSUMS_FILE).read_text().splitlines())
+    time.sleep(0.1)
+    hashed = _count_hashes(monkeypatch)
+    registry.load(version)
+    assert len(hashed) == listed >= 5  # the first load hashes every file, and records them
+    registry.load(version)
+    assert len(hashed) == listed  # unchanged since: not hashed again
+    registry.verify(version)  # an explicit check (`recsys models show`, promotion) always hashes
+    assert len(hashed) == 2 * listed
+    time.sleep(0.1)
+    flip_a_byte(path / "model" / "arrays.npz")  # same size, new content
+    with pytest.raises(ArtifactError, match=r"model/arrays\.npz does not match its checksum"):
+        registry.load(version)
+
+
+def test_files_written_just_before_a_verification_are_hashed_at_every_load(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # File times tick coarsely: a file written in the same tick as the hashing could change
+    # again without its times changing, so such a verification is not recorded.
+    version = register(registry)
+    hashed = _count_hashes(monkeypatch)
+    registry.load(version)
+    first = len(hashed)
+    registry.load(version)
+    assert len(hashed) == 2 * first > 0
+    assert not (registry.get(version).path / artifacts_module.VERIFIED_FILE).exists()
+
+
 @pytest.mark.parametrize("removed", ["id_maps.npz", "model/model.json", CHECKSUMS_FILE])
 def test_an_incomplete_version_is_refused(registry: ModelRegistry, removed: str) -> None:
     version = register(registry)
