@@ -22,6 +22,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.retrieval import RankOptions, Retriever
+from recsys.runtime.arrays import map_npz
 from recsys.runtime.cluster import RayEngine
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
@@ -348,13 +349,14 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`, its arrays memory-mapped copy-on-write
+        (:func:`recsys.runtime.arrays.map_npz`)."""
         meta = read_model_meta(path)
         if meta["model"] != cls.name:
             raise ArtifactError(f"{path} holds a {meta['model']!r} model, not {cls.name!r}")
         model = cls(**meta["config"])
-        with np.load(path / ARRAYS_FILE) as stored:
-            arrays = {key: stored[key] for key in stored.files}
+        # Memory-mapped (copy-on-write): the service's workers share one copy of the factors.
+        arrays = map_npz(path / ARRAYS_FILE)
         model.item_factors = arrays.pop("item_factors")
         model.user_factors = arrays.pop("user_factors", None)
         model.history = meta.get("history", [])
