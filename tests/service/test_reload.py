@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -87,20 +88,59 @@ def test_no_model_yet_means_not_ready(settings: Settings, registry: ModelRegistr
         assert response.status_code == 503 and "no model version is loaded" in response.json()["detail"]
 
 
-def test_service_does_not_import_tensorflow(settings: Settings, version: VersionInfo) -> None:
+#: What a worker must not import to serve reads: TensorFlow (training only), Alembic (schema
+#: migrations), pandas and pyarrow (ingestion; a worker imports them before its first write) and
+#: rich (the command line's output).
+NOT_IMPORTED_BY_SERVING = ("tensorflow", "alembic", "pandas", "pyarrow", "rich")
+
+
+def test_service_imports_neither_tensorflow_nor_migration_or_ingestion_libraries(
+    settings: Settings, version: VersionInfo
+) -> None:
+    # A real server on a socket of its own, asked with urllib: the test client would import httpx,
+    # which imports rich itself.
     script = f"""
-import sys
-from fastapi.testclient import TestClient
+import json, socket, sys, threading, time, urllib.request
+import uvicorn
 from recsys.settings import Settings
 from service.app import create_app
 settings = Settings(
-    data_dir={str(settings.data_dir)!r}, database_url={settings.database_url!r}, reload_poll_seconds=0
+    data_dir={str(settings.data_dir)!r}, database_url={settings.database_url!r}, reload_poll_seconds=0,
+    api_key={API_KEY!r},
 )
-with TestClient(create_app(settings)) as client:
-    body = client.get("/users/u1/recommendations").json()
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+base = "http://127.0.0.1:%d" % sock.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+thread = threading.Thread(target=server.run, kwargs={{"sockets": [sock]}})
+thread.start()
+deadline = time.monotonic() + 60
+while not server.started and time.monotonic() < deadline:
+    time.sleep(0.05)
+
+def ask(path, body=None, headers={{}}):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, headers={{"Content-Type": "application/json", **headers}}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+try:
+    assert ask("/ready")[0] == 200
+    status, body = ask("/users/u1/recommendations")
     assert body["model_version"] == {version.version!r}, body
-    assert client.post("/recommendations", json={{"items": ["i1"]}}).status_code == 200
-print("tensorflow" in sys.modules)
+    assert ask("/recommendations", {{"items": ["i1"]}})[0] == 200
+    assert ask("/items/i1/similar")[0] == 200
+    heavy = {NOT_IMPORTED_BY_SERVING!r}
+    serving = [name for name in heavy if name in sys.modules]
+    status, _ = ask("/interactions", {{"user_id": "u1", "item_id": "i2", "value": 1.0}}, {KEY!r})
+    assert status == 201
+    after_a_write = [name for name in heavy if name in sys.modules]
+finally:
+    server.should_exit = True
+    thread.join()
+print(json.dumps({{"serving": serving, "after_a_write": after_a_write}}))
 """
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -111,4 +151,9 @@ print("tensorflow" in sys.modules)
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    imported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert imported["serving"] == [], result.stderr[-8000:]
+    # The write path validates with pandas and pyarrow: loaded by the first write, not at start
+    # (which also shows that the check above can see them).
+    assert {"pandas", "pyarrow"} <= set(imported["after_a_write"])
+    assert "tensorflow" not in imported["after_a_write"]
