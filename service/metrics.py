@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from service import MULTIPROC_ENV
 
 REQUESTS = Counter("recsys_http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"])
 LATENCY = Histogram(

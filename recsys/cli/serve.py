@@ -26,7 +26,7 @@ def serve_command(
     import uvicorn
 
     from recsys.log import logging_config
-    from service.metrics import MULTIPROC_ENV
+    from service import MULTIPROC_ENV
 
     settings = load_settings(database_url)
     if database_url:
@@ -42,6 +42,8 @@ def serve_command(
             # goes when the server stops.
             metrics_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="recsys-metrics-"))
             os.environ[MULTIPROC_ENV] = metrics_dir
+        if workers > 1:
+            _fork_workers_from_here()
         uvicorn.run(
             "service.app:create_app",
             factory=True,
@@ -52,6 +54,25 @@ def serve_command(
             # Timestamped text or JSON lines (RECSYS_LOG_FORMAT) in every worker, uvicorn's included.
             log_config=logging_config(settings.log_level, settings.log_format),
         )
+
+
+def _fork_workers_from_here() -> None:
+    """Import the service here and have uvicorn fork its workers from this process.
+
+    uvicorn starts each worker as a fresh interpreter (multiprocessing's spawn) that imports the
+    service again: seconds of CPU per worker, paid by all of them at once on a busy machine. A
+    forked worker starts with everything imported (and shares those pages with the other
+    workers until it writes to them); each still loads the model in its lifespan. Nothing here
+    has opened a database connection or started a thread pool that a fork would copy: the
+    service's engine is made in each worker, and FAISS is imported by the first model load.
+    """
+    import multiprocessing
+
+    import uvicorn._subprocess
+
+    import service.app  # noqa: F401
+
+    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def register(root: typer.Typer) -> None:
