@@ -62,7 +62,7 @@ class FaissIndex(ItemIndex):
         # Read once: each attribute access on the SWIG object costs tens of microseconds.
         self._n_items, self._dim = int(index.ntotal), int(index.d)
         # Exact search with exclusions masks scores over the same vectors (see the module docstring).
-        self._masked = ExactIndex(index.reconstruct_n(0, index.ntotal)) if self.is_exact else None
+        self._masked = ExactIndex(_flat_vectors(index)) if self.is_exact else None
 
     # --- construction -------------------------------------------------------------------------
 
@@ -211,12 +211,24 @@ class FaissIndex(ItemIndex):
         if not (path / INDEX_FILE).is_file() or not (path / META_FILE).is_file():
             raise ArtifactError(f"{path} is not a saved FAISS index (missing {INDEX_FILE} or {META_FILE})")
         meta = json.loads((path / META_FILE).read_text())
-        index = faiss.read_index(str(path / INDEX_FILE))
+        # The vectors memory-mapped, not read: every service worker shares one copy of them.
+        index = faiss.read_index(str(path / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         if meta["kind"] == "hnsw":
             # efSearch is a search-time parameter that write_index does not keep.
             hnsw: Any = faiss.downcast_index(index)
             hnsw.hnsw.efSearch = int(meta["ef_search"])
         return cls(index, meta["kind"], meta)
+
+
+def _flat_vectors(index: faiss.Index) -> np.ndarray:
+    """The vectors of a flat index as a read-only view of its own storage (no copy, so a mapped
+    index stays shared); read through the :class:`FaissIndex` that holds the index alive."""
+    flat: Any = faiss.downcast_index(index)
+    if not isinstance(flat, faiss.IndexFlat) or index.ntotal == 0:
+        return np.asarray(index.reconstruct_n(0, index.ntotal)).reshape(index.ntotal, index.d)
+    view = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    view.flags.writeable = False
+    return np.asarray(view)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
