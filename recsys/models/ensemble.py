@@ -25,6 +25,7 @@ size and can be the default model; beyond the limit it serves exactly what iALS 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 WEIGHT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Extra arrays (0-d) holding each part's multiplier ``m`` (see the module docstring).
 IALS_SCALE, LOWRANK_SCALE = "ials_scale", "lowrank_scale"
+#: Held while a loaded model splits its parts' vectors (module-level: a model stays picklable).
+_SPLIT_LOCK = threading.Lock()
 
 
 class IALSLowRankConfig(ImplicitALSConfig, LowRankAEConfig):
@@ -82,13 +85,37 @@ class IALSLowRank(Recommender):
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         fields = self.config.model_dump()
-        self.ials = ImplicitALS(ImplicitALSConfig(**{k: fields[k] for k in ImplicitALSConfig.model_fields}))
-        self.lowrank = LowRankAE(LowRankAEConfig(**{k: fields[k] for k in LowRankAEConfig.model_fields}))
+        self._ials = ImplicitALS(ImplicitALSConfig(**{k: fields[k] for k in ImplicitALSConfig.model_fields}))
+        self._lowrank = LowRankAE(LowRankAEConfig(**{k: fields[k] for k in LowRankAEConfig.model_fields}))
+        self._unsplit: dict[str, np.ndarray] | None = None
+        """A loaded model's arrays until a part is first used (see ``_restore_extra_arrays``)."""
         self.scales: tuple[float, float] | None = None
         """The multipliers ``(m_ials, m_lr)`` of the served vectors."""
         self._chosen: dict[str, Any] = {}
         self.lowrank_skipped: str | None = None
         """Why the last fit skipped the autoencoder (None: it did not, or weight 1.0 was asked)."""
+
+    @property
+    def ials(self) -> ImplicitALS:
+        """The iALS part (its own, unscaled vectors)."""
+        self._split()
+        return self._ials
+
+    @ials.setter
+    def ials(self, part: ImplicitALS) -> None:
+        self._split()
+        self._ials = part
+
+    @property
+    def lowrank(self) -> LowRankAE:
+        """The autoencoder part (its own, unscaled vectors)."""
+        self._split()
+        return self._lowrank
+
+    @lowrank.setter
+    def lowrank(self, part: LowRankAE) -> None:
+        self._split()
+        self._lowrank = part
 
     def fit(self, user_items: sp.csr_matrix, options: FitOptions | None = None) -> Self:
         options = options or FitOptions()
@@ -235,17 +262,34 @@ class IALSLowRank(Recommender):
         if IALS_SCALE not in arrays or self.item_factors is None:
             return
         m_ials, m_lr = float(arrays[IALS_SCALE]), float(arrays[LOWRANK_SCALE])
-        factors = self.config.factors
         if self.ials_alone:
             self.scales = (m_ials, 0.0)
-            self.ials.item_factors = np.ascontiguousarray(self.item_factors / m_ials)
+        elif "encoder" in arrays:
+            self.scales = (m_ials, m_lr)
+        else:
             return
-        if "encoder" not in arrays:
+        # The parts' unscaled item vectors are copies of the served ones (a part of the item
+        # vectors at 25M): made when a part is first used (a fold-in), not by every load.
+        self._unsplit = arrays
+
+    def _split(self) -> None:
+        """The parts' own vectors from a loaded model's served ones (once; the service's request
+        threads may ask at the same time)."""
+        if self._unsplit is None:
             return
-        self.scales = (m_ials, m_lr)
-        self.ials.item_factors = np.ascontiguousarray(self.item_factors[:, :factors] / m_ials)
-        self.lowrank.item_factors = np.ascontiguousarray(self.item_factors[:, factors:] / m_lr)
-        self.lowrank.encoder = arrays["encoder"]
+        with _SPLIT_LOCK:
+            arrays = self._unsplit
+            if arrays is None or self.scales is None or self.item_factors is None:
+                return
+            m_ials, m_lr = self.scales
+            if self.ials_alone:
+                self._ials.item_factors = np.ascontiguousarray(self.item_factors / m_ials)
+            else:
+                factors = self.config.factors
+                self._ials.item_factors = np.ascontiguousarray(self.item_factors[:, :factors] / m_ials)
+                self._lowrank.item_factors = np.ascontiguousarray(self.item_factors[:, factors:] / m_lr)
+                self._lowrank.encoder = arrays["encoder"]
+            self._unsplit = None
 
 
 def score_scale(users: np.ndarray, items: np.ndarray) -> float:
