@@ -17,9 +17,11 @@ Measured, in alternating rounds (``--rounds`` each):
   reads the whole log from the database as every version did before.
 
 Per round: seconds from the process start until every worker logged "ready" (and /ready answered
-200), and per worker its peak resident memory (VmHWM), resident memory and proportional set size
-(PSS: shared pages divided between the processes that map them) once ready. Both modes must
-answer the same top 10 for a sample of users, checked over HTTP in every round.
+200), the CPU seconds the server's processes used until then (what other jobs on a shared
+machine do not change), and per worker its peak resident memory (VmHWM), resident memory and
+proportional set size (PSS: shared pages divided between the processes that map them) once
+ready. Both modes must answer the same top 10 for a sample of users, checked over HTTP in every
+round.
 
     python benchmarks/serve_start_benchmark.py --interactions 5000000 [--rounds 2] [--model ials]
         [--workdir DIR]
@@ -172,6 +174,19 @@ def with_snapshot(version_dir: Path, aside: Path, checksums_text: str) -> None:
     (version_dir / "checksums.sha256").write_text(checksums_text)
 
 
+def cpu_seconds(master: int) -> float:
+    """CPU seconds (user + system) the server's processes have used so far: the work of a start,
+    which other jobs on a shared machine do not change (its wall time they do)."""
+    total = 0.0
+    for proc in [psutil.Process(master), *psutil.Process(master).children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def worker_memory(master: int) -> list[dict[str, float]]:
     """Peak and current resident memory and PSS (MB) of each worker process of the server."""
     found = []
@@ -216,13 +231,14 @@ def serve_once(
             log=log,
             condition=lambda: len(READY_LINE.findall(log.read_text(errors="replace"))) >= 2,
         )
+        cpu = cpu_seconds(process.pid)
         memory = worker_memory(process.pid)
         lists = {}
         with httpx.Client(base_url=base, timeout=30) as client:
             for user in users:
                 body = client.get(f"/users/{user}/recommendations", params={"k": 10}).json()
                 lists[user] = [entry["item_id"] for entry in body["items"]]
-        return {"seconds": ready_at, "workers": memory, "lists": lists, "log": log.name}
+        return {"seconds": ready_at, "cpu": cpu, "workers": memory, "lists": lists, "log": log.name}
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -287,7 +303,8 @@ def main() -> None:
                     for w in result["workers"]
                 )
                 print(
-                    f"round {number + 1} {mode:>8}: ready in {result['seconds']:.2f} s; workers: {workers}; "
+                    f"round {number + 1} {mode:>8}: ready in {result['seconds']:.2f} s "
+                    f"({result['cpu']:.1f} CPU s); workers: {workers}; "
                     f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
                     flush=True,
                 )
@@ -298,8 +315,10 @@ def main() -> None:
             f"{args.interactions:,} interactions, {args.users:,} users, {args.items:,} items; seen/ is "
             f"{seen_bytes / 2**20:.0f} MB; `recsys serve --workers 2`, medians of {args.rounds} rounds"
         )
-        print("| mode | start to /ready | peak RSS per worker | RSS per worker | PSS per worker |")
-        print("|---|---|---|---|---|")
+        print(
+            "| mode | start to /ready | CPU seconds | peak RSS per worker | RSS per worker | PSS per worker |"
+        )
+        print("|---|---|---|---|---|---|")
         summary = {}
         for mode, rounds in results.items():
             seconds = statistics.median(r["seconds"] for r in rounds)
@@ -307,9 +326,10 @@ def main() -> None:
             row = {
                 key: statistics.median(w[key] for w in workers) for key in ("peak_rss_mb", "rss_mb", "pss_mb")
             }
-            summary[mode] = {"seconds": seconds, **row}
+            cpu = statistics.median(r["cpu"] for r in rounds)
+            summary[mode] = {"seconds": seconds, "cpu": cpu, **row}
             memory = " | ".join(f"{row[key]:.0f} MB" for key in ("peak_rss_mb", "rss_mb", "pss_mb"))
-            print(f"| {mode} | {seconds:.2f} s | {memory} |")
+            print(f"| {mode} | {seconds:.2f} s | {cpu:.1f} s | {memory} |")
         if len(modes) == 2:
             ratio = summary["database"]["seconds"] / summary["snapshot"]["seconds"]
             print(f"snapshot start {ratio:.1f}x faster")

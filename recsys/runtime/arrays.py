@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def _map_member(path: Path, handle: BinaryIO, info: zipfile.ZipInfo) -> np.ndarr
     offset = handle.tell()
     if offset - start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != info.file_size:
         raise ValueError(f"member {info.filename} is {info.file_size} bytes, not what its header describes")
-    order = "F" if fortran_order else "C"
+    order: Literal["C", "F"] = "F" if fortran_order else "C"
     if 0 in shape or dtype.itemsize == 0:
         return np.zeros(shape, dtype=dtype, order=order)
     mapped = np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order)
