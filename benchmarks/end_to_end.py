@@ -185,7 +185,7 @@ def measure(interactions: int, workdir: Path, postgres_url: str) -> Run:
     params, metrics = trained["params"], trained["metrics"]
     implicit_seconds = None
     note = f"{trained['model']}, nDCG@10 {metrics.get('ndcg@10', float('nan')):.4f}"
-    if trained["model"] == "ials":
+    if _fits_ials_alone(trained):
         run([RECSYS, "export-matrix", "--out", str(workdir / "matrix.npz")], env)
         matrix = sp.load_npz(workdir / "matrix.npz")
         matrix.data[:] = 1.0  # the default recipe binarises
@@ -209,6 +209,15 @@ def measure(interactions: int, workdir: Path, postgres_url: str) -> Run:
         first_user = lines.readlines(1 << 16)[1].split(",")[0]
     result.stages.append(serve_and_answer(env, user=first_user))
     return result
+
+
+def _fits_ials_alone(trained: dict) -> bool:
+    """iALS, or the default blend where it fit iALS alone (above its ``max_items``): then
+    implicit's ALS at the same factors and epochs is the bare baseline of the fit."""
+    if trained["model"] == "ials":
+        return True
+    version = json.loads((Path(trained["path"]) / "version.json").read_text())
+    return bool(version.get("training", {}).get("fit_notes", {}).get("parts") == ["ials"])
 
 
 def _vectors_of(version_path: str) -> tuple[np.ndarray, np.ndarray]:
