@@ -68,11 +68,14 @@ def _fork_workers_from_here() -> None:
     """
     import multiprocessing
 
-    import uvicorn._subprocess
-
     import service.app  # noqa: F401
 
-    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
+    try:
+        import uvicorn._subprocess as workers
+    except ImportError:  # a uvicorn that moved its private module: it spawns, as it always did
+        return
+    if isinstance(getattr(workers, "spawn", None), multiprocessing.context.BaseContext):
+        workers.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def register(root: typer.Typer) -> None:
