@@ -71,6 +71,7 @@ class ServingState:
     ) -> ServingState:
         """Assemble a state from a loaded version and a database snapshot."""
         started = time.perf_counter()
+        model.prepare_fold_in()  # the first single-history fold-in costs no more than the next
         retriever = Retriever.build(
             model, users, items, interactions,
             index=index, watermark=watermark, catalogue=catalogue,
@@ -150,6 +151,7 @@ def load_state(engine: Engine, settings: Settings, version: str | None = None) -
     if version is None and registry.production() is None:
         return None
     loaded = registry.load(version)
+    loaded.model.prepare_fold_in()  # the first single-history fold-in costs no more than the next
     retriever = load_retriever(engine, loaded, cache_size=settings.fold_in_cache_size)
     items = loaded.items
     catalogue = retriever.catalogue

@@ -107,6 +107,9 @@ class Recipe(BaseModel):
     def apply_matrix(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """The value rule applied to a users x items matrix (a history row, a whole log)."""
         matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        # Each pair once (repeats summed, as the matrix means them), columns sorted: the rule sees
+        # a pair's value, and a row's products sum in column order as one history's do.
+        matrix.sum_duplicates()
         matrix.data = self.apply_values(matrix.data)
         matrix.eliminate_zeros()
         return matrix

@@ -185,6 +185,11 @@ class Recommender(ABC):
         row = sp.csr_matrix((values, columns, indptr), shape=(1, len(self._require_items())))
         return self.fold_in(row)
 
+    def prepare_fold_in(self) -> None:  # noqa: B027
+        """Compute now what :meth:`fold_in_one` would otherwise compute on its first call for
+        these item vectors (the service calls this when it loads a version, so that no request
+        pays for it). Models whose single-history fold-in caches nothing keep this no-op."""
+
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         """Additional state to save next to the vectors."""
         return {}

@@ -37,7 +37,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import FitOptions, ModelConfig, Recommender, WarmStart
 from recsys.models.ials import ImplicitALS, ImplicitALSConfig
-from recsys.models.lowrank import PEAK_MATRICES, LowRankAE, LowRankAEConfig
+from recsys.models.lowrank import PEAK_MATRICES, LowRankAE, LowRankAEConfig, history_times_encoder
 from recsys.runtime.memory import dense_items_problem
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,8 @@ class IALSLowRank(Recommender):
 
     def fold_in_one(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``fold_in`` of one history without sparse matrices: iALS's single-row solve and the
-        autoencoder's encoder rows summed (the service folds in one history per request)."""
+        autoencoder's encoder rows summed in ``fold_in``'s order, so that half is bit for bit
+        ``fold_in``'s (the service folds in one history per request)."""
         encoder = self.lowrank.encoder
         if self.scales is None or (not self.ials_alone and encoder is None):
             return super().fold_in_one(columns, values)  # fold_in raises the error naming the gap
@@ -198,12 +199,14 @@ class IALSLowRank(Recommender):
         # Both parts written into one float32 row: what hstack and astype gave, without their copies.
         vector = np.empty((1, folded.shape[1] + encoder.shape[1]), dtype=np.float32)
         np.multiply(m_ials, folded, out=vector[:, : folded.shape[1]])
-        np.multiply(
-            m_lr,
-            self.lowrank.recipe.apply_values(values) @ encoder[columns],
-            out=vector[0, folded.shape[1] :],
-        )
+        encoded = history_times_encoder(encoder, columns, self.lowrank.recipe.apply_values(values))
+        np.multiply(m_lr, encoded, out=vector[0, folded.shape[1] :])
         return vector
+
+    def prepare_fold_in(self) -> None:
+        """iALS's (the autoencoder's half is a sum of encoder rows: nothing to prepare)."""
+        if self.scales is not None:  # else fold-in raises the error naming what is missing
+            self.ials.prepare_fold_in()
 
     def _combine(self) -> None:
         """Serve the parts' current vectors, each scaled by its multiplier, side by side."""

@@ -110,6 +110,21 @@ class LowRankAE(Recommender):
         self.encoder = arrays.get("encoder")
 
 
+def history_times_encoder(encoder: np.ndarray, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """One history's vector, ``values`` (float32) at the sorted, unique ``columns`` times
+    ``encoder``, summed as :meth:`LowRankAE.fold_in`'s CSR x dense product sums a row: each value
+    times its encoder row, rounded to float32, added one row after another in column order (a
+    reduction over the first axis runs in that order). So it is bit for bit the row a block
+    fold-in gives; a BLAS vector x matrix product sums in its own order and differed from it in
+    the last bit for about a third of ml-100k histories. Binary values (the recipe's) skip the
+    multiplication by 1: the same floats, and as fast as the BLAS product for 20 items."""
+    rows = encoder.take(columns, axis=0)
+    if not (values == 1).all():
+        rows *= values[:, None]
+    encoded: np.ndarray = np.add.reduce(rows, axis=0)
+    return encoded
+
+
 def check_memory(n_items: int, max_items: int) -> None:
     """Refuse catalogues beyond ``max_items`` or beyond the memory available, naming both."""
     check_dense_items_memory(

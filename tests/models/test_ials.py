@@ -142,6 +142,30 @@ def test_short_and_long_histories_fold_in_as_the_numpy_solve(monkeypatch: pytest
     assert short_solves == [length for length in lengths if length <= 16]
 
 
+def test_prepared_fold_in_computes_nothing_on_the_first_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_fold_in (the service calls it when it loads a version) computes the Gram matrix and
+    its eigendecomposition, so the first single-history fold-in does not; the same vectors."""
+    rng = np.random.default_rng(8)
+    items = (rng.standard_normal((200, 32)) * 0.3).astype(np.float32)
+    lazy, prepared = ImplicitALS(factors=32), ImplicitALS(factors=32)
+    lazy.item_factors = prepared.item_factors = items
+    histories = [np.array([3, 50, 77]), np.sort(rng.choice(200, 40, replace=False))]  # both solves
+    expected = [lazy.fold_in_one(columns, np.ones(len(columns), np.float32)) for columns in histories]
+    prepared.prepare_fold_in()
+    caches = (prepared._fixed_cache, prepared._eigen_cache)
+    assert caches[0][0] is items and caches[1][0] is items
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an eigendecomposition computed on a fold-in")
+
+    monkeypatch.setattr(np.linalg, "eigh", refused)
+    for columns, vector in zip(histories, expected, strict=True):
+        ones = np.ones(len(columns), np.float32)
+        np.testing.assert_array_equal(prepared.fold_in_one(columns, ones), vector)
+    assert prepared._fixed_cache is caches[0] and prepared._eigen_cache is caches[1]
+    ImplicitALS(factors=32).prepare_fold_in()  # no item vectors: nothing to prepare, no error
+
+
 @pytest.mark.parametrize("kernel", ["numba", "tensorflow"])
 def test_cpu_and_gpu_cg_kernels_agree(
     tiny: sp.csr_matrix, kernel: str, monkeypatch: pytest.MonkeyPatch

@@ -1,6 +1,8 @@
 """The service, `recsys score` and `recsys evaluate` rank through one retriever: the same lists for
 the same users (trained, folded-in after feedback or after the watermark, new to the version,
-without history), with and without filters; and the folded-in vector cache."""
+without history), with and without filters, for iALS and the default model (the iALS +
+autoencoder blend); a posted history gets the list of the user it belongs to; a loaded version's
+first fold-in computes nothing a later one reuses; and the folded-in vector cache."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from recsys.db.engine import session_scope
 from recsys.db.models import Interaction, User
 from recsys.evaluation.ranking import recommend_top_k
 from recsys.index import build_for_version
+from recsys.models.base import Recommender
+from recsys.models.ensemble import IALSLowRank
 from recsys.models.ials import ImplicitALS
 from recsys.registry.registry import ModelRegistry, VersionInfo
 from recsys.retrieval import Catalogue, RankOptions
@@ -40,10 +44,28 @@ SLASH_USER = "shop/eu/42"
 FILTERS = {"include_genres": ["Drama", "Action"], "exclude_genres": ["Comedy"]}
 
 
-@pytest.fixture
-def ials_version(registry: ModelRegistry, settings: Settings) -> VersionInfo:
-    """An iALS version with fixed random vectors (fold-in is its exact numpy solve), promoted,
-    with two more database users: one new with history (an id holding '/'), one with none."""
+def random_model(name: str) -> Recommender:
+    """Fixed random vectors, folded in by exact numpy solves: iALS (8 factors), or the default
+    model, the iALS + low-rank autoencoder blend (8 + 8 columns, its part scales computed)."""
+    rng = np.random.default_rng(11)
+    ials = ImplicitALS(factors=8)
+    ials.item_factors = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    ials.user_factors = rng.normal(size=(TRAINED_USERS, 8)).astype(np.float32)
+    if name == ials.name:
+        return ials
+    blend = IALSLowRank(factors=8, rank=8)
+    assert name == blend.name
+    blend.ials.item_factors, blend.ials.user_factors = ials.item_factors, ials.user_factors
+    blend.lowrank.encoder = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    blend.lowrank.item_factors = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    blend.lowrank.user_factors = rng.normal(size=(TRAINED_USERS, 8)).astype(np.float32)
+    blend._combine()
+    return blend
+
+
+def register_version(registry: ModelRegistry, settings: Settings, model: Recommender) -> VersionInfo:
+    """A version of ``model``, promoted, with two more database users: one new with history (an id
+    holding '/'), one with none."""
     engine = registry.engine
     with session_scope(engine) as session:
         session.execute(
@@ -57,10 +79,6 @@ def ials_version(registry: ModelRegistry, settings: Settings) -> VersionInfo:
                 for i, v in ((2, 5.0), (9, 1.0), (13, 3.0))
             ],
         )
-    rng = np.random.default_rng(11)
-    model = ImplicitALS(factors=8)
-    model.item_factors = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
-    model.user_factors = rng.normal(size=(TRAINED_USERS, 8)).astype(np.float32)
     users = IdMap(np.array([f"u{u}" for u in range(TRAINED_USERS)], dtype=object))
     items = IdMap(np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object))
     info = registry.register(model, users, items, metrics={}, watermark=WATERMARK, data_fingerprint="test")
@@ -70,7 +88,26 @@ def ials_version(registry: ModelRegistry, settings: Settings) -> VersionInfo:
 
 
 @pytest.fixture
+def ials_version(registry: ModelRegistry, settings: Settings) -> VersionInfo:
+    return register_version(registry, settings, random_model("ials"))
+
+
+@pytest.fixture
 def ials_client(settings: Settings, ials_version: VersionInfo) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(params=["ials", "ials-lowrank"])
+def vector_version(
+    request: pytest.FixtureRequest, registry: ModelRegistry, settings: Settings
+) -> VersionInfo:
+    """A version of iALS or of the default model (the blend), each parameter its own run."""
+    return register_version(registry, settings, random_model(request.param))
+
+
+@pytest.fixture
+def vector_client(settings: Settings, vector_version: VersionInfo) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -122,38 +159,78 @@ def evaluate_lists(
     }
 
 
+def posted_lists(client: TestClient, users: list[str], params: dict[str, object]) -> dict[str, list[str]]:
+    """POST /recommendations with each user's history as the service holds it (snapshot and
+    feedback merged): the single-history fold-in, where GET folds the user in as a block row."""
+    retriever = client.app.state.holder.current.retriever  # type: ignore[attr-defined]
+    names = retriever.items.external_ids
+    lists = {}
+    for user in users:
+        columns, values, _ = retriever.user_history(user)
+        body = {"items": [str(names[c]) for c in columns], "values": values.tolist(), **params}
+        response = client.post("/recommendations", json=body)
+        assert response.status_code == 200, (user, response.text)
+        lists[user] = [item["item_id"] for item in response.json()["items"]]
+    return lists
+
+
 def test_service_score_and_evaluate_give_the_same_lists(
-    ials_client: TestClient,
-    ials_version: VersionInfo,
+    vector_client: TestClient,
+    vector_version: VersionInfo,
     settings: Settings,
     registry: ModelRegistry,
     tmp_path: Path,
 ) -> None:
+    client = vector_client
     # u3 (trained) re-rates an item it has: from now on it is folded in, by every path.
-    response = ials_client.post(
-        "/interactions", json={"user_id": "u3", "item_id": "i3", "value": 5.0}, headers=KEY
-    )
+    event = {"user_id": "u3", "item_id": "i3", "value": 5.0}
+    response = client.post("/interactions", json=event, headers=KEY)
     assert response.status_code == 201
     users = [f"u{u}" for u in range(30)] + [SLASH_USER, "lurker"]
     strategies = {
-        user: ials_client.get(f"/users/{quote(user, safe='')}/recommendations").json()["strategy"]
+        user: client.get(f"/users/{quote(user, safe='')}/recommendations").json()["strategy"]
         for user in ("u0", "u3", "u22", "u27", SLASH_USER, "lurker")
     }
     assert strategies == {
         "u0": "personalized", "u3": "folded-in", "u22": "folded-in",
         "u27": "folded-in", SLASH_USER: "folded-in", "lurker": "popular",
     }  # fmt: skip
+    # Folded in: u3 (feedback), u21-u24 (after the watermark), u25-u29 and SLASH_USER (new);
+    # histories of 3 to 5 items, so iALS solves both ways (up to half its 8 factors, and above).
+    folded = ["u3", *(f"u{u}" for u in range(21, 30)), SLASH_USER]
     for filters in ({}, FILTERS):
-        served = service_lists(ials_client, users, {"k": 6, **filters})
+        served = service_lists(client, users, {"k": 6, **filters})
         scored = score_lists(settings, tmp_path / f"scores-{len(filters)}.parquet", 6, filters)
-        evaluated = evaluate_lists(registry.engine, registry, ials_version.version, 6, filters)
+        evaluated = evaluate_lists(registry.engine, registry, vector_version.version, 6, filters)
         assert all(len(served[user]) > 0 for user in users)
         assert scored == {user: served[user] for user in users}
         assert {user: evaluated[user] for user in users} == served
+        assert posted_lists(client, folded, {"k": 6, **filters}) == {user: served[user] for user in folded}
     # The filters held: every filtered item has Drama or Action and no Comedy.
     for items in served.values():
         genres = [item_genres(int(item[1:])) for item in items]
         assert all({"Drama", "Action"} & set(g) and "Comedy" not in g for g in genres)
+
+
+def test_a_loaded_version_computes_nothing_on_its_first_fold_in(
+    vector_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the version prepared the single-history fold-in (iALS's Gram matrix and its
+    eigendecomposition), so the first POST /recommendations computes neither."""
+    model = vector_client.app.state.holder.current.retriever.model  # type: ignore[attr-defined]
+    ials = model.ials if isinstance(model, IALSLowRank) else model
+    assert isinstance(ials, ImplicitALS)
+    assert ials._fixed_cache[0] is ials.item_factors and ials._eigen_cache[0] is ials.item_factors
+    prepared = (ials._fixed_cache, ials._eigen_cache)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an eigendecomposition computed by a request")
+
+    monkeypatch.setattr(np.linalg, "eigh", refused)
+    for items in (["i1", "i2"], ["i1", "i2", "i4", "i5", "i7", "i8"]):  # both iALS solves
+        response = vector_client.post("/recommendations", json={"items": items, "k": 5})
+        assert response.status_code == 200 and len(response.json()["items"]) == 5
+    assert ials._fixed_cache is prepared[0] and ials._eigen_cache is prepared[1]  # not recomputed
 
 
 def test_folded_in_vector_is_cached_until_that_user_acts_again(ials_client: TestClient) -> None:
