@@ -41,6 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# uvicorn imports this file as ``benchmarks.serve_benchmark`` for the bare app: its sibling
+# module must be importable then too, not only when the script runs from its own folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_process import free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""benchmarks/end_to_end.py keeps each size's figures so that one plot combines separate runs."""
+"""benchmarks/end_to_end.py keeps each size's figures so that one plot combines separate runs; the
+serve benchmark's bare app loads the way uvicorn loads it."""
 
 from __future__ import annotations
 
@@ -50,3 +51,21 @@ def test_plot_draws_sizes_where_a_stage_ran_at_some_sizes_only(tmp_path: Path) -
     path = tmp_path / "e2e.png"
     e2e.plot(runs, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_serve_benchmarks_bare_app_imports_as_uvicorn_imports_it() -> None:
+    """uvicorn loads ``benchmarks.serve_benchmark:bare_app`` from the repository root, where the
+    script's sibling modules are not on the path unless the script puts them there."""
+    import subprocess
+
+    root = BENCHMARKS.parent
+    imported = subprocess.run(
+        [sys.executable, "-c", "import benchmarks.serve_benchmark as b; print(callable(b.bare_app))"],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert imported.stdout.strip() == "True"
