@@ -22,7 +22,7 @@ from recsys.data.recipe import Recipe
 from recsys.errors import ArtifactError, ConfigError, NotFittedError
 from recsys.index.exact import ExactIndex
 from recsys.retrieval import RankOptions, Retriever
-from recsys.runtime.arrays import map_npz
+from recsys.runtime.arrays import map_npz, save_npz
 from recsys.runtime.cluster import RayEngine
 from recsys.runtime.epochs import EpochStep, StoppingRule, run_epochs
 
@@ -348,7 +348,7 @@ class Recommender(ABC):
         arrays = {"item_factors": self._require_items(), **self._extra_arrays()}
         if self.user_factors is not None:
             arrays["user_factors"] = self.user_factors
-        np.savez(path / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
+        save_npz(path / ARRAYS_FILE, arrays)
         meta = {"model": self.name, "config": self.params, "history": self.history}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=2))
 

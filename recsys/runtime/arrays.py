@@ -5,12 +5,20 @@
 each member's data sits at a fixed offset of the file and can be mapped like an ``.npy`` file:
 every service worker that loads a version then shares one copy of its factors in the page cache
 instead of reading its own.
+
+A member is mapped only where its data is aligned: numpy works on an unaligned array through
+slow buffered paths (a 20-row gather and sum over a mapped encoder took ten times as long as over
+a copy). :func:`numpy.savez` leaves data at whatever offset the zip headers end, so
+:func:`save_npz` writes the same kind of archive with every member's data on a 64-byte boundary
+(zip padding in each member's local header, as Android's zipalign pads); members of archives
+written otherwise are read into memory when unaligned.
 """
 
 from __future__ import annotations
 
 import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -20,6 +28,34 @@ from recsys.errors import ArtifactError
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, fixed fields, name and extra lengths
 _LOCAL_SIGNATURE = b"PK\x03\x04"
+#: Where save_npz starts each member's data (numpy's .npy headers end on 64 bytes too).
+ALIGNMENT = 64
+#: The zip extra field that pads a local header (the id Android's zipalign uses).
+_PADDING_ID = 0xD935
+#: Bytes zipfile adds to a local header written with force_zip64 (id, size, two 8-byte sizes).
+_ZIP64_EXTRA = 20
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as :func:`numpy.savez` does (an uncompressed ``.npz`` that ``np.load``
+    reads), with each member's data aligned to :data:`ALIGNMENT` bytes so that
+    :func:`map_npz` maps it. Object arrays are refused."""
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            array = np.asanyarray(value)
+            if array.dtype.hasobject:
+                raise ValueError(f"array {name!r} holds Python objects, which are not saved")
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            # The member starts after the local header, the name and the extra fields; numpy pads
+            # its .npy header to a multiple of 64 bytes, so aligning the member aligns the data.
+            # The padding field takes at least its own 4 bytes.
+            assert archive.fp is not None
+            start = archive.fp.tell() + _LOCAL_HEADER.size + len(info.filename.encode()) + _ZIP64_EXTRA
+            pad = (-(start + 4)) % ALIGNMENT
+            info.extra = struct.pack("<HH", _PADDING_ID, pad) + bytes(pad)
+            with archive.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def map_npz(path: Path) -> dict[str, np.ndarray]:
@@ -60,6 +96,8 @@ def _map_member(path: Path, handle: BinaryIO, info: zipfile.ZipInfo) -> np.ndarr
     if dtype.hasobject:
         raise ValueError(f"member {info.filename} holds Python objects, which are not loaded without pickle")
     offset = handle.tell()
+    if offset % max(dtype.alignment, 1):
+        return None  # unaligned (an archive not written by save_npz): read into memory instead
     if offset - start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != info.file_size:
         raise ValueError(f"member {info.filename} is {info.file_size} bytes, not what its header describes")
     order: Literal["C", "F"] = "F" if fortran_order else "C"
