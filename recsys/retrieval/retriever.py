@@ -454,7 +454,11 @@ class Retriever:
             assert self.model.user_factors is not None
             vectors[trained] = self.model.user_factors[users[trained]]
             strategies[trained] = PERSONALIZED
-        folded = ~trained & ((np.diff(rows.indptr) > 0) | (not self.popular_fallback))
+        # A history of zeros (or of values the version's rule maps to 0) has nothing to fold in:
+        # the model would give a zero vector, which ranks the catalogue in id order.
+        counted = np.concatenate([[0], np.cumsum(self._counted(rows.indices, rows.data))])
+        has_history = counted[rows.indptr[1:]] > counted[rows.indptr[:-1]]
+        folded = ~trained & (has_history | (not self.popular_fallback))
         try:
             self._fold_rows(rows, folded, vectors, strategies)
         except DataError as exc:
@@ -498,6 +502,13 @@ class Retriever:
         if keep is not None:
             columns, values = columns[keep], values[keep]
         return self.model.fold_in_one(columns, values)
+
+    def _counted(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Which pairs the model folds in: not erased, and not 0 after the version's value rule
+        (every model drops zero values)."""
+        keep, values = self._history_values(columns, values)
+        counted = np.asarray(values != 0)
+        return counted if keep is None else counted & keep
 
     def _history_values(
         self, columns: np.ndarray, values: np.ndarray
@@ -662,11 +673,14 @@ class Retriever:
     def recommend_history(
         self, item_ids: Sequence[str], values: Sequence[float] | None, options: RankOptions
     ) -> Ranked:
-        """An anonymous history's list, folded in from its items (repeats are summed)."""
+        """An anonymous history's list, folded in from its items (repeats are summed); popular
+        items when no value counts (all 0 after the version's value rule)."""
         indices = self.item_indices(item_ids)
         data = np.ones(len(indices), np.float32) if values is None else np.asarray(values, np.float32)
         columns, position = np.unique(indices, return_inverse=True)
         summed = np.bincount(position, weights=data, minlength=len(columns)).astype(np.float32)
+        if self.popular_fallback and not self._counted(columns, summed).any():
+            return self.rank_one(_NO_VECTOR, POPULAR, columns, options)  # nothing to fold in
         # Folded in directly: values the model refuses are the caller's to fix (DataError).
         vector = self._fold_in_one(columns, summed)
         return self.rank_one(vector, FOLDED_IN, columns, options)

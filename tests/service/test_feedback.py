@@ -168,6 +168,23 @@ def test_history_fold_in_matches_the_model(client: TestClient) -> None:
     np.testing.assert_allclose(scores, want[0], rtol=1e-5)
 
 
+def test_a_history_of_zero_values_gets_popular_items(client: TestClient) -> None:
+    """Every model drops zero values, so such a history folded in to a zero vector, which ranked
+    the whole catalogue at score 0 in id order; it is no history, and gets the fallback."""
+    vector_state(client)
+    popular = client.get("/users/nobody/recommendations", params={"k": 10}).json()
+    assert popular["strategy"] == "popular"
+    ranked = [item["item_id"] for item in popular["items"]]
+    client.post("/interactions", json={"user_id": "zero-only", "item_id": "i3", "value": 0}, headers=KEY)
+    body = client.get("/users/zero-only/recommendations", params={"k": 4}).json()
+    assert body["strategy"] == "popular"
+    assert [item["item_id"] for item in body["items"]] == [i for i in ranked if i != "i3"][:4]
+    anonymous = client.post("/recommendations", json={"items": ["i3", "i4"], "values": [0, 0], "k": 4}).json()
+    assert anonymous["strategy"] == "popular"
+    unseen = [item for item in ranked if item not in ("i3", "i4")]
+    assert [item["item_id"] for item in anonymous["items"]] == unseen[:4]
+
+
 def test_user_vector_is_refreshed_by_feedback(client: TestClient) -> None:
     model = vector_state(client)
     trained = client.get("/users/u5/recommendations", params={"k": 4}).json()
