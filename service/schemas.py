@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -15,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from recsys.ingest.rules import ID_PATTERN
+from recsys.ingest.rules import ID_PATTERN, normalise_id
 from recsys.ingest.specs import MAX_KIND_LENGTH
 from recsys.retrieval import Strategy
 
@@ -26,7 +27,8 @@ MAX_OFFSET = 10_000
 #: Most events one POST /interactions may carry.
 MAX_EVENTS = 5000
 
-ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
+#: An id naming a stored user or item, read as ingestion stores ids (trimmed, NFC).
+ExternalId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(normalise_id)]
 
 
 class Strict(BaseModel):

@@ -8,6 +8,7 @@ worker does not import pandas or pyarrow before it stores its first event.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -66,3 +67,11 @@ class Rules:
 def printable_text(text: str) -> str:
     """``text`` with control characters (other than tab) and lone surrogates escaped."""
     return "".join(ch if ch.isprintable() or ch == "\t" else ascii(ch)[1:-1] for ch in text)
+
+
+def normalise_id(text: str) -> str:
+    """One id as every door stores it: trimmed and NFC-normalised, as
+    :func:`recsys.ingest.validation.clean_ids` does to a column. Ids read from a request's path
+    or query go through it, so that they name what ingestion stored."""
+    text = text.strip()
+    return text if text.isascii() else unicodedata.normalize("NFC", text)

@@ -8,8 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from recsys.db.erasure import Erased, Target, erase
+from recsys.ingest.rules import normalise_id
 from service.deps import ApiKeyDep, SettingsDep
 from service.schemas import Deleted, error_responses
 from service.state import touch_stamp
@@ -18,7 +20,26 @@ logger = logging.getLogger("uvicorn.error")
 
 router = APIRouter(tags=["deletion"], dependencies=[ApiKeyDep])
 
-Identifier = Annotated[str, Path(min_length=1, max_length=255)]
+
+class _UserPath(PathConvertor):
+    """A user id with any characters, '/' included, except a trailing '/recommendations': DELETE
+    on a user's recommendations stays a 405 (such an id is erased with ``recsys delete user``)."""
+
+    regex = r".*(?<!/recommendations)"
+
+
+class _ItemPath(PathConvertor):
+    """An item id as :class:`_UserPath`, for the similar items path."""
+
+    regex = r".*(?<!/similar)"
+
+
+register_url_convertor("user_path", _UserPath())
+register_url_convertor("item_path", _ItemPath())
+
+#: Ids may hold any character, '/' included (hence the path convertors).
+ANY_ID = "Any characters, '/' included (percent-encode reserved ones)."
+Identifier = Annotated[str, Path(min_length=1, max_length=255, description=ANY_ID)]
 
 
 async def _erase(request: Request, target: Target, external_id: str, settings: SettingsDep) -> Deleted:
@@ -45,7 +66,7 @@ async def _erase(request: Request, target: Target, external_id: str, settings: S
 
 
 @router.delete(
-    "/users/{user_id}",
+    "/users/{user_id:user_path}",
     operation_id="delete_user",
     response_model=Deleted,
     responses=error_responses(401, 404, 503),
@@ -53,11 +74,11 @@ async def _erase(request: Request, target: Target, external_id: str, settings: S
 async def delete_user(request: Request, user_id: Identifier, settings: SettingsDep) -> Deleted:
     """Erase a user: their interactions, offline recommendations and the user itself. Their next
     recommendation is the one of an unknown user, and the next trained version never sees them."""
-    return await _erase(request, "user", user_id, settings)
+    return await _erase(request, "user", normalise_id(user_id), settings)
 
 
 @router.delete(
-    "/items/{item_id}",
+    "/items/{item_id:item_path}",
     operation_id="delete_item",
     response_model=Deleted,
     responses=error_responses(401, 404, 503),
@@ -65,11 +86,11 @@ async def delete_user(request: Request, user_id: Identifier, settings: SettingsD
 async def delete_item(request: Request, item_id: Identifier, settings: SettingsDep) -> Deleted:
     """Erase an item: its interactions, its places in offline recommendations and the item itself.
     It is never recommended again."""
-    return await _erase(request, "item", item_id, settings)
+    return await _erase(request, "item", normalise_id(item_id), settings)
 
 
 @router.delete(
-    "/interactions/{event_id}",
+    "/interactions/{event_id:path}",
     operation_id="delete_interaction",
     response_model=Deleted,
     responses=error_responses(401, 404, 503),

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, status
 
 from recsys.errors import UnknownIdError
+from recsys.ingest.rules import normalise_id
 from recsys.retrieval import Ranked, UnknownGenreError
 from service.deps import current_state
 from service.params import parse_query, query_openapi
@@ -47,6 +48,7 @@ async def similar_items(
     """
     state = await current_state(request)
     query = parse_query(SimilarQuery, request.query_params)
+    item_id = normalise_id(item_id)  # as ingestion stored it
     try:
         index = state.retriever.item_indices([item_id])
         ranking = state.retriever.similar(index, rank_options(state, query))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from recsys.errors import DataError, UnknownIdError
+from recsys.ingest.rules import normalise_id
 from recsys.retrieval import Ranked, RankOptions, UnknownGenreError
 from service import metrics
 from service.deps import current_state
@@ -116,6 +117,7 @@ async def user_recommendations(
     # dependency machinery cost more time than the recommendation (see service/routing.py).
     state = await current_state(request)
     query = parse_query(RecommendationQuery, request.query_params)
+    user_id = normalise_id(user_id)  # " 42 " and a decomposed "é" name the user ingestion stored
     try:
         ranked = state.retriever.recommend_user(user_id, rank_options(state, query, query.exclude_seen))
     except UnknownGenreError as exc:

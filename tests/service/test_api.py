@@ -194,6 +194,34 @@ def test_ids_with_reserved_characters_reach_the_endpoints(client: TestClient) ->
     assert response.status_code == 404 and "'cat/7'" in response.json()["detail"]
 
 
+def test_ids_in_paths_and_queries_are_read_as_ingestion_stores_them(client: TestClient) -> None:
+    """Stored ids are trimmed and NFC-normalised: " café " with a combining accent, sent in a path,
+    names the user stored as "café" (it got popular items, and DELETE answered 404)."""
+    key = {"X-API-Key": API_KEY}
+    decomposed = " cafe\u0301 "
+    client.post("/interactions", json={"user_id": decomposed, "item_id": "i0"}, headers=key)
+    body = client.get(f"/users/{quote(decomposed, safe='')}/recommendations", params={"k": 3}).json()
+    assert body["user_id"] == "caf\u00e9" and body["strategy"] == "folded-in" and "i0" not in ids_of(body)
+    similar = client.get("/items/%20i2%20/similar", params={"k": 3, "exclude_items": " i3"})
+    assert similar.status_code == 200 and "i3" not in ids_of(similar.json())
+    history = client.post("/recommendations", json={"items": [" i2"], "exclude_items": ["i4 "], "k": 3})
+    assert history.status_code == 200 and not {"i2", "i4"} & set(ids_of(history.json()))
+    assert client.delete(f"/users/{quote(decomposed, safe='')}", headers=key).json()["id"] == "caf\u00e9"
+
+
+def test_ids_with_slashes_can_be_deleted(client: TestClient) -> None:
+    key = {"X-API-Key": API_KEY}
+    event = {"user_id": "shop/eu/42", "item_id": "cat/dvd/7", "event_id": "evt/1"}
+    client.post("/interactions", json=[event, {**event, "event_id": "evt/2", "item_id": "i1"}], headers=key)
+    for path, target in (("interactions/evt%2F1", "interaction"), ("items/cat%2Fdvd%2F7", "item")):
+        response = client.delete(f"/{path}", headers=key)
+        assert response.status_code == 200 and response.json()["target"] == target, response.json()
+    assert client.delete("/users/shop/eu/42", headers=key).json()["interactions"] == 1  # unencoded too
+    assert client.get("/users/shop%2Feu%2F42/recommendations").json()["strategy"] == "popular"
+    for other in ("/users/u1/recommendations", "/items/i1/similar"):  # not ids: another resource
+        assert client.delete(other, headers=key).status_code == 405
+
+
 def test_exclude_items_leaves_them_out(client: TestClient) -> None:
     full = ids_of(client.get("/users/u3/recommendations", params={"k": 5}).json())
     params = {"k": 5, "exclude_items": [full[0], full[2], "not-in-model"]}
