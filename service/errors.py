@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -64,10 +65,67 @@ def request_id(request: Request) -> str:
     return str(found) if found else uuid.uuid4().hex
 
 
+def _not_json(request: Request) -> str | None:
+    """The content type of a body FastAPI did not read as JSON (None: JSON or no body), by
+    FastAPI's rule: ``application/json`` or ``application/*+json``."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return content_type or "none"
+
+
+#: How pydantic names a union member in an error's location: a model ("InteractionEvent") or a
+#: generic ("list[InteractionEvent]"); field names are lower case.
+_UNION_MEMBER = re.compile(r"^(?:[A-Z]\w*|list\[.*\])$")
+
+
+def _body_member_errors(errors: Sequence[dict[str, Any]], body: Any) -> list[dict[str, Any]]:
+    """The errors of the union member the body was meant as, located as if it were the only one.
+
+    A body that is one event or a list of events is validated against both, and pydantic reports
+    both members' errors under their type names (``["body", "InteractionEvent", "value"]`` next
+    to "Input should be a valid list"); the client sent one of them: a list is the list member,
+    anything else the other. So a list's errors read ``["body", 2, "value"]`` and one event's
+    ``["body", "value"]``."""
+
+    def member(error: dict[str, Any]) -> str | None:
+        loc = tuple(error.get("loc", ()))
+        if len(loc) > 1 and loc[0] == "body" and isinstance(loc[1], str) and _UNION_MEMBER.match(loc[1]):
+            return loc[1]
+        return None
+
+    members = {name for error in errors if (name := member(error)) is not None}
+    if len(members) < 2:
+        return list(errors)
+    as_list = isinstance(body, list)
+    kept = []
+    for error in errors:
+        name = member(error)
+        if name is not None and name.startswith("list[") != as_list:
+            continue
+        if name is not None:
+            loc = tuple(error["loc"])
+            error = {**error, "loc": (loc[0], *loc[2:])}
+        kept.append(error)
+    return kept or list(errors)
+
+
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    sent_as = _not_json(request)
+    if sent_as is not None and any(tuple(error.get("loc", ()))[:1] == ("body",) for error in exc.errors()):
+        # FastAPI validated the body as form data or bytes, and its errors ("Input should be a
+        # valid dictionary") do not say what is wrong: the content type.
+        message = (
+            f"send the body as JSON with Content-Type: application/json (the content type was {sent_as!r})"
+        )
+        detail = [{"loc": ["body"], "msg": printable_text(message), "type": "content_type"}]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     errors = [
         {key: _safe(value) for key, value in error.items() if key in ("loc", "msg", "type", "input", "ctx")}
-        for error in exc.errors()
+        for error in _body_member_errors(exc.errors(), exc.body)
     ]
     return JSONResponse(
         {"detail": jsonable_encoder(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT

@@ -13,6 +13,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -125,7 +128,9 @@ class HistoryRequest(Strict):
 
     items: list[ExternalId] = Field(min_length=1, max_length=MAX_K, description="External item ids.")
     values: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
-        default=None, description="One value (rating or strength) per item; default 1.0 each."
+        default=None,
+        description="One value (rating or strength) per item; default 1.0 each. Each must be a value an "
+        "event could store (the input rules' range, RECSYS_INTERACTION_VALUE_MIN/MAX).",
     )
     k: int = Field(default=10, ge=1, le=MAX_K)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Skip this many of the best items.")
@@ -146,30 +151,33 @@ class HistoryRequest(Strict):
 #: An id as every door accepts it (recsys.ingest.validation): no control character, not blank.
 EventText = Annotated[str, Field(min_length=1, max_length=255, pattern=ID_PATTERN)]
 _ISO_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+_ISO_DATETIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+#: What a JSON body may send, stated exactly (the app adds the configured window's bounds to the
+#: integer), so a client that obeys the schema is never refused for its form.
+_TIME_SCHEMA = {"anyOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}]}
+_TIME_FORMS = (
+    "epoch seconds (a whole number) or an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T12:00:00Z"
+)
 
 
-def _iso_text_only(value: object) -> object:
-    """Pydantic would read 1.5 or "1700000000" as a date-time; the schema says ISO 8601 text."""
-    if isinstance(value, datetime):
+def _epoch_seconds(value: object) -> int:
+    """A JSON timestamp as whole epoch seconds (floored), or one error that names both accepted
+    forms and, for a time without an offset, the fix. Files take more forms (a cell is text with
+    no type); a JSON body states its type, and the schema above states what it may be."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if not isinstance(value, str) or not _ISO_START.match(value):
-        raise ValueError("expected an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T12:00:00Z")
-    return value
-
-
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text_only)]
-
-
-def _whole_number(value: object) -> object:
-    """JSON Schema's integer: 5 and 5.0, never true, "5" or 5.5."""
-    if isinstance(value, bool | str):
-        raise ValueError("expected whole epoch seconds (a number, not a boolean or text)")
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    return value
+    if isinstance(value, str) and _ISO_START.match(value):
+        try:
+            return int(_ISO_DATETIME.validate_python(value).timestamp() // 1)
+        except ValidationError as exc:
+            if any(error["type"] == "timezone_aware" for error in exc.errors()):
+                raise ValueError(f"expected {_TIME_FORMS}; {value!r} has no offset (add Z for UTC)") from None
+    raise ValueError(f"expected {_TIME_FORMS}; got {value!r}")
 
 
-EpochSeconds = Annotated[int, BeforeValidator(_whole_number)]
+EpochSeconds = Annotated[int, BeforeValidator(_epoch_seconds), WithJsonSchema(_TIME_SCHEMA)]
 
 
 class InteractionEvent(Strict):
@@ -182,10 +190,11 @@ class InteractionEvent(Strict):
     value: float = Field(
         default=1.0, strict=True, allow_inf_nan=False, description="A finite number (not a boolean)."
     )
-    timestamp: EpochSeconds | IsoTime | None = Field(
+    timestamp: EpochSeconds | None = Field(
         default=None,
-        description="Epoch seconds, or an ISO 8601 date-time with a UTC offset; default: now. Times "
-        "before RECSYS_TIMESTAMP_MIN or more than RECSYS_TIMESTAMP_MAX_FUTURE_SECONDS ahead are rejected.",
+        description="Epoch seconds (a whole number), or an ISO 8601 date-time with a UTC offset; "
+        "default: now. Times before RECSYS_TIMESTAMP_MIN or more than "
+        "RECSYS_TIMESTAMP_MAX_FUTURE_SECONDS ahead are rejected.",
         examples=[1714564800, "2024-05-01T12:00:00Z"],
     )
     event_id: EventText | None = Field(
@@ -198,11 +207,7 @@ class InteractionEvent(Strict):
     )
 
     def epoch_seconds(self, now: int) -> int:
-        if self.timestamp is None:
-            return now
-        if isinstance(self.timestamp, datetime):
-            return int(self.timestamp.timestamp() // 1)
-        return self.timestamp
+        return now if self.timestamp is None else self.timestamp
 
 
 class StoredInteractions(Strict):
@@ -262,7 +267,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
     described = {
         401: "Missing or wrong X-API-Key (the message does not say which), or no key configured.",
         404: "An id that is not known (the model's items; stored users, items or event ids for DELETE).",
-        409: "An event has the key of a stored one with another value and the duplicate policy is reject.",
+        409: "An event has the key of a stored one with another value and the duplicate policy is reject, "
+        "or its event_id already names another event.",
         503: "No model loaded yet, or the database is unavailable (or slower than the request timeout).",
     }
     return {code: {"model": ErrorMessage, "description": described[code]} for code in codes}

@@ -208,7 +208,8 @@ def write_interactions(
     An event with the key (user, item, kind, timestamp) of a stored or earlier one but another
     value is a conflict, settled by ``policy``: ``update`` keeps the newest value, ``keep-first``
     the stored or earlier one, ``reject`` rejects the newcomer. Events whose ``event_id`` is
-    already stored are duplicates (a retried request).
+    already stored, or given earlier in the batch, are duplicates (a retried request) when they
+    name the same user, item, kind and value, and rejected otherwise.
     """
     if good.empty:
         return Written()
@@ -226,8 +227,9 @@ def write_interactions(
             "recommendation_id": good.get("recommendation_id"),
         }
     )
-    rows = _without_known_events(connection, rows).reset_index(drop=True)
-    written = Written()
+    rows, reused = _without_known_events(connection, rows)
+    rows = rows.reset_index(drop=True)
+    written = Written(rejected=reused)
     if rows.empty:
         return written
     first_kind = str(rows["kind"].iat[0])
@@ -337,20 +339,50 @@ def _conflict_reason(value: float, other: float, where: str) -> str:
     )
 
 
-def _without_known_events(connection: Connection, rows: pd.DataFrame) -> pd.DataFrame:
-    """Drop rows whose event id is repeated in the batch or already stored: retries of one event."""
+#: What an event id names: a retry may differ only in its timestamp (a retried request without
+#: one is stamped "now" again), anything else is another event.
+_EVENT_IDENTITY = ["user_id", "item_id", "kind", "value"]
+
+
+def _without_known_events(connection: Connection, rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Drop rows whose event id is repeated in the batch or already stored: retries of one event.
+    A row whose event id names another event (another user, item, kind or value) is rejected,
+    never dropped in silence: the client reused an id. Returns the rows kept and the rejections
+    (position -> reason)."""
     ids = rows["event_id"]
     if ids.isna().all():
-        return rows
-    repeated = ids.notna() & ids.duplicated(keep="first")
+        return rows, {}
     wanted = [str(event) for event in pd.unique(ids.dropna())]
-    stored: set[str] = set()
+    stored_parts = []
     for start in range(0, len(wanted), 1000):
         part = wanted[start : start + 1000]
-        result = connection.execute(select(Interaction.event_id).where(Interaction.event_id.in_(part)))
-        stored.update(str(row[0]) for row in result)
-    known = ids.isin(list(stored)) if stored else pd.Series(False, index=ids.index)
-    return rows.loc[~(repeated | known).to_numpy()]
+        query = select(
+            Interaction.event_id,
+            Interaction.user_id,
+            Interaction.item_id,
+            Interaction.kind,
+            Interaction.value,
+        ).where(Interaction.event_id.in_(part))
+        stored_parts.append(
+            pd.DataFrame(connection.execute(query).all(), columns=["event_id", *_EVENT_IDENTITY])
+        )
+    stored = pd.concat(stored_parts, ignore_index=True)
+    # What each id names: the stored event, else the batch's first row with the id.
+    named = pd.concat([stored, rows.loc[ids.notna(), ["event_id", *_EVENT_IDENTITY]]], ignore_index=True)
+    named = named.drop_duplicates("event_id", keep="first").set_index("event_id")
+    retried = ids.isin(stored["event_id"]) | (ids.notna() & ids.duplicated(keep="first"))
+    has_id = ids.notna().to_numpy()
+    other = np.zeros(len(rows), dtype=bool)
+    if has_id.any():
+        reference = named.reindex(ids[has_id].to_numpy())
+        mine = rows.loc[has_id, _EVENT_IDENTITY].to_numpy(dtype=object)
+        other[has_id] = (reference.to_numpy(dtype=object) != mine).any(axis=1)
+    rejected = {
+        int(pos): f"event_id {event!r} already names another event (another user, item, kind or value); "
+        "send a new event_id for a new event"
+        for pos, event in zip(rows["pos"][other], ids[other], strict=True)
+    }
+    return rows.loc[~(retried.to_numpy() | other)], rejected
 
 
 def _last_id(connection: Connection) -> int:

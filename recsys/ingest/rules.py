@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -59,6 +59,19 @@ class Rules:
         """The widest range over all kinds (what a JSON schema can promise without the kind)."""
         ranges = [(self.value_min, self.value_max), *self.value_bounds.values()]
         return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+    def history_value_problems(self, values: Sequence[float]) -> list[tuple[int, str]]:
+        """(position, reason) of each value of a history, whose events have no kind, outside
+        every kind's range (:attr:`value_envelope`): a history may only hold values an event
+        could store. The reasons read as file ingestion's."""
+        low, high = self.value_envelope
+        problems = []
+        for position, value in enumerate(values):
+            if value < low:
+                problems.append((position, f"value '{float(value)}' below the minimum {low:g}"))
+            elif value > high:
+                problems.append((position, f"value '{float(value)}' above the maximum {high:g}"))
+        return problems
 
     def timestamp_max(self, now: float | None = None) -> int:
         return int(now if now is not None else time.time()) + self.max_future_seconds

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from recsys.errors import DataError, UnknownIdError
-from recsys.ingest.rules import normalise_id
+from recsys.ingest.rules import Rules, normalise_id
 from recsys.retrieval import Ranked, RankOptions, UnknownGenreError
 from service import metrics
 from service.deps import current_state
+from service.errors import unprocessable as unprocessable_at
 from service.params import parse_query, query_openapi
 from service.render import recommendations_json
 from service.request_id import RESPONSE_HEADER_DOC, new_id
@@ -148,6 +149,10 @@ async def history_recommendations(request: Request, history: HistoryRequest) -> 
     ```
     """
     state = await current_state(request)  # a DirectRoute as well: the body is one pydantic call
+    if history.values is not None:  # only values an event could store (the input rules)
+        rules: Rules = request.app.state.rules
+        if problems := rules.history_value_problems(history.values):
+            raise unprocessable_at((("body", "values", position), reason) for position, reason in problems)
     try:
         options = rank_options(state, history, history.exclude_seen)
         ranked = state.retriever.recommend_history(history.items, history.values, options)

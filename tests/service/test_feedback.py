@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -185,6 +187,26 @@ def test_a_history_of_zero_values_gets_popular_items(client: TestClient) -> None
     assert [item["item_id"] for item in anonymous["items"]] == unseen[:4]
 
 
+def test_history_values_obey_the_input_rules(client: TestClient) -> None:
+    """A history holds only values an event could store: POST /interactions refuses -1 and 1e308,
+    so POST /recommendations does too, naming each value's position."""
+    vector_state(client)
+    for values, position, reason in (
+        ([1.0, -1.0], 1, "value '-1.0' below the minimum 0"),
+        ([1e308, 2.0], 0, "value '1e+308' above the maximum 1e+06"),
+    ):
+        answer = client.post("/recommendations", json={"items": ["i3", "i4"], "values": values})
+        assert answer.status_code == 422, answer.json()
+        assert answer.json()["detail"] == [
+            {"loc": ["body", "values", position], "msg": reason, "type": "value_error"}
+        ]
+        stored = client.post(
+            "/interactions", json={"user_id": "u1", "item_id": "i3", "value": values[position]}, headers=KEY
+        )
+        assert stored.status_code == 422  # the same rule at the other door
+    assert client.post("/recommendations", json={"items": ["i3"], "values": [5.0]}).status_code == 200
+
+
 def test_user_vector_is_refreshed_by_feedback(client: TestClient) -> None:
     model = vector_state(client)
     trained = client.get("/users/u5/recommendations", params={"k": 4}).json()
@@ -242,6 +264,12 @@ def test_bodies_that_gave_500_or_503_are_422_naming_the_field(client: TestClient
     assert answer["detail"][0]["loc"] == ["body", 1, "value"]  # type: ignore[index]
     assert answer["detail"][0]["msg"] == "value '-5.0' below the minimum 0"  # type: ignore[index]
     assert post_raw(client, '{"user_id": ')[0] == 422  # unparsable: documented 422, not 400
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**KEY, **({"Content-Type": content_type} if content_type else {})}
+        plain = client.post("/interactions", content=b'{"user_id": "u1", "item_id": "i1"}', headers=headers)
+        assert plain.status_code == 422, plain.json()
+        ((error,),) = [plain.json()["detail"]]
+        assert error["type"] == "content_type" and "Content-Type: application/json" in error["msg"], error
     with session_scope(client.app.state.engine) as session:  # type: ignore[attr-defined]
         assert session.scalar(select(func.count()).select_from(Interaction).where(Interaction.ts > 2000)) == 0
 
@@ -260,6 +288,80 @@ def test_iso_timestamps_event_ids_and_recommendation_ids(client: TestClient) -> 
             select(Interaction.event_id, Interaction.recommendation_id).where(Interaction.event_id == "evt-1")
         ).all()
     assert [tuple(row) for row in stored] == [("evt-1", "rec-42")]
+    # An event id names one event: reused for another item or value it is refused, not dropped.
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        before = session.scalar(select(func.count()).select_from(Interaction))
+    for other in ({**event, "item_id": "i8"}, {**event, "value": 3.0}):
+        refused = client.post("/interactions", json=other, headers=KEY)
+        assert refused.status_code == 409, refused.json()
+        assert "event_id 'evt-1' already names another event" in refused.json()["detail"]
+    batch = [{"user_id": "u3", "item_id": item, "event_id": "evt-2"} for item in ("i5", "i6")]
+    assert client.post("/interactions", json=batch, headers=KEY).status_code == 409
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Interaction)) == before  # nothing stored
+
+
+#: Timestamps a JSON body may send, each with its CSV cell: the API stores what a file stores.
+TIMES = [
+    (1_714_564_800, "1714564800"),
+    (1_714_564_800.0, "1714564800.0"),
+    ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"),
+    ("2024-05-01 12:00:00.250+00:00", "2024-05-01 12:00:00.250+00:00"),
+    ("2024-05-01T14:00:00+02:00", "2024-05-01T14:00:00+02:00"),
+]
+
+
+def test_the_api_stores_a_timestamp_as_file_ingestion_does(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    from recsys.ingest import ingest_interactions
+
+    csv = tmp_path / "times.csv"
+    csv.write_text(
+        "user_id,item_id,rating,timestamp\n"
+        + "".join(f"csv{i},i1,1,{cell}\n" for i, (_, cell) in enumerate(TIMES))
+    )
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert ingest_interactions(engine, csv).rows_loaded == len(TIMES)
+    events = [{"user_id": f"api{i}", "item_id": "i1", "timestamp": sent} for i, (sent, _) in enumerate(TIMES)]
+    answer = client.post("/interactions", json=events, headers=KEY)
+    assert answer.status_code == 201 and answer.json()["stored"] == len(TIMES), answer.json()
+    with session_scope(engine) as session:
+        stored = dict(
+            session.execute(
+                select(User.external_id, Interaction.ts).join(User, User.id == Interaction.user_id)
+            ).all()
+        )
+    assert all(stored[f"api{i}"] == stored[f"csv{i}"] == 1_714_564_800 for i in range(len(TIMES)))
+
+
+def test_a_timestamp_in_another_form_gets_one_error_naming_the_accepted_forms(client: TestClient) -> None:
+    """A JSON body states its types, and the schema states what a timestamp may be (a file's cell
+    is untyped text and is read more widely): one error per event, naming both forms."""
+    for sent, hint in (
+        ("2024-05-01T12:00:00", "has no offset (add Z for UTC)"),
+        ("2024-05-01", "got '2024-05-01'"),
+        (1_714_564_800.5, "got 1714564800.5"),
+        ("1714564800", "got '1714564800'"),
+    ):
+        answer = client.post(
+            "/interactions", json={"user_id": "u1", "item_id": "i1", "timestamp": sent}, headers=KEY
+        )
+        assert answer.status_code == 422, answer.json()
+        (error,) = answer.json()["detail"]
+        assert error["loc"] == ["body", "timestamp"], error
+        assert "epoch seconds (a whole number) or an ISO 8601 date-time with a UTC offset" in error["msg"], (
+            error
+        )
+        assert hint in error["msg"], error
+    # In a list, the error is located at its event, without the single-event reading's noise.
+    batch = [
+        {"user_id": "u1", "item_id": "i1"},
+        {"user_id": "u1", "item_id": "i2", "timestamp": "2024-05-01"},
+    ]
+    (error,) = client.post("/interactions", json=batch, headers=KEY).json()["detail"]
+    assert error["loc"] == ["body", 1, "timestamp"], error
 
 
 def test_a_changed_value_follows_the_duplicate_policy(client: TestClient, settings: Settings) -> None:

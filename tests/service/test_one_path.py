@@ -265,10 +265,16 @@ def test_folded_in_vector_is_cached_until_that_user_acts_again(ials_client: Test
     assert retriever.cache.hits >= 3
 
 
-def test_history_values_the_model_cannot_use_are_a_422(ials_client: TestClient) -> None:
-    negative = ials_client.post("/recommendations", json={"items": ["i1", "i2"], "values": [1.0, -2.0]})
-    assert negative.status_code == 422 and "non-negative" in str(negative.json()["detail"])
+def test_history_values_the_model_cannot_use_are_a_422(ials_client: TestClient, settings: Settings) -> None:
+    body = {"items": ["i1", "i2"], "values": [1.0, -2.0]}
+    negative = ials_client.post("/recommendations", json=body)  # the input rules refuse it first
+    assert negative.status_code == 422 and "below the minimum 0" in str(negative.json()["detail"])
     assert ials_client.post("/recommendations", json={"items": ["i1"], "values": [2.0]}).status_code == 200
+    # Rules that allow negative values (for an explicit model) still meet implicit ALS's refusal.
+    allowing = settings.model_copy(update={"interaction_value_min": -5.0})
+    with TestClient(create_app(allowing)) as client:
+        refused = client.post("/recommendations", json=body)
+        assert refused.status_code == 422 and "non-negative" in str(refused.json()["detail"])
 
 
 def test_feedback_the_model_cannot_fold_in_does_not_break_answers(
