@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recsys.ingest.rules import printable_text
+from recsys.ingest.rules import ID_PATTERN, printable_text
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -113,6 +113,28 @@ def _body_member_errors(errors: Sequence[dict[str, Any]], body: Any) -> list[dic
     return kept or list(errors)
 
 
+#: Inputs echoed in an error up to this many entries (a list of 5001 events is not sent back).
+MAX_ECHOED = 100
+
+
+def _readable(error: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic's error in the words file ingestion uses where its own name a regular expression,
+    and without echoing a long list or object back."""
+    if (
+        error.get("type") == "string_pattern_mismatch"
+        and (error.get("ctx") or {}).get("pattern") == ID_PATTERN
+    ):
+        error = {
+            **error,
+            "msg": "an id must hold something other than white space, and no control characters",
+        }
+        error.pop("ctx", None)
+    value = error.get("input")
+    if isinstance(value, list | dict) and len(value) > MAX_ECHOED:
+        error = {**error, "input": f"a {type(value).__name__} of {len(value)} entries (not echoed)"}
+    return error
+
+
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     sent_as = _not_json(request)
     if sent_as is not None and any(tuple(error.get("loc", ()))[:1] == ("body",) for error in exc.errors()):
@@ -124,7 +146,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         detail = [{"loc": ["body"], "msg": printable_text(message), "type": "content_type"}]
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     errors = [
-        {key: _safe(value) for key, value in error.items() if key in ("loc", "msg", "type", "input", "ctx")}
+        {
+            key: _safe(value)
+            for key, value in _readable(error).items()
+            if key in ("loc", "msg", "type", "input", "ctx")
+        }
         for error in _body_member_errors(exc.errors(), exc.body)
     ]
     return JSONResponse(

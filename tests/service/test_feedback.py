@@ -364,6 +364,22 @@ def test_a_timestamp_in_another_form_gets_one_error_naming_the_accepted_forms(cl
     assert error["loc"] == ["body", 1, "timestamp"], error
 
 
+def test_errors_read_as_ingestion_words_them_and_echo_no_long_body(client: TestClient) -> None:
+    blank = client.post("/interactions", json={"user_id": "  ", "item_id": "i1"}, headers=KEY).json()[
+        "detail"
+    ]
+    assert blank == [
+        {
+            "loc": ["body", "user_id"],
+            "msg": "an id must hold something other than white space, and no control characters",
+            "type": "string_pattern_mismatch",
+            "input": "  ",
+        }
+    ]
+    too_many = client.post("/interactions", json=[{"user_id": "u", "item_id": "i"}] * 5001, headers=KEY)
+    assert too_many.status_code == 422 and len(too_many.content) < 1000, too_many.content[:300]
+
+
 def test_a_changed_value_follows_the_duplicate_policy(client: TestClient, settings: Settings) -> None:
     event = {"user_id": "u4", "item_id": "i1", "value": 2, "timestamp": 50}
     client.post("/interactions", json=event, headers=KEY)
