@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, create_engine, insert, select
+from sqlalchemy.pool import StaticPool
 from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.cli.data import parse_kinds, parse_timestamp, parse_weights
 from recsys.data.interactions import Interactions
 from recsys.data.matrix import build_interactions, data_fingerprint, load_matrix, save_matrix, watermark
+from recsys.db import get_engine, upgrade
 from recsys.db.models import Interaction, Item, User
 from recsys.errors import ConfigError
 
@@ -113,6 +115,50 @@ def test_small_chunks_give_the_same_result(engine: Engine) -> None:
     chunked = build_interactions(engine, chunk_size=2)
     np.testing.assert_array_equal(dense(whole), dense(chunked))
     assert data_fingerprint(whole) == data_fingerprint(chunked)
+
+
+def test_arrow_read_equals_the_driver_cursor_read(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ADBC read of PostgreSQL gives what the DBAPI cursor gives, bit for bit, with every filter
+    in the query: weights that are not exact decimals, a kind selection (one with a quote) and a
+    watermark."""
+    from recsys.data import matrix
+
+    engine = get_engine(postgres_url)
+    upgrade(engine)
+    load(engine, [*EVENTS, ("carol", "c", "it's", 0.7, 300), ("carol", "a", "view", 1.1, 10)])
+    weights = {"view": 1 / 3, "it's": 0.1, "click": 2.5e-7}
+    query = matrix._event_query(["view", "it's", "click"], weights, 400)
+    ids = select(User.id, User.external_id).order_by(User.id)
+    queries = [(query, matrix._EVENT_DTYPE), (ids, matrix._ID_DTYPE)]
+    with engine.connect() as connection:
+        expected = [
+            matrix._concat(matrix._fetch_rows(connection, q, dtype, 2), dtype) for q, dtype in queries
+        ]
+        monkeypatch.setattr(matrix, "_fetch_rows", None)  # PostgreSQL is never read by the cursor
+        read = matrix._read(connection, queries, 2)
+    assert len(read[0]["id"]) == 6 and read[1]["external_id"].tolist() == USERS
+    for got, want in zip(read, expected, strict=True):
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], strict=True)
+    assert read[0]["value"].tobytes() == expected[0]["value"].tobytes()
+
+
+def test_sqlite_is_read_through_its_own_connection(sqlite_engine: Engine) -> None:
+    """SQLite, in memory or in a file, is read through the engine's connection: no second copy of
+    SQLite in the process (its closing would drop the POSIX locks of the engine's connections)."""
+    from recsys.data.matrix import _arrow_connection
+
+    memory = create_engine("sqlite://", poolclass=StaticPool)
+    upgrade(memory)
+    load(memory)
+    load(sqlite_engine)
+    for combine in ("last", "sum"):
+        in_memory = build_interactions(memory, weights={"view": 0.5}, until=400, combine=combine)
+        on_file = build_interactions(sqlite_engine, weights={"view": 0.5}, until=400, combine=combine)
+        assert data_fingerprint(in_memory) == data_fingerprint(on_file)
+    with sqlite_engine.connect() as connection:
+        assert _arrow_connection(connection) is None
 
 
 def test_empty_database(engine: Engine) -> None:

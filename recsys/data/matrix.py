@@ -1,8 +1,10 @@
 """Build user x item interaction matrices from the database, and save them to disk.
 
-The read is chunked and vectorised: rows come from the DBAPI cursor in blocks (a server-side
-cursor on PostgreSQL, so memory holds one block of raw tuples at a time) and each block
-becomes numpy arrays in one call; combining repeated pairs is a sort and a ``reduceat``.
+The read is chunked and vectorised: on PostgreSQL an ADBC driver streams the rows through
+``COPY`` in its binary format as Arrow record batches, so no Python object is made per row; on
+SQLite they come from the DBAPI cursor in blocks, each converted to numpy in one call. Memory
+holds one block at a time before the numpy columns; combining repeated pairs is a sort and a
+``reduceat``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,12 +27,17 @@ from recsys.data.recipe import COMBINE_RULES, CombineRule, Recipe
 from recsys.db.models import Interaction, Item, User
 from recsys.errors import ConfigError, DataError
 
-# users.id and items.id are 32-bit integers in the schema; converting each fetched block straight
-# to this compact layout keeps 32 bytes per event in memory.
+if TYPE_CHECKING:
+    from adbc_driver_manager.dbapi import Connection as AdbcConnection
+
+# The columns read, by name and dtype. users.id and items.id are 32-bit integers in the schema;
+# converting each fetched block straight to these types keeps 32 bytes per event in memory.
 _EVENT_DTYPE = np.dtype(
     [("id", np.int64), ("user_id", np.int32), ("item_id", np.int32), ("value", np.float64), ("ts", np.int64)]
 )
 _ID_DTYPE = np.dtype([("id", np.int32), ("external_id", object)])
+#: A query's result: one numpy array per column, by name.
+Columns = dict[str, np.ndarray]
 
 
 def build_interactions(
@@ -57,7 +64,8 @@ def build_interactions(
         the newest event; ties on the timestamp go to the event stored last), ``"sum"`` or
         ``"max"``. The pair's timestamp is always that of its newest event.
     chunk_size
-        Rows fetched from the database per block.
+        Rows per block read from SQLite (PostgreSQL's driver cuts its blocks by size, about
+        16 MB).
 
     The id maps hold every user and item of the database ordered by database id (also those
     without events in the selection), so indices are stable: new ids append.
@@ -70,14 +78,18 @@ def build_interactions(
     with engine.connect() as connection:
         if kinds is not None or weights:
             _check_kinds(connection, kinds, weights)
-        query = _event_query(kinds, weights, until)
-        events = _concat(_read(connection, query, _EVENT_DTYPE, chunk_size), _EVENT_DTYPE)
-        # Ids are read after the events: ingestion adds a user or item before its events, so
-        # every id an event refers to is already there, even while an ingest is running.
-        user_query = select(User.id, User.external_id).order_by(User.id)
-        item_query = select(Item.id, Item.external_id).order_by(Item.id)
-        users = _concat(_read(connection, user_query, _ID_DTYPE, chunk_size), _ID_DTYPE)
-        items = _concat(_read(connection, item_query, _ID_DTYPE, chunk_size), _ID_DTYPE)
+        # Ids are read after the events (the queries run in this order): ingestion adds a user or
+        # item before its events, so every id an event refers to is already there, even while an
+        # ingest is running.
+        events, users, items = _read(
+            connection,
+            [
+                (_event_query(kinds, weights, until), _EVENT_DTYPE),
+                (select(User.id, User.external_id).order_by(User.id), _ID_DTYPE),
+                (select(Item.id, Item.external_id).order_by(Item.id), _ID_DTYPE),
+            ],
+            chunk_size,
+        )
     user_index = _dense_index(users["id"], events["user_id"], "user")
     item_index = _dense_index(items["id"], events["item_id"], "item")
     return _combine(
@@ -220,36 +232,106 @@ def _event_query(
 
 
 def _read(
-    connection: Connection, query: ClauseElement, dtype: np.dtype, chunk_size: int
-) -> Iterator[np.ndarray]:
-    """Run ``query`` and yield its rows as structured arrays of ``dtype``, ``chunk_size`` at a time.
+    connection: Connection, queries: Sequence[tuple[ClauseElement, np.dtype]], chunk_size: int
+) -> list[Columns]:
+    """Run ``queries`` in order; the columns of each, named and typed by its (structured) dtype.
 
-    The rows are fetched from the DBAPI cursor directly: SQLAlchemy ``Row`` objects cost a
-    Python object per row, the driver's plain tuples convert to numpy in one call.
+    On PostgreSQL the rows come through ADBC on its own connection to the same server, as Arrow
+    record batches that become numpy columns without a Python object per row (5M events: 2.3-2.7x
+    faster than converting the DBAPI driver's tuples).
     """
-    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    arrow = _arrow_connection(connection)
+    if arrow is None:
+        return [_concat(_fetch_rows(connection, query, dtype, chunk_size), dtype) for query, dtype in queries]
+    with arrow:
+        return [_concat(_fetch_batches(arrow, connection, query, dtype), dtype) for query, dtype in queries]
+
+
+def _arrow_connection(connection: Connection) -> AdbcConnection | None:
+    """An ADBC connection to the PostgreSQL server of ``connection``; None on SQLite.
+
+    It is opened from what the live connection reports (psycopg's connection parameters and
+    password), so it reaches the database the engine was configured for, whether by URL,
+    ``connect_args`` or a ``creator``.
+
+    SQLite is read through its own connection: ADBC's driver links a second copy of SQLite into
+    the process, and when that copy closes its file the process loses the POSIX locks that
+    Python's sqlite3 connections hold on the same file (the "disk I/O error"s of concurrent
+    promotions in the tests; https://www.sqlite.org/howtocorrupt.html, section 2.2.1).
+    """
+    if connection.dialect.name != "postgresql":
+        return None
+    import adbc_driver_postgresql.dbapi
+    from psycopg.conninfo import make_conninfo
+
+    driver = connection.connection.driver_connection
+    assert driver is not None  # an open Connection always has its DBAPI connection
+    # The DSN leaves the password out; an empty one adds nothing.
+    conninfo = make_conninfo(driver.info.dsn, password=driver.info.password or None)
+    return adbc_driver_postgresql.dbapi.connect(conninfo)
+
+
+def _fetch_batches(
+    arrow: AdbcConnection, connection: Connection, query: ClauseElement, dtype: np.dtype
+) -> Iterator[Columns]:
+    """Run ``query`` on the ADBC connection and yield its record batches as numpy columns."""
+    sql, params = _compile(connection, query, literal=True)
+    with arrow.cursor() as cursor:
+        cursor.execute(sql, params)
+        for batch in cursor.fetch_record_batch():
+            yield {
+                name: column.to_numpy(zero_copy_only=False).astype(dtype[name], copy=False)
+                for name, column in zip(dtype.names or (), batch.columns, strict=True)
+            }
+
+
+def _fetch_rows(
+    connection: Connection, query: ClauseElement, dtype: np.dtype, chunk_size: int
+) -> Iterator[Columns]:
+    """Run ``query`` on ``connection``'s DBAPI cursor; its columns, ``chunk_size`` rows at a time
+    (the driver's plain tuples convert to a structured array of ``dtype`` in one call)."""
+    sql, params = _compile(connection, query, literal=False)
+    driver = connection.connection.driver_connection
+    assert driver is not None  # an open Connection always has its DBAPI connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_size):
+            block = np.array(rows, dtype=dtype)
+            yield {name: block[name] for name in dtype.names or ()}
+    finally:
+        cursor.close()
+
+
+def _compile(connection: Connection, query: ClauseElement, *, literal: bool) -> tuple[str, Any]:
+    """The SQL text of ``query`` for ``connection``'s driver and its parameters.
+
+    ``literal`` writes the values into the text instead (no parameters): ADBC's PostgreSQL driver
+    streams a query without parameters through ``COPY``, but holds the whole result of one with
+    parameters in memory (5M events: 1.1 GB instead of 0.2 GB peak).
+    """
+    compiled = query.compile(
+        dialect=connection.dialect,
+        compile_kwargs={"literal_binds": True} if literal else {"render_postcompile": True},
+    )
     assert isinstance(compiled, SQLCompiler)  # a SELECT always compiles to an SQLCompiler
+    if literal:
+        return str(compiled), None
     params: Any = (
         tuple(compiled.params[name] for name in compiled.positiontup or ())
         if compiled.positional
         else compiled.params
     )
-    driver = connection.connection.driver_connection
-    assert driver is not None  # an open Connection always has its DBAPI connection
-    # A named cursor is server-side on psycopg: PostgreSQL streams the rows instead of the
-    # client buffering the whole result.
-    cursor = driver.cursor(name="recsys_read") if connection.dialect.name == "postgresql" else driver.cursor()
-    try:
-        cursor.execute(str(compiled), params)
-        while rows := cursor.fetchmany(chunk_size):
-            yield np.array(rows, dtype=dtype)
-    finally:
-        cursor.close()
+    return str(compiled), params
 
 
-def _concat(chunks: Iterator[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    parts = list(chunks)
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+def _concat(blocks: Iterator[Columns], dtype: np.dtype) -> Columns:
+    """One array per column from the blocks (each column its own contiguous array)."""
+    parts = list(blocks)
+    return {
+        name: np.concatenate([part[name] for part in parts]) if parts else np.empty(0, dtype=dtype[name])
+        for name in dtype.names or ()
+    }
 
 
 def _dense_index(db_ids: np.ndarray, refs: np.ndarray, what: str) -> np.ndarray:
