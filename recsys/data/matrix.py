@@ -23,6 +23,7 @@ from sqlalchemy import ClauseElement, Connection, Engine, case, literal, select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from recsys.data.interactions import IdMap, Interactions
+from recsys.data.ordering import lexsort2
 from recsys.data.recipe import COMBINE_RULES, CombineRule, Recipe
 from recsys.db.models import Interaction, Item, User
 from recsys.errors import ConfigError, DataError
@@ -128,7 +129,12 @@ def data_fingerprint(interactions: Interactions) -> str:
     """
     user_index, item_index = interactions.user_index, interactions.item_index
     values, timestamps = interactions.values, interactions.timestamps
-    order = np.lexsort((values, timestamps, item_index, user_index))
+    pair = user_index.astype(np.int64) * max(len(interactions.items), 1) + item_index
+    order: Any = slice(None)
+    # A built log is sorted by (user, item) with one entry per pair, which is already the order
+    # below: checking that is one pass, the four-key sort took 5 s at 5M entries.
+    if not np.all(pair[1:] > pair[:-1]):
+        order = np.lexsort((values, timestamps, item_index, user_index))
     digest = hashlib.sha256()
     for ids in (interactions.users.external_ids, interactions.items.external_ids):
         digest.update(len(ids).to_bytes(8, "little"))
@@ -357,7 +363,11 @@ def _combine(
 ) -> Interactions:
     """One entry per (user, item): sort by pair, then newest last, and reduce each run."""
     pair = user_index.astype(np.int64) * max(len(items), 1) + item_index
-    order = np.lexsort((event_ids, timestamps, pair))
+    # The order of np.lexsort((event_ids, timestamps, pair)): once the events are in id order
+    # (a table scan mostly returns them so, and sorting a sorted array is one pass), ties on
+    # (pair, time) fall to the position, which lexsort2 keeps.
+    by_id = np.argsort(event_ids, kind="stable")
+    order = by_id[lexsort2(timestamps[by_id], pair[by_id])]
     pair, values, timestamps = pair[order], values[order], timestamps[order]
     if len(pair):
         starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])

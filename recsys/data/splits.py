@@ -5,7 +5,8 @@ matrices have the same shape and index the same users and items.
 
 Per-user splits rank each user's rows without a Python loop: sort the rows by (user, key) where
 the key is a seeded random number (or the timestamp), and a row's rank within its user is its
-sorted position minus the position where that user's rows start.
+sorted position minus the position where that user's rows start. The sort is one pass over
+both keys packed into 64 bits (:func:`recsys.data.ordering.lexsort2`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.interactions import Interactions
+from recsys.data.ordering import lexsort2
 from recsys.errors import ConfigError
 
 
@@ -27,7 +29,8 @@ def protocol_k_split(
     keep everything in train (they are not evaluated). Returns (train, test).
     """
     _check_seed(seed)
-    key = np.random.default_rng(seed).random(len(data))
+    # random() draws multiples of 2**-53: scaled up they are exact integers in the same order.
+    key = (np.random.default_rng(seed).random(len(data)) * 2.0**53).astype(np.int64)
     return _split_by_rank(data, key, test_fraction, min_user_interactions, test_last=False)
 
 
@@ -93,8 +96,8 @@ def _split_by_rank(
     if min_user_interactions < 1:
         raise ConfigError(f"min_user_interactions must be at least 1, got {min_user_interactions}")
     users = data.user_index
-    # lexsort is stable: equal keys keep the input order, so ties are deterministic.
-    order = np.lexsort((key, users))
+    # Stable: equal keys keep the input order, so ties are deterministic.
+    order = lexsort2(key, users)
     counts = np.bincount(users, minlength=data.shape[0])
     starts = np.cumsum(counts) - counts
     sorted_users = users[order]
