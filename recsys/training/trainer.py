@@ -139,7 +139,10 @@ def _train(
     recipe = model_class.recipe.override(kinds=kinds, weights=weights, combine=combine)
     now = int(time.time())
     marks = LogMarks.read(engine)  # before the read: what the version's seen-items snapshot covers
-    data = load_data(engine, recipe, until=not_after_now(engine, until, now))
+    # One scan (the column has no index) for the clamp and for the snapshot's check below. Counted
+    # after the marks, it sees every future-stamped event the snapshot would cover.
+    future = future_interactions(engine, now)
+    data = load_data(engine, recipe, until=not_after_now(until, now, future))
     split = ValidationSplit.try_carve(data)  # None: too small to validate (fit_version says so)
     validation, split_kind = "held-out", HELD_OUT
     if split is not None and previous is not None and previous.info.watermark is not None:
@@ -156,7 +159,7 @@ def _train(
             split, validation = unseen, "held-out, newer than the warm-start version"
             split_kind = f"{HELD_OUT}, newer than {previous.info.watermark}"
     seen = None
-    if chief and until is None and recipe.reads_whole_log() and future_interactions(engine, now)[0] == 0:
+    if chief and until is None and recipe.reads_whole_log() and future[0] == 0:
         # The data is the log as the service reads it: its snapshot needs no second read.
         seen = SeenSnapshot.from_interactions(data, data.users, data.items, None, marks)
     fitted = fit_version(
@@ -209,11 +212,11 @@ def parse_param_options(options: Iterable[str]) -> dict[str, Any]:
     return params
 
 
-def not_after_now(engine: Engine, until: int | None, now: int | None = None) -> int:
-    """``until`` clamped to now: events stamped in the future are skipped (and counted in the
-    log) until their time comes, so that no version's watermark is ever past now."""
-    now = int(time.time()) if now is None else now
-    skipped, newest = future_interactions(engine, now)
+def not_after_now(until: int | None, now: int, future: tuple[int, int | None]) -> int:
+    """``until`` clamped to ``now``: events stamped in the future (``future``: their count and the
+    newest stamp, :func:`future_interactions`) are skipped, and logged, until their time comes,
+    so that no version's watermark is ever past now."""
+    skipped, newest = future
     if skipped:
         logger.warning(
             "skipping %d interaction(s) stamped in the future (the newest at %s): they are "
