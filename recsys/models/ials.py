@@ -38,7 +38,7 @@ from scipy.linalg import lapack
 from recsys.data.recipe import Recipe
 from recsys.errors import ConfigError, DataError
 from recsys.models.base import EpochConfig, FitOptions, Recommender, SearchRange, WarmStart
-from recsys.runtime.device import import_tensorflow
+from recsys.runtime.device import gpu_possible, import_tensorflow
 from recsys.runtime.epochs import StoppingRule
 
 if TYPE_CHECKING:
@@ -510,7 +510,10 @@ class _Side:
 
 
 def _cg_kernel() -> Literal["numba", "tensorflow"]:
-    """Which kernel runs conjugate gradients: TensorFlow's when it sees a GPU, numba's on the CPU."""
+    """Which kernel runs conjugate gradients: TensorFlow's when it sees a GPU, numba's on the CPU
+    (decided without importing TensorFlow where no GPU driver shows itself)."""
+    if not gpu_possible():
+        return "numba"
     tf = import_tensorflow()
     return "tensorflow" if tf.config.list_logical_devices("GPU") else "numba"
 

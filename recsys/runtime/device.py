@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -60,6 +61,17 @@ def _startup_stderr_filtered() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def gpu_possible() -> bool:
+    """Whether TensorFlow could find a GPU here, answered without importing it (seconds): False
+    only when no GPU driver shows itself (no NVIDIA device or driver files, no WSL GPU device) or
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU. CPU-only paths ask this first, so that a CPU
+    machine training iALS never imports TensorFlow."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    drivers = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+    return any(Path(path).exists() for path in drivers)
 
 
 @functools.cache

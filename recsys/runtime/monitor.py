@@ -4,17 +4,48 @@ plain log lines elsewhere (a cron job's log file gets one line per epoch, not ba
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-from recsys.runtime.device import import_tensorflow
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
 logger = logging.getLogger(__name__)
+
+
+class ScalarWriter:
+    """TensorBoard scalars in an event file, written without TensorFlow.
+
+    ``tf.summary`` would import TensorFlow (seconds) into every fit, also those that never use it
+    (iALS on the CPU); TensorBoard's own record format and protocol buffers write the same file
+    (``events.out.tfevents.*``, which ``tensorboard --logdir`` reads)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        log_dir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        self._records = RecordWriter(open(log_dir / name, "wb"))  # noqa: SIM115  # closed by close()
+        self._records.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(
+            value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()]
+        )
+        self._records.write(Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
 
 
 class EpochMonitor:
@@ -34,10 +65,7 @@ class EpochMonitor:
         self.history: list[dict[str, Any]] = list(history or [])
         self.total_epochs = total_epochs
         self.description = description
-        self._writer = None
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = import_tensorflow().summary.create_file_writer(str(log_dir))
+        self._writer = ScalarWriter(log_dir) if log_dir is not None else None
         self._progress: Progress | None = None
         if progress and sys.stderr.isatty():
             from rich.progress import Progress  # only a fit on a terminal draws one (not a service)
@@ -64,12 +92,9 @@ class EpochMonitor:
         """Record an epoch: ``entry`` holds ``epoch`` and scalars."""
         self.history.append(entry)
         if self._writer is not None:
-            tf = import_tensorflow()
-            with self._writer.as_default():
-                for key, value in entry.items():
-                    if key != "epoch":
-                        tf.summary.scalar(key, value, step=int(entry["epoch"]))
-            self._writer.flush()
+            self._writer.scalars(
+                int(entry["epoch"]), {key: value for key, value in entry.items() if key != "epoch"}
+            )
         shown = " ".join(
             f"{key}={value:.4g}"
             for key, value in entry.items()
