@@ -327,6 +327,13 @@ STAGE_COLUMNS = {
 #: grows as pages are used.
 SQLITE_BULK_CACHE_KIB = 512 * 1024
 
+#: How large SQLite's write-ahead log may grow (in pages of 4 KiB) before a bulk load's commit copies
+#: it into the database file (a checkpoint, with an fsync of both files). At SQLite's default of
+#: 1000 pages every batch of a large load checkpointed at its commit; a checkpoint every 64 MiB or
+#: so does the same copying with a tenth of the fsyncs. Durability is the WAL's either way: a batch
+#: is atomic and stored once its commit returns.
+SQLITE_BULK_WAL_PAGES = 16_384
+
 
 def _execute(connection: Connection, sql: str, params: dict[str, Any]) -> CursorResult[Any]:
     return connection.execute(text(sql), params)
@@ -558,6 +565,7 @@ def write_batch(
     conflicting = 0
     if not _is_postgres(connection):
         connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
+        connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {SQLITE_BULK_WAL_PAGES}")
     if target == "interactions":
         written = write_interactions(connection, checked.good, cache, policy)
         loaded, conflicting = written.loaded, written.conflicting
