@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from recsys.errors import DataError
-from recsys.ingest import CsvSpec, ingest_frame, ingest_interactions
+from recsys.ingest import CsvSpec, ingest_frame, ingest_interactions, loader
 from recsys.ingest.loader import run_status
 
 HEADER = "user_id,item_id,rating,timestamp\n"
@@ -237,3 +237,28 @@ def test_missing_column_names_the_columns_and_the_fix(engine: Engine, tmp_path: 
     with pytest.raises(DataError, match=r"no column 'user_id'; its columns are \['user', .*--user-col"):
         ingest_interactions(engine, path)
     assert count(engine, "ingestion_runs") == 0
+
+
+def test_sqlite_inserts_many_rows_per_statement_in_file_order(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 rows per statement: a batch of 10 distinct events takes three full statements and one of a
+    # single row; the event repeated in the file (a,x,1,5) is stored once.
+    monkeypatch.setattr(loader, "SQLITE_ROWS_PER_STATEMENT", 3)
+    lines = [f"u{n},i{n % 3},{n % 5 + 1},{n}" for n in range(10)] + ["u0,i0,1,0"]
+    path = write(tmp_path / "log.csv", HEADER + "\n".join(lines) + "\n")
+    first = ingest_interactions(sqlite_engine, path, batch_size=11)
+    assert (first.rows_loaded, first.rows_duplicate) == (10, 1)
+    with sqlite_engine.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT u.external_id, e.value, e.ts FROM interactions e JOIN users u ON u.id = e.user_id "
+                "ORDER BY e.id"
+            )
+        ).all()
+    assert [(user, float(value), int(ts)) for user, value, ts in stored] == [
+        (f"u{n}", float(n % 5 + 1), n) for n in range(10)
+    ]
+    second = ingest_interactions(sqlite_engine, path, batch_size=4)
+    assert (second.rows_loaded, second.rows_duplicate, second.rows_conflicting) == (0, 11, 0)
+    assert count(sqlite_engine, "interactions") == 10

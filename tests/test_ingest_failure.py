@@ -3,6 +3,7 @@ erasures running beside a load leave no interaction naming a user or item that i
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,30 @@ def test_an_erasure_waits_for_a_running_batch_on_postgresql(engine: Engine, tmp_
             erase(engine, "user", "u0", source="cli", timeout=0.5)
     assert erase(engine, "user", "u0", source="cli").found  # once the batch is over
     assert table_count(engine, "interactions") == 0
+
+
+def test_sqlite_batches_commit_to_the_log_and_are_read_before_a_checkpoint(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bulk load checkpoints only every SQLITE_BULK_WAL_PAGES pages: its committed batches sit in
+    # the write-ahead log, where another connection (the service) reads them.
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user_id,item_id,rating,timestamp\n" + "".join(f"u{n},i{n % 7},1,{n}\n" for n in range(ROWS))
+    )
+    real = loader_module.write_batch
+    limits: list[int] = []
+
+    def recorded(connection, run_id, target, checked, cache, policy):  # type: ignore[no-untyped-def]
+        counts = real(connection, run_id, target, checked, cache, policy)
+        limits.append(int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()))
+        return counts
+
+    monkeypatch.setattr(loader_module, "write_batch", recorded)
+    report = ingest_interactions(sqlite_engine, path, batch_size=BATCH)
+    assert report.rows_loaded == ROWS
+    assert limits == [loader_module.SQLITE_BULK_WAL_PAGES] * (ROWS // BATCH)
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    assert Path(f"{database}-wal").stat().st_size > 0  # not copied into the file yet
+    with sqlite3.connect(database) as other:
+        assert other.execute("SELECT COUNT(*) FROM interactions").fetchone() == (ROWS,)
