@@ -26,6 +26,7 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.ingest.rules import ID_PATTERN, printable_text
+from service.routing import is_json_media_type
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -71,10 +72,7 @@ def _not_json(request: Request) -> str | None:
     if request.method not in ("POST", "PUT", "PATCH"):
         return None
     content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
-        return None
-    return content_type or "none"
+    return None if content_type and is_json_media_type(content_type) else content_type or "none"
 
 
 #: How pydantic names a union member in an error's location: a model ("InteractionEvent") or a

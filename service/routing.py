@@ -138,16 +138,21 @@ class JsonBody:
             raise RequestValidationError(_located("body", exc), body=value) from None
 
     def _is_json(self, content_type: str | None) -> bool:
-        """FastAPI's rule: ``application/json`` or ``application/*+json`` (parameters allowed); no
-        content type only when the route is not strict about it."""
+        """:func:`is_json_media_type`; no content type only when the route is not strict about it."""
         if not content_type:
             return not self.strict_content_type
-        message = email.message.Message()
-        message["content-type"] = content_type
-        subtype = message.get_content_subtype()
-        return message.get_content_maintype() == "application" and (
-            subtype == "json" or subtype.endswith("+json")
-        )
+        return is_json_media_type(content_type)
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """FastAPI's rule for a JSON body: ``application/json`` or ``application/*+json``
+    (parameters allowed)."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
 def _located(where: str, exc: ValidationError) -> list[dict[str, Any]]:
